@@ -1,0 +1,250 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_without_tmt_hf, tiny_tmt_config
+from PIL import Image
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation, ViTConfig, ViTModel
+
+from tmt_hf import TMT_PRESETS, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor, TMTModel
+
+
+def build(model_class, config, attn_implementation="sdpa"):
+    config._attn_implementation = attn_implementation
+    return model_class(config).eval()
+
+
+def vit_twin(model: TMTModel, attn_implementation: str) -> ViTModel:
+    """A stock ViTModel with the same weights as `model`."""
+    fields = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "image_size",
+        "patch_size",
+    )
+    vit = build(ViTModel, ViTConfig(**{name: getattr(model.config, name) for name in fields}), attn_implementation)
+    vit.load_state_dict({k: v for k, v in model.state_dict().items() if "tma_lambda" not in k}, strict=True)
+    return vit
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_lambda_zero_equals_vit(attn_implementation):
+    model = build(TMTModel, tiny_tmt_config(), attn_implementation)
+    vit = vit_twin(model, attn_implementation)
+    pixels = torch.randn(2, 3, 64, 96)
+    reference = vit(pixels, interpolate_pos_encoding=True).last_hidden_state
+    no_map = model(pixels).last_hidden_state
+    with_map = model(pixels, transferability_map=torch.rand(2, 37, 41)).last_hidden_state
+    assert (no_map - reference).abs().max() < 1e-5
+    assert (with_map - reference).abs().max() < 1e-5
+
+
+def test_nonzero_lambda_changes_output_and_backends_agree():
+    pixels, focus = torch.randn(2, 3, 64, 96), torch.rand(2, 16, 24)
+    outputs = {}
+    for implementation in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        model = build(TMTModel, tiny_tmt_config(tma_init=1.5), implementation)
+        outputs[implementation] = (
+            model(pixels).last_hidden_state,
+            model(pixels, transferability_map=focus).last_hidden_state,
+        )
+    assert (outputs["sdpa"][1] - outputs["sdpa"][0]).abs().max() > 1e-3
+    assert (outputs["sdpa"][1] - outputs["eager"][1]).abs().max() < 1e-5
+
+
+def test_bias_matches_explicit_attention():
+    """One TMA layer computed by hand: softmax(QK^T/sqrt(d) + λ_h m_j) V."""
+    config = tiny_tmt_config(num_hidden_layers=1, tma_init=0.0)
+    model = build(TMTModel, config)
+    attention = model.layers[0].attention
+    attention.tma_lambda.data = torch.tensor([2.0, -1.0])
+    hidden = torch.randn(1, 5, 32)
+    focus = torch.tensor([[0.0, 1.0, 0.5, 0.0, 0.25]])
+    out, _ = attention(hidden, focus_tokens=focus)
+    q = attention.q_proj(hidden).view(1, 5, 2, 16).transpose(1, 2)
+    k = attention.k_proj(hidden).view(1, 5, 2, 16).transpose(1, 2)
+    v = attention.v_proj(hidden).view(1, 5, 2, 16).transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / 4.0 + attention.tma_lambda.view(1, 2, 1, 1) * focus.view(1, 1, 1, 5)
+    expected = attention.o_proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(1, 5, 32))
+    assert (out - expected).abs().max() < 1e-5
+
+
+def test_tma_layers_selects_layers():
+    model = TMTModel(tiny_tmt_config(num_hidden_layers=3, tma_layers=[1]))
+    assert [layer.attention.tma_lambda is not None for layer in model.layers] == [False, True, False]
+    off = TMTModel(tiny_tmt_config(tma_layers=[], tma_init=1.0)).eval()
+    pixels = torch.randn(1, 3, 32, 32)
+    assert torch.equal(
+        off(pixels).last_hidden_state, off(pixels, transferability_map=torch.rand(1, 2, 2)).last_hidden_state
+    )
+
+
+def test_gradients_reach_lambda_and_map():
+    model = TMTForSemanticSegmentation(tiny_tmt_config(tma_init=0.5))
+    focus = torch.rand(2, 4, 6, requires_grad=True)
+    out = model(torch.randn(2, 3, 64, 96), labels=torch.randint(0, 5, (2, 64, 96)), transferability_map=focus)
+    out.loss.backward()
+    for layer in model.vit.layers:
+        assert layer.attention.tma_lambda.grad is not None and layer.attention.tma_lambda.grad.abs().sum() > 0
+    assert focus.grad is not None and focus.grad.abs().sum() > 0
+
+
+def test_segmentation_output_shapes_any_size():
+    model = TMTForSemanticSegmentation(tiny_tmt_config()).eval()
+    out = model(torch.randn(2, 3, 70, 101), labels=torch.randint(0, 5, (2, 70, 101)), transferability_map=torch.rand(2, 9, 9),
+                output_hidden_states=True)  # fmt: skip
+    assert out.logits.shape == (2, 5, 70, 101)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.focus_map.shape == (2, 5, 7)  # padded to 80x112, patch grid 5x7
+    assert len(out.hidden_states) == 3
+    assert model(torch.randn(1, 3, 64, 64)).focus_map is None
+
+
+def test_loss_ignores_index():
+    model = TMTForSemanticSegmentation(tiny_tmt_config()).eval()
+    pixels = torch.randn(1, 3, 32, 32)
+    labels = torch.full((1, 32, 32), 255)
+    labels[0, :16] = 1
+    loss = model(pixels, labels=labels).loss
+    logits = model(pixels).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :, :16], labels[:, :16])
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_attentions_with_eager():
+    model = build(TMTForSemanticSegmentation, tiny_tmt_config(), "eager")
+    out = model(torch.randn(1, 3, 32, 48), output_attentions=True)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (1, 2, 7, 7)
+
+
+def test_save_and_reload_reproduces_logits(tmp_path):
+    model = TMTForSemanticSegmentation(tiny_tmt_config(tma_init=0.3)).eval()
+    pixels, focus = torch.randn(1, 3, 64, 64), torch.rand(1, 8, 8)
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(name.endswith(".bin") for name in files)
+    assert {"configuration_tmt.py", "modeling_tmt.py", "modeling_acte.py", "configuration_acte.py"} <= files
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForSemanticSegmentation"}
+    reloaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded, TMTForSemanticSegmentation)
+    assert torch.equal(
+        model(pixels, transferability_map=focus).logits, reloaded(pixels, transferability_map=focus).logits
+    )
+    assert isinstance(AutoModel.from_pretrained(tmp_path), TMTModel)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "tmt"
+
+
+def test_fresh_interpreter_loads_with_trust_remote_code(tmp_path):
+    model_dir = tmp_path / "model"
+    model = TMTForSemanticSegmentation(tiny_tmt_config(tma_init=0.3)).eval()
+    model.save_pretrained(model_dir)
+    TMTImageProcessor(size={"height": 64, "width": 96}).save_pretrained(model_dir)
+    pixels = torch.randn(1, 3, 64, 96)
+    torch.save({"pixels": pixels, "logits": model(pixels).logits}, tmp_path / "reference.pt")
+    Image.fromarray(np.random.randint(0, 255, (50, 120, 3), dtype=np.uint8)).save(tmp_path / "street.png")
+    out = run_without_tmt_hf(
+        f"""
+        import torch
+        from PIL import Image
+        from transformers import AutoModel, AutoModelForSemanticSegmentation, pipeline
+        try:
+            import tmt_hf
+            raise SystemExit("tmt_hf must not be importable here")
+        except ImportError:
+            pass
+        base = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+        assert type(base).__name__ == "TMTModel", type(base)
+        seg = AutoModelForSemanticSegmentation.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+        assert type(seg).__name__ == "TMTForSemanticSegmentation"
+        assert type(seg).__module__.startswith("transformers_modules"), type(seg).__module__
+        reference = torch.load({str(tmp_path / "reference.pt")!r})
+        assert torch.equal(seg(reference["pixels"]).logits, reference["logits"])
+        segmenter = pipeline("image-segmentation", model={str(model_dir)!r}, trust_remote_code=True)
+        results = segmenter(Image.open({str(tmp_path / "street.png")!r}))
+        assert results and all(r["mask"].size == (120, 50) for r in results), [r["mask"].size for r in results]
+        print("OK", len(results))
+        """,
+        tmp_path,
+    )
+    assert out.startswith("OK")
+
+
+def test_stock_vit_checkpoint_maps_every_backbone_weight(tmp_path):
+    vit = ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64)
+    ).eval()
+    vit.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:  # the google/vit-*-in21k key layout
+        assert any(key.startswith("encoder.layer.0.attention.attention.query") for key in f.keys())
+    pixels, focus = torch.randn(1, 3, 64, 64), torch.rand(1, 4, 4)
+    expected = vit(pixels).last_hidden_state
+
+    base, info = TMTModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert set(info["missing_keys"]) == {f"layers.{i}.attention.tma_lambda" for i in range(2)}
+    assert not info["unexpected_keys"]
+    assert (base.eval()(pixels, transferability_map=focus).last_hidden_state - expected).abs().max() < 1e-5
+
+    seg, info = TMTForSemanticSegmentation.from_pretrained(tmp_path, output_loading_info=True)
+    backbone_missing = [k for k in info["missing_keys"] if k.startswith("vit.") and "tma_lambda" not in k]
+    assert backbone_missing == []
+    assert (seg.eval().vit(pixels).last_hidden_state - expected).abs().max() < 1e-5
+
+
+def test_bad_inputs_give_clear_errors():
+    model = TMTForSemanticSegmentation(tiny_tmt_config()).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="batch_size=2"):
+        model(pixels, transferability_map=torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(pixels, transferability_map=torch.full((2, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(pixels, transferability_map=torch.full((2, 4, 4), float("inf")))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        model(pixels, transferability_map=torch.full((2, 4, 4), 1.5))
+    with pytest.raises(ValueError, match=r"\(batch_size, 3, height, width\)"):
+        model(torch.randn(2, 4, 32, 32))
+    with pytest.raises(ValueError, match=r"labels must have shape"):
+        model(pixels, labels=torch.zeros(2, 16, 16, dtype=torch.long))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model(pixels.numpy())
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        model.vit(torch.randn(1, 3, 30, 32))
+
+
+@pytest.mark.parametrize("implementation", ["flash_attention_2", "flex_attention"])
+def test_unsupported_attention_backends_refuse_the_bias(implementation):
+    model = TMTModel(tiny_tmt_config(tma_init=1.0)).eval()
+    model.config._attn_implementation = implementation
+    with pytest.raises(ValueError, match="attn_implementation='sdpa' or 'eager'"):
+        model(torch.randn(1, 3, 32, 32), transferability_map=torch.rand(1, 2, 2))
+
+
+def test_presets():
+    for name, fields in TMT_PRESETS.items():
+        config = TMTConfig.from_preset(name)
+        assert config.hidden_size == fields["hidden_size"]
+        assert config.num_labels == 19 and config.id2label[0] == "road" and config.id2label[18] == "bicycle"
+        assert config.semantic_loss_ignore_index == 255
+        assert config.tma_layers == list(range(config.num_hidden_layers)) and config.tma_init == 0.0
+    assert TMTConfig.from_preset("base").decode_layers == [3, 6, 9, 12]
+    with pytest.raises(ValueError, match="Unknown preset"):
+        TMTConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="tma_layers"):
+        TMTConfig(num_hidden_layers=2, tma_layers=[5])
+
+
+def test_image_processor_post_processing():
+    processor = TMTImageProcessor(size={"height": 32, "width": 64})
+    assert list(processor.image_mean) == [0.5, 0.5, 0.5] and list(processor.image_std) == [0.5, 0.5, 0.5]
+    image = Image.fromarray(np.random.randint(0, 255, (40, 90, 3), dtype=np.uint8))
+    inputs = processor(image, return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 32, 64)
+    model = TMTForSemanticSegmentation(tiny_tmt_config()).eval()
+    maps = processor.post_process_semantic_segmentation(model(**inputs), target_sizes=[(40, 90)])
+    assert maps[0].shape == (40, 90)

@@ -1,0 +1,397 @@
+"""PyTorch TMT (Transferable Mask Transformer): a ViT whose self-attention is biased by a transferability focus map.
+
+TMA (Transferable Masked Attention) adds `λ[layer, head] · m[b, key]` to the attention logits of the layers in
+`config.tma_layers`, where `m` is the focus map pooled to the patch grid (the CLS key gets 0). With λ = 0 the model is
+exactly the underlying ViT.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SemanticSegmenterOutput
+from transformers.models.vit.modeling_vit import (
+    ViTAttention,
+    ViTEmbeddings,
+    ViTLayer,
+    ViTModel,
+    ViTPooler,
+    ViTPreTrainedModel,
+)
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_tmt import TMTConfig
+from .modeling_acte import ACTEModel
+
+# Stock ViT checkpoints (e.g. google/vit-base-patch16-224-in21k) use the old `encoder.layer.N.attention.attention.query`
+# key layout. transformers renames it only for its own ViT classes, so the same renaming is registered for TMTModel;
+# TMTForSemanticSegmentation picks it up for its `vit` sub-model. It runs at import, also under trust_remote_code.
+register_checkpoint_conversion_mapping("TMTModel", get_checkpoint_conversion_mapping("ViTModel"), overwrite=True)
+
+_BIAS_CAPABLE_ATTENTION = ("eager", "sdpa")
+# Whichever TMT class is saved, a directory loads as the base model and as the segmenter.
+_TMT_AUTO_MAP = {
+    "AutoModel": "modeling_tmt.TMTModel",
+    "AutoModelForSemanticSegmentation": "modeling_tmt.TMTForSemanticSegmentation",
+}
+
+
+@dataclass
+class TMTSemanticSegmenterOutput(SemanticSegmenterOutput):
+    """
+    [`SemanticSegmenterOutput`] plus the focus map that biased the attention.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Cross-entropy of `logits` against `labels`, when labels are given.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
+            Class scores at the input resolution.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Encoder hidden states, when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights, when `output_attentions=True` (needs `attn_implementation="eager"`).
+        focus_map (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*):
+            The focus map used by TMA, pooled to the patch grid; `None` when no map was used.
+    """
+
+    focus_map: torch.FloatTensor | None = None
+
+
+@dataclass
+class TMTModelOutput(BaseModelOutputWithPooling):
+    """
+    [`BaseModelOutputWithPooling`] plus the focus map used by TMA.
+
+    Args:
+        focus_map (`torch.FloatTensor` of shape `(batch_size, grid_height, grid_width)`, *optional*):
+            The focus map pooled to the patch grid; `None` when no map was given.
+    """
+
+    focus_map: torch.FloatTensor | None = None
+
+
+class TMTAttention(ViTAttention):
+    """
+    ViT self-attention with the TMA key bias. The bias `λ[head] · m[key]`, shaped (B, heads, 1, tokens), enters
+    through the 4-D additive `attention_mask`, which broadcasts over queries; eager and SDPA therefore agree.
+    """
+
+    def __init__(self, config: TMTConfig, layer_idx: int):
+        super().__init__(config)
+        self.layer_idx = layer_idx
+        if layer_idx in config.tma_layers:
+            self.tma_lambda = nn.Parameter(torch.full((config.num_attention_heads,), float(config.tma_init)))
+        else:
+            self.tma_lambda = None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        focus_tokens: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""
+        focus_tokens (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Focus value of every key token (0 for CLS). `None` leaves the attention unbiased.
+        """
+        if focus_tokens is not None and self.tma_lambda is not None:
+            implementation = self.config._attn_implementation
+            if implementation not in _BIAS_CAPABLE_ATTENTION:
+                raise ValueError(
+                    f"TMA adds a per-head additive bias to the attention logits, which attn_implementation="
+                    f"{implementation!r} cannot take. Load the model with attn_implementation='sdpa' or 'eager', "
+                    "or run without a transferability map."
+                )
+            lam = self.tma_lambda.to(focus_tokens.dtype)
+            bias = lam[None, :, None, None] * focus_tokens[:, None, None, :]
+            attention_mask = bias if attention_mask is None else attention_mask + bias
+        return super().forward(hidden_states, attention_mask, **kwargs)
+
+
+class TMTPreTrainedModel(ViTPreTrainedModel):
+    config: TMTConfig
+    config_class = TMTConfig
+    base_model_prefix = "vit"
+    _can_record_outputs = {"hidden_states": ViTLayer, "attentions": TMTAttention}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; registered classes also record both TMT auto classes in `auto_map`."""
+        if self._auto_class is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_TMT_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, TMTAttention) and module.tma_lambda is not None:
+            init.constant_(module.tma_lambda, self.config.tma_init)
+
+
+def check_pixel_values(pixel_values, num_channels: int) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {tuple(pixel_values.shape)}"
+        )
+
+
+class TMTModel(TMTPreTrainedModel, ViTModel):
+    """
+    The ViT encoder with TMA in the layers listed in `config.tma_layers`. Position embeddings are interpolated, so any
+    height and width that are multiples of the patch size work.
+    """
+
+    def __init__(self, config: TMTConfig, add_pooling_layer: bool = True):
+        super(ViTModel, self).__init__(config)
+        self.config = config
+        self.embeddings = ViTEmbeddings(config)
+        self.layers = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
+        for index, layer in enumerate(self.layers):
+            layer.attention = TMTAttention(config, index)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = ViTPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def pool_focus_map(self, transferability_map: torch.Tensor, batch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+        """Checks a focus map (B, h, w) in [0, 1] at any resolution and area-pools it to the patch grid."""
+        if not isinstance(transferability_map, torch.Tensor):
+            raise TypeError(f"transferability_map must be a torch.Tensor, got {type(transferability_map).__name__}")
+        if transferability_map.ndim == 4 and transferability_map.shape[1] == 1:
+            transferability_map = transferability_map[:, 0]
+        if transferability_map.ndim != 3 or transferability_map.shape[0] != batch_size:
+            raise ValueError(
+                f"transferability_map must have shape (batch_size, height, width) with batch_size={batch_size}, "
+                f"got {tuple(transferability_map.shape)}"
+            )
+        transferability_map = transferability_map.float()
+        if not torch.isfinite(transferability_map).all():
+            raise ValueError("transferability_map contains NaN or infinite values; expected a focus map in [0, 1]")
+        if transferability_map.min() < 0 or transferability_map.max() > 1:
+            raise ValueError(
+                "transferability_map must lie in [0, 1], got values in "
+                f"[{transferability_map.min().item():.4g}, {transferability_map.max().item():.4g}]"
+            )
+        return F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        transferability_map: torch.Tensor | None = None,
+        bool_masked_pos: torch.BoolTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> TMTModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Images; height and width must be multiples of the patch size.
+        transferability_map (`torch.FloatTensor` of shape `(batch_size, h, w)`, *optional*):
+            The focus map `m` in [0, 1] at any resolution; it is area-pooled to the patch grid. `None` means no bias.
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`, *optional*):
+            Positions replaced by the mask token (only for models built with one).
+        interpolate_pos_encoding (`bool`, *optional*, defaults to `True`):
+            Interpolate the position embeddings to the input size. `False` requires `config.image_size` inputs.
+        """
+        check_pixel_values(pixel_values, self.config.num_channels)
+        batch_size, _, height, width = pixel_values.shape
+        patch = self.config.patch_size
+        if height % patch or width % patch:
+            raise ValueError(
+                f"height and width must be multiples of the patch size {patch}, got {height}x{width}; "
+                "TMTForSemanticSegmentation pads such inputs itself"
+            )
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        hidden_states = self.embeddings(
+            pixel_values,
+            bool_masked_pos=bool_masked_pos,
+            interpolate_pos_encoding=True if interpolate_pos_encoding is None else interpolate_pos_encoding,
+        )
+
+        focus_map = focus_tokens = None
+        if transferability_map is not None:
+            focus_map = self.pool_focus_map(transferability_map, batch_size, (height // patch, width // patch))
+            if self.config.tma_layers:
+                cls_focus = focus_map.new_zeros(batch_size, 1)
+                focus_tokens = torch.cat([cls_focus, focus_map.flatten(1)], dim=1).to(hidden_states.dtype)
+
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, None, focus_tokens=focus_tokens, **kwargs)
+
+        sequence_output = self.layernorm(hidden_states)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return TMTModelOutput(last_hidden_state=sequence_output, pooler_output=pooled_output, focus_map=focus_map)
+
+
+class TMTDecodeHead(nn.Module):
+    """
+    Multi-level fusion head (SETR-MLA / SegFormer-MLP style): the patch tokens of the layers in
+    `config.decode_layers` are layer-normalised, projected to `decoder_hidden_size`, concatenated, fused by a 1x1
+    conv-BN-ReLU and classified per patch.
+    """
+
+    def __init__(self, config: TMTConfig):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.norms = nn.ModuleList(
+            [nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) for _ in config.decode_layers]
+        )
+        self.projections = nn.ModuleList([nn.Linear(config.hidden_size, width) for _ in config.decode_layers])
+        self.fuse = nn.Conv2d(width * len(config.decode_layers), width, kernel_size=1, bias=False)
+        self.batch_norm = nn.BatchNorm2d(width)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(config.decoder_dropout)
+        self.classifier = nn.Conv2d(width, config.num_labels, kernel_size=1)
+
+    def forward(self, layer_states: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        batch_size = layer_states[0].shape[0]
+        projected = [
+            projection(norm(states[:, 1:])).transpose(1, 2).reshape(batch_size, -1, *grid)
+            for states, norm, projection in zip(layer_states, self.norms, self.projections)
+        ]
+        fused = self.activation(self.batch_norm(self.fuse(torch.cat(projected, dim=1))))
+        return self.classifier(self.dropout(fused))
+
+
+class TMTForSemanticSegmentation(TMTPreTrainedModel):
+    """
+    TMT for semantic segmentation: [`TMTModel`], a multi-level decode head and, optionally, a frozen [`ACTEModel`]
+    that computes the focus map from the image when none is passed. Any height and width work: inputs are padded to
+    the patch size (and ACTE's cell size) and the logits are cropped back.
+
+    Attach a trained ACTE with `TMTForSemanticSegmentation.from_pretrained(path, acte=ACTEModel.from_pretrained(dir))`
+    or `model.attach_acte(acte)`; its weights are then saved inside the TMT checkpoint.
+    """
+
+    def __init__(self, config: TMTConfig):
+        super().__init__(config)
+        self.vit = TMTModel(config, add_pooling_layer=False)
+        self.decode_head = TMTDecodeHead(config)
+        self.acte = None
+        if config.acte_config is not None:
+            self._set_acte(ACTEModel(config.acte_config))
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, acte: ACTEModel | None = None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus `acte`: a trained [`ACTEModel`] to attach (frozen)."""
+        model = super().from_pretrained(*args, **kwargs)
+        if acte is not None:
+            model.attach_acte(acte)
+        return model
+
+    def _set_acte(self, acte: ACTEModel) -> None:
+        acte.requires_grad_(False)
+        self.acte = acte.eval()
+
+    def attach_acte(self, acte: ACTEModel) -> "TMTForSemanticSegmentation":
+        """Attaches a trained ACTE (frozen, in eval mode) and records its configuration in `config.acte_config`."""
+        if not isinstance(acte, ACTEModel) and type(acte).__name__ != "ACTEModel":
+            raise TypeError(f"acte must be an ACTEModel, got {type(acte).__name__}")
+        if acte.config.num_channels != self.config.num_channels:
+            raise ValueError(
+                f"ACTE takes {acte.config.num_channels}-channel images but this model takes {self.config.num_channels}"
+            )
+        self.config.acte_config = acte.config
+        param = next(self.parameters())
+        self._set_acte(acte.to(device=param.device))
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.acte is not None:
+            self.acte.eval()
+        return self
+
+    @property
+    def size_multiple(self) -> int:
+        """Inputs are padded to multiples of this: the patch size, and ACTE's cell size in pixels if present."""
+        multiple = self.config.patch_size
+        if self.acte is not None:
+            multiple = math.lcm(multiple, self.acte.config.size_multiple)
+        return multiple
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        transferability_map: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> TMTSemanticSegmenterOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+            Ground-truth class indices at the input resolution; `config.semantic_loss_ignore_index` is ignored.
+        transferability_map (`torch.FloatTensor` of shape `(batch_size, h, w)`, *optional*):
+            Focus map in [0, 1] at any resolution. When `None` and the model carries an ACTE, ACTE computes it;
+            when `None` without an ACTE, the attention is unbiased (vanilla ViT).
+        """
+        check_pixel_values(pixel_values, self.config.num_channels)
+        batch_size, _, height, width = pixel_values.shape
+        if labels is not None and tuple(labels.shape) != (batch_size, height, width):
+            raise ValueError(
+                f"labels must have shape (batch_size, height, width) = {(batch_size, height, width)} to match "
+                f"pixel_values, got {tuple(labels.shape)}"
+            )
+
+        multiple = self.size_multiple
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        if pad_h or pad_w:
+            pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))
+            if transferability_map is not None and isinstance(transferability_map, torch.Tensor):
+                if transferability_map.ndim == 4:
+                    transferability_map = transferability_map[:, 0]
+                if transferability_map.ndim == 3:
+                    resized = F.interpolate(transferability_map[:, None].float(), size=(height, width), mode="bilinear")
+                    transferability_map = F.pad(resized, (0, pad_w, 0, pad_h))[:, 0]
+
+        if transferability_map is None and self.acte is not None and self.config.tma_layers:
+            with torch.no_grad():
+                transferability_map = self.acte(pixel_values.to(self.acte.dtype)).focus_map
+
+        outputs = self.vit(
+            pixel_values,
+            transferability_map=transferability_map,
+            output_attentions=output_attentions,
+            output_hidden_states=True,
+            return_dict=True,
+            **kwargs,
+        )
+        patch = self.config.patch_size
+        grid = (pixel_values.shape[2] // patch, pixel_values.shape[3] // patch)
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of layer i.
+        layer_states = [outputs.hidden_states[index] for index in self.config.decode_layers]
+        logits = self.decode_head(layer_states, grid)
+        logits = F.interpolate(logits, size=pixel_values.shape[2:], mode="bilinear", align_corners=False)
+        logits = logits[:, :, :height, :width]
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
+
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return TMTSemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions,
+            focus_map=outputs.focus_map,
+        )
+
+
+__all__ = [
+    "TMTModel",
+    "TMTForSemanticSegmentation",
+    "TMTPreTrainedModel",
+    "TMTAttention",
+    "TMTSemanticSegmenterOutput",
+]
