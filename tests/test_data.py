@@ -1,0 +1,245 @@
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tmt_hf.data import (
+    BENCHMARKS,
+    CITYSCAPES_ID_TO_TRAIN_ID,
+    DOMAINS,
+    MAPILLARY_TO_TRAIN_ID,
+    SegmentationTransform,
+    generate_scene,
+    load_domain,
+    registry,
+    scene_seed,
+)
+from tmt_hf.metrics import MeanIoU
+
+
+def brute_force_iou(pred, ref, num_labels, ignore_index=255):
+    keep = ref != ignore_index
+    pred, ref = pred[keep], ref[keep]
+    ious, accs = [], []
+    for c in range(num_labels):
+        inter = np.sum((pred == c) & (ref == c))
+        union = np.sum((pred == c) | (ref == c))
+        ious.append(inter / union if union else np.nan)
+        accs.append(inter / np.sum(ref == c) if np.sum(ref == c) else np.nan)
+    return np.array(ious), np.array(accs), np.mean(pred == ref)
+
+
+def test_mean_iou_matches_numpy_reference_and_streams():
+    rng = np.random.default_rng(0)
+    num_labels = 6
+    pred = rng.integers(0, 5, size=(4, 32, 40))  # class 5 is never predicted ...
+    ref = rng.integers(0, 5, size=(4, 32, 40))  # ... nor present: absent -> NaN
+    ref[rng.random(ref.shape) < 0.2] = 255
+    ref[0, :4, :4] = 4
+    ious, accs, overall = brute_force_iou(pred, ref, num_labels)
+
+    whole = MeanIoU(num_labels)
+    whole.update(torch.from_numpy(pred), torch.from_numpy(ref))
+    streamed = MeanIoU(num_labels)
+    for i in range(4):
+        streamed.update(pred[i], ref[i])
+    for metric in (whole, streamed):
+        result = metric.compute()
+        assert set(result) == {
+            "mean_iou",
+            "mean_accuracy",
+            "overall_accuracy",
+            "per_category_iou",
+            "per_category_accuracy",
+        }
+        np.testing.assert_allclose(result["per_category_iou"], ious, equal_nan=True)
+        np.testing.assert_allclose(result["per_category_accuracy"], accs, equal_nan=True)
+        assert np.isnan(result["per_category_iou"][5])
+        assert result["mean_iou"] == pytest.approx(np.nanmean(ious))
+        assert result["mean_accuracy"] == pytest.approx(np.nanmean(accs))
+        assert result["overall_accuracy"] == pytest.approx(overall)
+    with pytest.raises(ValueError, match="same shape"):
+        whole.update(torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+def test_label_mapping_tables():
+    assert [CITYSCAPES_ID_TO_TRAIN_ID[i] for i in (7, 8, 11, 21, 23, 24, 26, 33)] == [0, 1, 2, 8, 10, 11, 13, 18]
+    assert CITYSCAPES_ID_TO_TRAIN_ID[0] == 255 and CITYSCAPES_ID_TO_TRAIN_ID[34] == 255
+    assert [MAPILLARY_TO_TRAIN_ID[i] for i in (13, 15, 17, 27, 30, 55, 61, 19, 20, 48, 50)] == [
+        0,
+        1,
+        2,
+        10,
+        8,
+        13,
+        14,
+        11,
+        12,
+        6,
+        7,
+    ]
+    assert MAPILLARY_TO_TRAIN_ID[49] == 255 and MAPILLARY_TO_TRAIN_ID[65] == 255  # sign backs, unlabeled
+    assert BENCHMARKS["gta5"].label_mapping is CITYSCAPES_ID_TO_TRAIN_ID
+    assert BENCHMARKS["bdd100k"].label_mapping is None  # already train ids
+    for name in ("cityscapes", "bdd100k", "mapillary", "acdc", "gta5"):
+        assert name in BENCHMARKS
+
+
+def _raw_pairs(n=3, size=(24, 32)):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(n)]
+    raw_labels = [rng.choice([7, 8, 26, 0, 23], size=size).astype(np.uint8) for _ in range(n)]
+    return images, raw_labels
+
+
+def _check_train_ids(dataset, raw_labels):
+    rows = list(dataset)
+    assert len(rows) == len(raw_labels) and set(rows[0]) >= {"image", "label"}
+    for row, raw in zip(rows, raw_labels):
+        assert row["image"].mode == "RGB" and row["label"].mode == "L"
+        np.testing.assert_array_equal(np.asarray(row["label"]), CITYSCAPES_ID_TO_TRAIN_ID[raw])
+
+
+def test_imagefolder_pairs(tmp_path):
+    images, raw_labels = _raw_pairs()
+    for folder in ("images", "labels"):
+        (tmp_path / "train" / folder).mkdir(parents=True)
+    for i, (image, label) in enumerate(zip(images, raw_labels)):
+        Image.fromarray(image).save(tmp_path / "train" / "images" / f"{i:03d}.jpg", quality=95)
+        Image.fromarray(label).save(tmp_path / "train" / "labels" / f"{i:03d}.png")
+    _check_train_ids(load_domain(str(tmp_path), "train", label_mapping=CITYSCAPES_ID_TO_TRAIN_ID), raw_labels)
+
+
+def _raw_dataset(images, raw_labels, label_column="semantic_segmentation"):
+    features = datasets.Features({"image": datasets.Image(), label_column: datasets.Image()})
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(i) for i in images], label_column: [Image.fromarray(l) for l in raw_labels]},
+        features=features,
+    )
+
+
+def test_parquet_and_save_to_disk(tmp_path):
+    images, raw_labels = _raw_pairs()
+    raw = _raw_dataset(images, raw_labels, "mask")
+    raw.to_parquet(str(tmp_path / "train.parquet"))
+    raw.save_to_disk(str(tmp_path / "disk"))
+    for path in (tmp_path / "train.parquet", tmp_path / "disk"):
+        dataset = load_domain(str(path), "train", label_column="mask", label_mapping=CITYSCAPES_ID_TO_TRAIN_ID)
+        _check_train_ids(dataset, raw_labels)
+    streamed = load_domain(str(tmp_path / "disk"), "train", label_column="mask", label_mapping=CITYSCAPES_ID_TO_TRAIN_ID,
+                           streaming=True)  # fmt: skip
+    assert isinstance(streamed, datasets.IterableDataset)
+    _check_train_ids(streamed, raw_labels)
+
+
+def test_registry_name_goes_through_the_hub_path(monkeypatch):
+    images, raw_labels = _raw_pairs()
+    calls = []
+
+    def fake_load_dataset(repo_id, split, streaming):
+        calls.append((repo_id, split, streaming))
+        return _raw_dataset(images, raw_labels)
+
+    monkeypatch.setattr(registry.datasets, "load_dataset", fake_load_dataset)
+    _check_train_ids(load_domain("cityscapes", "validation"), raw_labels)
+    assert calls == [("Chris1/cityscapes", "validation", False)]
+    load_domain("cityscapes", "train", hub_id="me/my-cityscapes")
+    assert calls[-1][0] == "me/my-cityscapes"
+    with pytest.raises(ValueError, match="no default Hub id"):
+        load_domain("gta5")
+
+
+def test_bad_inputs(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="Unknown benchmark 'kitti'"):
+        load_domain("kitti")
+    with pytest.raises(ValueError, match="Unknown generated domain"):
+        load_domain("synthetic/snow")
+    images, raw_labels = _raw_pairs()
+    _raw_dataset(images, raw_labels, "mask").save_to_disk(str(tmp_path / "disk"))
+    with pytest.raises(ValueError, match=r"no column\(s\) \['label'\]; columns found: \['image', 'mask'\]"):
+        load_domain(str(tmp_path / "disk"))
+    _raw_dataset(images, [l[:-2] for l in raw_labels], "label").save_to_disk(str(tmp_path / "bad_size"))
+    with pytest.raises(ValueError, match="label size .* differs from image size"):
+        load_domain(str(tmp_path / "bad_size"))
+    for folder in ("images", "labels"):
+        (tmp_path / "corrupt" / "train" / folder).mkdir(parents=True)
+    Image.fromarray(images[0]).save(tmp_path / "corrupt" / "train" / "images" / "a.png")
+    (tmp_path / "corrupt" / "train" / "images" / "b.png").write_bytes(b"not an image at all")
+    for stem in "ab":
+        Image.fromarray(raw_labels[0]).save(tmp_path / "corrupt" / "train" / "labels" / f"{stem}.png")
+    with pytest.raises(ValueError, match=r"Cannot read the 'image' image .*b\.png"):
+        load_domain(str(tmp_path / "corrupt"))
+
+
+def test_generator_is_deterministic_and_covers_all_classes():
+    a, b = generate_scene(123, "rain"), generate_scene(123, "rain")
+    for key in ("image", "label", "shift_mask"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["image"], generate_scene(124, "rain")["image"])
+    assert a["image"].shape == (256, 512, 3) and a["label"].dtype == np.uint8
+    seen = set()
+    for index in range(80):
+        seen |= set(np.unique(generate_scene(scene_seed("clear", "train", index), "clear", 128, 256)["label"]).tolist())
+    assert seen == set(range(19))
+
+
+def test_split_seeds_never_overlap():
+    seeds = {
+        split: {scene_seed(d, split, i) for d in DOMAINS for i in (0, 1, 999_999)}
+        for split in ("train", "validation", "test")
+    }
+    assert (
+        not (seeds["train"] & seeds["validation"])
+        and not (seeds["train"] & seeds["test"])
+        and not (seeds["validation"] & seeds["test"])
+    )
+
+
+def test_shift_masks_follow_local_shifts_only():
+    for domain, style in DOMAINS.items():
+        for seed in range(3):
+            scene = generate_scene(seed, domain, 128, 256)
+            expected = np.isin(scene["label"], style.restyled)
+            np.testing.assert_array_equal(scene["shift_mask"], expected)
+            assert scene["shift_mask"].any() == bool(style.restyled)
+    assert not generate_scene(0, "clear")["shift_mask"].any()
+
+
+def test_domains_differ_in_colour_statistics():
+    stats = {}
+    for domain in DOMAINS:
+        pixels = np.stack([generate_scene(s, domain, 128, 256)["image"] for s in range(4)]).reshape(-1, 3) / 255.0
+        stats[domain] = np.concatenate([pixels.mean(0), pixels.std(0)])
+    names = list(DOMAINS)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert np.abs(stats[first] - stats[second]).max() > 0.02, (first, second)
+
+
+def test_transforms_keep_image_and_label_aligned():
+    """The label is drawn from the image (label = red channel // 40), so any misalignment shows."""
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 6, size=(8, 16))
+    label = np.kron(blocks, np.ones((16, 16), dtype=np.int64)).astype(np.uint8)  # 128 x 256 pieces
+    image = np.stack([label * 40 + 10, np.full_like(label, 90), np.full_like(label, 30)], axis=-1).astype(np.uint8)
+    label[:5, :5] = 255
+    transform = SegmentationTransform(train=True, size=(128, 256), crop_size=(96, 160), scale_range=(0.5, 2.0))
+    for step in range(10):
+        torch.manual_seed(step)
+        out = transform({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)]})
+        pixels, labels = out["pixel_values"][0], out["labels"][0]
+        assert pixels.shape == (3, 96, 160) and labels.shape == (96, 160)
+        red = (pixels[0] * 0.5 + 0.5) * 255
+        level = ((red - 10) / 40).round().long()
+        # Compare away from block edges, where bilinear resampling blends neighbouring blocks.
+        as_float = labels[None, None].float()
+        pool = torch.nn.functional.max_pool2d
+        interior = (pool(as_float, 3, 1, 1) == -pool(-as_float, 3, 1, 1))[0, 0]
+        valid = (labels != 255) & (pixels.abs().sum(0) > 0) & interior
+        assert valid.float().mean() > 0.2
+        assert torch.equal(level[valid], labels[valid])
+    evaluation = SegmentationTransform(train=False, size=(100, 200), size_divisor=16)
+    out = evaluation({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)]})
+    assert out["pixel_values"][0].shape == (3, 112, 208)
+    assert (out["labels"][0][100:] == 255).all() and (out["labels"][0][:, 200:] == 255).all()

@@ -1,0 +1,288 @@
+"""Domain datasets through `datasets`: the five real driving benchmarks, the embedded generated benchmark, and any
+Hub id or local path, all returned with columns `image` (PIL RGB) and `label` (PIL mode L, Cityscapes train IDs)."""
+
+import glob
+import io
+import os
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .synthetic import DOMAINS, generate_scene, scene_seed
+
+IGNORE_INDEX = 255
+
+
+def lookup_table(pairs: dict[int, int]) -> np.ndarray:
+    """A 256-entry raw-id -> train-id table; ids not listed map to 255 (ignored)."""
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for raw, train in pairs.items():
+        table[raw] = train
+    return table
+
+
+# Cityscapes label ids -> train ids (cityscapesScripts' labels.py). GTA5 and ACDC's *_labelIds.png use the same ids.
+CITYSCAPES_ID_TO_TRAIN_ID = lookup_table({
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14,
+    28: 15, 31: 16, 32: 17, 33: 18,
+})  # fmt: skip
+
+# Mapillary Vistas v1.2 (66 classes, index order of its config.json) -> Cityscapes train ids, the usual mapping of
+# Cityscapes-Mapillary domain adaptation work: lane markings, manholes and crosswalks count as road; curbs and
+# pedestrian areas as sidewalk; traffic-sign frames and utility poles as pole; only front-facing signs are signs.
+MAPILLARY_TO_TRAIN_ID = lookup_table({
+    2: 1,    # construction--barrier--curb -> sidewalk
+    3: 4,    # construction--barrier--fence -> fence
+    4: 4,    # construction--barrier--guard-rail -> fence
+    6: 3,    # construction--barrier--wall -> wall
+    7: 0,    # construction--flat--bike-lane -> road
+    8: 0,    # construction--flat--crosswalk-plain -> road
+    9: 1,    # construction--flat--curb-cut -> sidewalk
+    11: 1,   # construction--flat--pedestrian-area -> sidewalk
+    13: 0,   # construction--flat--road -> road
+    14: 0,   # construction--flat--service-lane -> road
+    15: 1,   # construction--flat--sidewalk -> sidewalk
+    16: 2,   # construction--structure--bridge -> building
+    17: 2,   # construction--structure--building -> building
+    18: 2,   # construction--structure--tunnel -> building
+    19: 11,  # human--person -> person
+    20: 12,  # human--rider--bicyclist -> rider
+    21: 12,  # human--rider--motorcyclist -> rider
+    22: 12,  # human--rider--other-rider -> rider
+    23: 0,   # marking--crosswalk-zebra -> road
+    24: 0,   # marking--general -> road
+    27: 10,  # nature--sky -> sky
+    29: 9,   # nature--terrain -> terrain
+    30: 8,   # nature--vegetation -> vegetation
+    41: 0,   # object--manhole -> road
+    45: 5,   # object--support--pole -> pole
+    46: 5,   # object--support--traffic-sign-frame -> pole
+    47: 5,   # object--support--utility-pole -> pole
+    48: 6,   # object--traffic-light -> traffic light
+    50: 7,   # object--traffic-sign--front -> traffic sign
+    52: 18,  # object--vehicle--bicycle -> bicycle
+    54: 15,  # object--vehicle--bus -> bus
+    55: 13,  # object--vehicle--car -> car
+    57: 17,  # object--vehicle--motorcycle -> motorcycle
+    58: 16,  # object--vehicle--on-rails -> train
+    61: 14,  # object--vehicle--truck -> truck
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A registered domain: default Hub dataset id, its columns and its label mapping to train ids."""
+
+    name: str
+    hub_id: str | None
+    image_column: str = "image"
+    label_column: str = "label"
+    label_mapping: np.ndarray | None = field(default=None, repr=False)  # None: labels already are train ids
+    note: str = ""
+
+
+# Default Hub ids. Licences forbid most of these benchmarks from being re-hosted, so community mirrors come and go;
+# override with `hub_id=` (or `--source`/`--target` in the scripts) or give a local path.
+BENCHMARKS = {
+    # Chris1/cityscapes: the most used Cityscapes mirror on the Hub (e.g. by amd/HRNet); its
+    # `semantic_segmentation` column holds gtFine label ids.
+    "cityscapes": Benchmark(
+        "cityscapes", "Chris1/cityscapes", "image", "semantic_segmentation", CITYSCAPES_ID_TO_TRAIN_ID
+    ),
+    # adhisetiawan/bdd10k-bitmasks: the BDD100K 10K semantic-segmentation split; BDD100K's sem_seg masks are already
+    # Cityscapes train ids with 255 = unknown (doc.bdd100k.com, "Label Format").
+    "bdd100k": Benchmark("bdd100k", "adhisetiawan/bdd10k-bitmasks", "image", "label", None),
+    # No maintained mirror of these three was found on the Hub: pass hub_id= or a local path (imagefolder pairs,
+    # parquet or save_to_disk). The label mappings are real: GTA5 and ACDC use Cityscapes label ids.
+    "mapillary": Benchmark("mapillary", None, "image", "label", MAPILLARY_TO_TRAIN_ID, "Mapillary Vistas v1.2"),
+    "acdc": Benchmark("acdc", None, "image", "label", CITYSCAPES_ID_TO_TRAIN_ID, "ACDC *_gt_labelIds.png"),
+    "gta5": Benchmark("gta5", None, "image", "label", CITYSCAPES_ID_TO_TRAIN_ID, "GTA5 (Playing for Data) label ids"),
+}
+for _domain in DOMAINS:
+    BENCHMARKS[f"synthetic/{_domain}"] = Benchmark(f"synthetic/{_domain}", None, note="generated offline")
+
+# Default split sizes of the generated benchmark.
+SYNTHETIC_SPLIT_SIZES = {"train": 400, "validation": 100, "test": 100}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def synthetic_rows(domain: str, split: str, num_samples: int, height: int, width: int):
+    for index in range(num_samples):
+        scene = generate_scene(scene_seed(domain, split, index), domain, height, width)
+        yield {
+            "image": Image.fromarray(scene["image"]),
+            "label": Image.fromarray(scene["label"], mode="L"),
+            "shift_mask": Image.fromarray(scene["shift_mask"].astype(np.uint8) * 255, mode="L"),
+        }
+
+
+def load_synthetic(domain: str, split: str, num_samples: int | None, streaming: bool, size: tuple[int, int]):
+    """The generated benchmark: a `datasets.Dataset` with `image`, `label` and `shift_mask` columns."""
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image(), "shift_mask": datasets.Image()})
+    kwargs = {"domain": domain, "split": split, "num_samples": num_samples or SYNTHETIC_SPLIT_SIZES[split],
+              "height": size[0], "width": size[1]}  # fmt: skip
+    if streaming:
+        return datasets.IterableDataset.from_generator(synthetic_rows, features=features, gen_kwargs=kwargs)
+    return datasets.Dataset.from_generator(synthetic_rows, features=features, gen_kwargs=kwargs)
+
+
+def imagefolder_pairs(root: str, split: str) -> datasets.Dataset:
+    """`root/<split>/images/*` paired by file stem with `root/<split>/labels/*` (or `root/images`, `root/labels`)."""
+    base = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
+    image_dir, label_dir = os.path.join(base, "images"), os.path.join(base, "labels")
+    if not (os.path.isdir(image_dir) and os.path.isdir(label_dir)):
+        raise ValueError(
+            f"Local dataset {root!r}: expected `{split}/images/` and `{split}/labels/` folders (image/mask pairs "
+            f"matched by file name), a parquet file or folder, or a `save_to_disk` folder; found {sorted(os.listdir(root))}"
+        )
+
+    def by_stem(folder):
+        files = [p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS)]
+        return {os.path.splitext(os.path.basename(p))[0]: p for p in files}
+
+    images, labels = by_stem(image_dir), by_stem(label_dir)
+    unpaired = sorted(set(images) ^ set(labels))
+    if unpaired:
+        raise ValueError(f"Local dataset {root!r}: images and labels do not pair up by file name: {unpaired[:5]}")
+    stems = sorted(images)
+    return datasets.Dataset.from_dict({"image": [images[s] for s in stems], "label": [labels[s] for s in stems]})
+
+
+def open_image(value, dataset_name: str, column: str, index: int) -> Image.Image:
+    """Decodes an undecoded `datasets.Image` value ({"bytes", "path"}), naming the file when it cannot be read."""
+    if isinstance(value, Image.Image):
+        return value
+    path = value.get("path") if isinstance(value, dict) else value
+    data = value.get("bytes") if isinstance(value, dict) else None
+    try:
+        image = Image.open(io.BytesIO(data) if data else path)
+        image.load()
+        return image
+    except Exception as error:
+        raise ValueError(
+            f"Cannot read the {column!r} image {path or f'of row {index}'} in dataset {dataset_name!r}: {error}"
+        ) from error
+
+
+def load_domain(
+    name_or_path: str,
+    split: str = "train",
+    *,
+    hub_id: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    label_mapping: np.ndarray | dict | None = None,
+    num_samples: int | None = None,
+    streaming: bool = False,
+    synthetic_size: tuple[int, int] = (256, 512),
+) -> datasets.Dataset | datasets.IterableDataset:
+    """
+    Loads one domain as a dataset with columns `image` (PIL RGB) and `label` (PIL mode L, Cityscapes train ids, 255
+    ignored); generated domains also carry `shift_mask`.
+
+    Args:
+        name_or_path: a registry name (`cityscapes`, `bdd100k`, `mapillary`, `acdc`, `gta5`, `synthetic/<domain>`),
+            any Hub dataset id, or a local path: a folder of `<split>/images` + `<split>/labels` pairs, a parquet file
+            or folder, or a `save_to_disk` folder.
+        split: `train`, `validation` or `test` (Hub and parquet datasets may name others).
+        hub_id: overrides the registry's default Hub id.
+        image_column, label_column: override the registry's (or `image`/`label`) column names.
+        label_mapping: raw label id -> train id, as a 256-entry array or a dict (unlisted ids become 255).
+        num_samples: keep only the first N rows (generated domains: generate N scenes).
+        streaming: return an `IterableDataset`.
+        synthetic_size: (height, width) of generated scenes.
+    """
+    name = name_or_path
+    if name.startswith("synthetic/"):
+        domain = name.split("/", 1)[1]
+        if domain not in DOMAINS:
+            raise ValueError(
+                f"Unknown generated domain {name!r}; expected one of {[f'synthetic/{d}' for d in DOMAINS]}"
+            )
+        return load_synthetic(domain, split, num_samples, streaming, synthetic_size)
+
+    benchmark = BENCHMARKS.get(name.lower())
+    if benchmark is None and not os.path.exists(name) and "/" not in name:
+        raise ValueError(
+            f"Unknown benchmark {name!r}: expected one of {sorted(BENCHMARKS)}, a Hub dataset id (owner/name) "
+            "or a local path"
+        )
+    image_column = image_column or (benchmark.image_column if benchmark else "image")
+    label_column = label_column or (benchmark.label_column if benchmark else "label")
+    if label_mapping is None and benchmark is not None:
+        label_mapping = benchmark.label_mapping
+    if isinstance(label_mapping, dict):
+        label_mapping = lookup_table(label_mapping)
+
+    if os.path.exists(name):
+        dataset = load_local(name, split, streaming)
+    else:
+        repo_id = hub_id or (benchmark.hub_id if benchmark else name)
+        if repo_id is None:
+            raise ValueError(
+                f"Benchmark {name!r} ({benchmark.note}) has no default Hub id: pass hub_id='owner/name' or a local path"
+            )
+        dataset = datasets.load_dataset(repo_id, split=split, streaming=streaming)
+
+    columns = list(dataset.column_names or dataset.features or [])
+    missing = [c for c in (image_column, label_column) if c not in columns]
+    if missing:
+        raise ValueError(
+            f"Dataset {name!r} has no column(s) {missing}; columns found: {columns}. "
+            "Pass image_column=/label_column= to name them."
+        )
+    if num_samples is not None:
+        dataset = dataset.take(num_samples) if streaming else dataset.select(range(min(num_samples, len(dataset))))
+    dataset = dataset.select_columns([image_column, label_column])
+    dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    dataset = dataset.cast_column(label_column, datasets.Image(decode=False))
+
+    def convert(example, index):
+        image = open_image(example[image_column], name, image_column, index).convert("RGB")
+        label = open_image(example[label_column], name, label_column, index)
+        if label.mode not in ("L", "P", "I", "I;16"):
+            raise ValueError(
+                f"Dataset {name!r}, row {index}: label images must be single-channel ids (mode L, P or I), "
+                f"got mode {label.mode}"
+            )
+        if label.size != image.size:
+            raise ValueError(
+                f"Dataset {name!r}, row {index}: label size {label.size} differs from image size {image.size} "
+                f"(columns {image_column!r}, {label_column!r})"
+            )
+        ids = np.asarray(label).astype(np.int64)
+        ids = label_mapping[np.clip(ids, 0, 255)] if label_mapping is not None else np.clip(ids, 0, 255)
+        return {"image": image, "label": Image.fromarray(ids.astype(np.uint8), mode="L")}
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    remove = [image_column, label_column]
+    if streaming:
+        return dataset.map(convert, with_indices=True, remove_columns=remove, features=features)
+    return dataset.map(convert, with_indices=True, remove_columns=remove, features=features, desc=f"Loading {name}")
+
+
+def load_local(path: str, split: str, streaming: bool):
+    """A local dataset: `save_to_disk` folder, parquet file(s), or image/label pairs."""
+    if os.path.isdir(path) and (
+        os.path.exists(os.path.join(path, "dataset_info.json"))
+        or os.path.exists(os.path.join(path, "dataset_dict.json"))
+    ):
+        loaded = datasets.load_from_disk(path)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"Local dataset {path!r} has splits {list(loaded)}, not {split!r}")
+            loaded = loaded[split]
+        return loaded.to_iterable_dataset() if streaming else loaded
+    parquet = (
+        [path]
+        if path.endswith(".parquet")
+        else sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    )
+    if parquet:
+        split_files = [p for p in parquet if os.path.basename(p).startswith(split) or f"/{split}/" in p]
+        files = split_files or parquet
+        return datasets.load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming)
+    pairs = imagefolder_pairs(path, split)
+    return pairs.to_iterable_dataset() if streaming else pairs

@@ -1,0 +1,108 @@
+"""Paired image/label transforms for segmentation training and evaluation, vectorised in torch.
+
+Images become normalised float tensors (3, H, W) and labels long tensors (H, W); label 255 stays ignored, and padding
+adds ignored label pixels. Randomness comes from torch's global generator, so Accelerate's saved RNG state replays it.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+IGNORE_INDEX = 255
+
+
+def to_tensors(image: Image.Image, label: Image.Image | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    if label is None:
+        return pixels, None
+    return pixels, torch.from_numpy(np.asarray(label, dtype=np.uint8).astype(np.int64))
+
+
+def resize_pair(pixels, labels, size: tuple[int, int]):
+    pixels = F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    if labels is not None:
+        labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    return pixels, labels
+
+
+def pad_pair(pixels, labels, height: int, width: int):
+    pad_h, pad_w = max(height - pixels.shape[1], 0), max(width - pixels.shape[2], 0)
+    if pad_h or pad_w:
+        pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
+        if labels is not None:
+            labels = F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+    return pixels, labels
+
+
+class SegmentationTransform:
+    """
+    Turns a batch of `{"image": [PIL], "label": [PIL]}` into `{"pixel_values": [tensor], "labels": [tensor]}` for
+    `datasets.Dataset.set_transform`.
+
+    Training (`train=True`): random scale in `scale_range` of `size`, pad to `crop_size`, random crop, random
+    horizontal flip. Evaluation: resize to `size` (if given) and pad to a multiple of `size_divisor`.
+    Normalisation uses `image_mean`/`image_std` (the image processor's).
+    """
+
+    def __init__(
+        self,
+        train: bool,
+        size: tuple[int, int] | None = None,
+        crop_size: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        flip: bool = True,
+        size_divisor: int = 16,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+    ):
+        if train and crop_size is None:
+            raise ValueError("A training transform needs crop_size=(height, width)")
+        self.train, self.size, self.crop_size = train, size, crop_size
+        self.scale_range, self.flip, self.size_divisor = scale_range, flip, size_divisor
+        self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
+
+    def apply(self, image: Image.Image, label: Image.Image | None = None):
+        pixels, labels = to_tensors(image, label)
+        if self.train:
+            pixels, labels = self.random_scale_crop_flip(pixels, labels)
+        else:
+            if self.size is not None:
+                pixels, labels = resize_pair(pixels, labels, self.size)
+            d = self.size_divisor
+            pixels, labels = pad_pair(pixels, labels, -(-pixels.shape[1] // d) * d, -(-pixels.shape[2] // d) * d)
+        return (pixels - self.mean) / self.std, labels
+
+    def random_scale_crop_flip(self, pixels, labels):
+        base_h, base_w = self.size or pixels.shape[1:]
+        scale = float(torch.empty(1).uniform_(*self.scale_range))
+        pixels, labels = resize_pair(pixels, labels, (max(1, round(base_h * scale)), max(1, round(base_w * scale))))
+        crop_h, crop_w = self.crop_size
+        pixels, labels = pad_pair(pixels, labels, crop_h, crop_w)
+        top = int(torch.randint(0, pixels.shape[1] - crop_h + 1, (1,)))
+        left = int(torch.randint(0, pixels.shape[2] - crop_w + 1, (1,)))
+        pixels = pixels[:, top : top + crop_h, left : left + crop_w]
+        labels = labels[top : top + crop_h, left : left + crop_w] if labels is not None else None
+        if self.flip and bool(torch.rand(1) < 0.5):
+            pixels = pixels.flip(-1)
+            labels = labels.flip(-1) if labels is not None else None
+        return pixels, labels
+
+    def __call__(self, batch: dict) -> dict:
+        labels = batch.get("label") or [None] * len(batch["image"])
+        pairs = [self.apply(image, label) for image, label in zip(batch["image"], labels)]
+        out = {"pixel_values": [p for p, _ in pairs]}
+        if batch.get("label") is not None:
+            out["labels"] = [lab for _, lab in pairs]
+        return out
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stacks `pixel_values` and `labels` (and integer fields such as `domain_labels`) into batch tensors."""
+    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+    if "labels" in examples[0]:
+        batch["labels"] = torch.stack([e["labels"] for e in examples])
+    if "domain_labels" in examples[0]:
+        batch["domain_labels"] = torch.tensor([e["domain_labels"] for e in examples])
+    return batch
