@@ -114,7 +114,7 @@ def test_imagefolder_pairs(tmp_path):
 def _raw_dataset(images, raw_labels, label_column="semantic_segmentation"):
     features = datasets.Features({"image": datasets.Image(), label_column: datasets.Image()})
     return datasets.Dataset.from_dict(
-        {"image": [Image.fromarray(i) for i in images], label_column: [Image.fromarray(l) for l in raw_labels]},
+        {"image": [Image.fromarray(i) for i in images], label_column: [Image.fromarray(lab) for lab in raw_labels]},
         features=features,
     )
 
@@ -159,7 +159,7 @@ def test_bad_inputs(tmp_path, monkeypatch):
     _raw_dataset(images, raw_labels, "mask").save_to_disk(str(tmp_path / "disk"))
     with pytest.raises(ValueError, match=r"no column\(s\) \['label'\]; columns found: \['image', 'mask'\]"):
         load_domain(str(tmp_path / "disk"))
-    _raw_dataset(images, [l[:-2] for l in raw_labels], "label").save_to_disk(str(tmp_path / "bad_size"))
+    _raw_dataset(images, [lab[:-2] for lab in raw_labels], "label").save_to_disk(str(tmp_path / "bad_size"))
     with pytest.raises(ValueError, match="label size .* differs from image size"):
         load_domain(str(tmp_path / "bad_size"))
     for folder in ("images", "labels"):
