@@ -243,3 +243,18 @@ def test_transforms_keep_image_and_label_aligned():
     out = evaluation({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)]})
     assert out["pixel_values"][0].shape == (3, 112, 208)
     assert (out["labels"][0][100:] == 255).all() and (out["labels"][0][:, 200:] == 255).all()
+
+
+def test_bad_samples_can_be_skipped(tmp_path, caplog):
+    images, raw_labels = _raw_pairs()
+    for folder in ("images", "labels"):
+        (tmp_path / "train" / folder).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(images[i]).save(tmp_path / "train" / "images" / f"{i}.png")
+        Image.fromarray(raw_labels[i]).save(tmp_path / "train" / "labels" / f"{i}.png")
+    (tmp_path / "train" / "images" / "1.png").write_bytes(b"\x89PNG broken")
+    dataset = load_domain(str(tmp_path), label_mapping=CITYSCAPES_ID_TO_TRAIN_ID, on_bad_sample="skip")
+    assert len(dataset) == 2
+    np.testing.assert_array_equal(np.asarray(dataset[1]["label"]), CITYSCAPES_ID_TO_TRAIN_ID[raw_labels[2]])
+    with pytest.raises(ValueError, match=r"1\.png"):
+        load_domain(str(tmp_path), label_mapping=CITYSCAPES_ID_TO_TRAIN_ID)

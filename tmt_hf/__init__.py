@@ -21,6 +21,7 @@ AutoModel.register(TMTConfig, TMTModel, exist_ok=True)
 AutoModel.register(ACTEConfig, ACTEModel, exist_ok=True)
 AutoModelForSemanticSegmentation.register(TMTConfig, TMTForSemanticSegmentation, exist_ok=True)
 AutoImageProcessor.register(TMTConfig, image_processor_classes={"pil": TMTImageProcessor}, exist_ok=True)
+AutoImageProcessor.register(ACTEConfig, image_processor_classes={"pil": TMTImageProcessor}, exist_ok=True)
 
 # Every save_pretrained writes the code files and `auto_map`, so that a saved directory (or Hub repo) loads with
 # trust_remote_code=True where tmt_hf is not installed.

@@ -305,6 +305,8 @@ class ACTEModel(ACTEPreTrainedModel):
         probabilities = spread_to_positions(semantic_logits.softmax(dim=1), assignments, self.config.cell_size)
         height, width = probabilities.shape[-2:]
         small_labels = F.interpolate(labels[:, None].float(), size=(height, width), mode="nearest")[:, 0].long()
+        if not (small_labels != self.config.semantic_loss_ignore_index).any():
+            return probabilities.sum() * 0.0  # every pixel ignored (e.g. a batch of target images)
         return F.nll_loss(
             probabilities.clamp_min(1e-8).log(), small_labels, ignore_index=self.config.semantic_loss_ignore_index
         )

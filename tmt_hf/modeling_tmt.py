@@ -375,7 +375,11 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
+            ignore_index = self.config.semantic_loss_ignore_index
+            if (labels != ignore_index).any():
+                loss = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+            else:  # every pixel ignored: a zero loss that still reaches every trainable parameter
+                loss = logits.sum() * 0.0
 
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states

@@ -12,6 +12,8 @@ from PIL import Image
 
 from .synthetic import DOMAINS, generate_scene, scene_seed
 
+logger = datasets.logging.get_logger(__name__)
+
 IGNORE_INDEX = 255
 
 
@@ -177,6 +179,7 @@ def load_domain(
     num_samples: int | None = None,
     streaming: bool = False,
     synthetic_size: tuple[int, int] = (256, 512),
+    on_bad_sample: str = "raise",
 ) -> datasets.Dataset | datasets.IterableDataset:
     """
     Loads one domain as a dataset with columns `image` (PIL RGB) and `label` (PIL mode L, Cityscapes train ids, 255
@@ -193,7 +196,11 @@ def load_domain(
         num_samples: keep only the first N rows (generated domains: generate N scenes).
         streaming: return an `IterableDataset`.
         synthetic_size: (height, width) of generated scenes.
+        on_bad_sample: `"raise"` stops at the first unreadable or inconsistent row, naming it; `"skip"` drops such rows
+            with a warning naming each, and logs how many were skipped.
     """
+    if on_bad_sample not in ("raise", "skip"):
+        raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
     name = name_or_path
     if name.startswith("synthetic/"):
         domain = name.split("/", 1)[1]
@@ -239,6 +246,15 @@ def load_domain(
     dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     dataset = dataset.cast_column(label_column, datasets.Image(decode=False))
 
+    def convert_or_skip(example, index):
+        try:
+            return {**convert(example, index), "_readable": True}
+        except ValueError as error:
+            if on_bad_sample == "raise":
+                raise
+            logger.warning(f"Skipping a bad sample: {error}")
+            return {"image": None, "label": None, "_readable": False}
+
     def convert(example, index):
         image = open_image(example[image_column], name, image_column, index).convert("RGB")
         label = open_image(example[label_column], name, label_column, index)
@@ -256,11 +272,21 @@ def load_domain(
         ids = label_mapping[np.clip(ids, 0, 255)] if label_mapping is not None else np.clip(ids, 0, 255)
         return {"image": image, "label": Image.fromarray(ids.astype(np.uint8), mode="L")}
 
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.Image(), "_readable": datasets.Value("bool")}
+    )
     remove = [image_column, label_column]
     if streaming:
-        return dataset.map(convert, with_indices=True, remove_columns=remove, features=features)
-    return dataset.map(convert, with_indices=True, remove_columns=remove, features=features, desc=f"Loading {name}")
+        converted = dataset.map(convert_or_skip, with_indices=True, remove_columns=remove, features=features)
+        return converted.filter(lambda ok: ok, input_columns="_readable").remove_columns("_readable")
+    converted = dataset.map(
+        convert_or_skip, with_indices=True, remove_columns=remove, features=features, desc=f"Loading {name}"
+    )
+    readable = converted["_readable"]
+    if not all(readable):
+        logger.warning(f"Dataset {name!r}: skipped {readable.count(False)} of {len(readable)} unreadable samples")
+        converted = converted.filter(lambda ok: ok, input_columns="_readable")
+    return converted.remove_columns("_readable")
 
 
 def load_local(path: str, split: str, streaming: bool):

@@ -1,7 +1,8 @@
 """Paired image/label transforms for segmentation training and evaluation, vectorised in torch.
 
 Images become normalised float tensors (3, H, W) and labels long tensors (H, W); label 255 stays ignored, and padding
-adds ignored label pixels. Randomness comes from torch's global generator, so Accelerate's saved RNG state replays it.
+adds ignored label pixels. With `seed` set and a `sample_index` column, each sample's augmentation is a function of
+(seed, epoch, index) alone, so a resumed run replays it exactly whatever the data loader prefetched.
 """
 
 import numpy as np
@@ -55,6 +56,7 @@ class SegmentationTransform:
         size_divisor: int = 16,
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),
+        seed: int | None = None,
     ):
         if train and crop_size is None:
             raise ValueError("A training transform needs crop_size=(height, width)")
@@ -62,11 +64,15 @@ class SegmentationTransform:
         self.scale_range, self.flip, self.size_divisor = scale_range, flip, size_divisor
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
+        self.seed, self.epoch = seed, 0
 
-    def apply(self, image: Image.Image, label: Image.Image | None = None):
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def apply(self, image: Image.Image, label: Image.Image | None = None, generator: torch.Generator | None = None):
         pixels, labels = to_tensors(image, label)
         if self.train:
-            pixels, labels = self.random_scale_crop_flip(pixels, labels)
+            pixels, labels = self.random_scale_crop_flip(pixels, labels, generator)
         else:
             if self.size is not None:
                 pixels, labels = resize_pair(pixels, labels, self.size)
@@ -74,27 +80,43 @@ class SegmentationTransform:
             pixels, labels = pad_pair(pixels, labels, -(-pixels.shape[1] // d) * d, -(-pixels.shape[2] // d) * d)
         return (pixels - self.mean) / self.std, labels
 
-    def random_scale_crop_flip(self, pixels, labels):
+    def random_scale_crop_flip(self, pixels, labels, generator=None):
         base_h, base_w = self.size or pixels.shape[1:]
-        scale = float(torch.empty(1).uniform_(*self.scale_range))
+        low, high = self.scale_range
+        scale = low + (high - low) * float(torch.rand(1, generator=generator))
         pixels, labels = resize_pair(pixels, labels, (max(1, round(base_h * scale)), max(1, round(base_w * scale))))
         crop_h, crop_w = self.crop_size
         pixels, labels = pad_pair(pixels, labels, crop_h, crop_w)
-        top = int(torch.randint(0, pixels.shape[1] - crop_h + 1, (1,)))
-        left = int(torch.randint(0, pixels.shape[2] - crop_w + 1, (1,)))
+        top = int(torch.randint(0, pixels.shape[1] - crop_h + 1, (1,), generator=generator))
+        left = int(torch.randint(0, pixels.shape[2] - crop_w + 1, (1,), generator=generator))
         pixels = pixels[:, top : top + crop_h, left : left + crop_w]
         labels = labels[top : top + crop_h, left : left + crop_w] if labels is not None else None
-        if self.flip and bool(torch.rand(1) < 0.5):
+        if self.flip and bool(torch.rand(1, generator=generator) < 0.5):
             pixels = pixels.flip(-1)
             labels = labels.flip(-1) if labels is not None else None
         return pixels, labels
 
+    def sample_generator(self, index: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + int(index))
+
     def __call__(self, batch: dict) -> dict:
-        labels = batch.get("label") or [None] * len(batch["image"])
-        pairs = [self.apply(image, label) for image, label in zip(batch["image"], labels)]
+        count = len(batch["image"])
+        labels = batch.get("label") or [None] * count
+        indices = batch.get("sample_index") or [None] * count
+        pairs = [
+            self.apply(image, label, self.sample_generator(index) if index is not None else None)
+            for image, label, index in zip(batch["image"], labels, indices)
+        ]
         out = {"pixel_values": [p for p, _ in pairs]}
-        if batch.get("label") is not None:
-            out["labels"] = [lab for _, lab in pairs]
+        if batch.get("label") is not None:  # a missing label (e.g. an unlabelled target image) is all-ignored
+            out["labels"] = [
+                lab if lab is not None else torch.full(p.shape[1:], IGNORE_INDEX, dtype=torch.long) for p, lab in pairs
+            ]
+        for key in ("domain_labels", "sample_index"):
+            if key in batch:
+                out[key] = batch[key]
         return out
 
 

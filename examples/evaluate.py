@@ -1,0 +1,68 @@
+"""Evaluate a saved segmenter (TMT or its fine-tuning baseline) on one domain: mIoU and per-class IoU as JSON.
+
+    accelerate launch examples/evaluate.py --model outputs/tmt-clear2night/tmt --data synthetic/night
+    python examples/evaluate.py --model org/tmt-city2bdd --data bdd100k --split validation --image_size 512 1024
+
+Runs on any number of processes: predictions are gathered with `gather_for_metrics`, so every process count gives
+the same mIoU.
+"""
+
+import argparse
+import json
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+from tmt_hf.data import SegmentationTransform, collate, load_domain
+from tmt_hf.metrics import MeanIoU
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a save_pretrained folder or Hub id")
+    parser.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--num_samples", type=int, default=None)
+    parser.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="default: the model's image processor size")  # fmt: skip
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--output", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    accelerator = Accelerator()
+    processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
+    model = AutoModelForSemanticSegmentation.from_pretrained(args.model, trust_remote_code=True).eval()
+    size = tuple(args.image_size) if args.image_size else (processor.size["height"], processor.size["width"])
+    with accelerator.main_process_first():
+        dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size)
+    dataset = dataset.select_columns(["image", "label"])
+    dataset.set_transform(SegmentationTransform(train=False, size=size, image_mean=processor.image_mean,
+                                                image_std=processor.image_std))  # fmt: skip
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
+    model, loader = accelerator.prepare(model, loader)
+
+    metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index)
+    with torch.no_grad():
+        for batch in loader:
+            predictions = model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1)
+            metric.update(*accelerator.gather_for_metrics((predictions, batch["labels"])))
+    result = metric.compute()
+    id2label = model.config.id2label
+    report = {
+        "model": args.model, "data": args.data, "split": args.split, "num_images": len(dataset),
+        "mean_iou": result["mean_iou"], "mean_accuracy": result["mean_accuracy"],
+        "overall_accuracy": result["overall_accuracy"],
+        "per_category_iou": {id2label[i]: (None if v != v else float(v)) for i, v in enumerate(result["per_category_iou"])},
+    }  # fmt: skip
+    if accelerator.is_main_process:
+        print(json.dumps(report, indent=2))
+        if args.output:
+            with open(args.output, "w") as f:
+                json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

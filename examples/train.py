@@ -1,0 +1,576 @@
+"""Train TMT with Accelerate: the whole cross-domain protocol, from a source model to TMT on the target domain.
+
+    accelerate launch examples/train.py                       # all stages on the embedded generated benchmark
+    accelerate launch examples/train.py --source cityscapes --target bdd100k --preset base \\
+        --model_name_or_path google/vit-base-patch16-224-in21k --image_size 512 1024 --crop_size 512 512
+
+Stages (`--stage`):
+  source    a segmentation ViT (TMTForSemanticSegmentation, no map) on the source labels;
+  acte      ACTE on source + target images (domain discriminator), with source labels for its auxiliary head;
+  transfer  from the source model, fine-tune on the labelled target images: `--method tmt` attaches the frozen ACTE
+            and trains with TMA; `--method finetune` is the vanilla baseline (same model and budget, TMA off);
+  all       (default) source, acte, then transfer with both methods, and a table of target mIoU.
+
+Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
+OUTPUT_DIR/results.json, and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+import tmt_hf
+from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
+from tmt_hf.data import SegmentationTransform, collate, load_domain
+from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
+from tmt_hf.metrics import MeanIoU
+
+logger = logging.getLogger("tmt_hf.train")
+STAGES = ("source", "acte", "tmt", "finetune")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=["all", "source", "acte", "transfer"], default="all")
+    parser.add_argument("--method", choices=["tmt", "finetune", "both"], default="both", help="transfer stage")
+    parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
+    parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
+    parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
+    parser.add_argument("--label_column", default=None, help="override the label column of Hub/local datasets")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--eval_split", default="validation")
+    parser.add_argument("--output_dir", default="outputs/tmt-clear2night")
+    parser.add_argument("--overwrite_output_dir", action="store_true")
+    # Models.
+    parser.add_argument("--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS))
+    parser.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="source stage: a stock ViT or TMT checkpoint to start from (default: random init)",
+    )
+    parser.add_argument("--source_model", default=None, help="transfer stage: default OUTPUT_DIR/source")
+    parser.add_argument("--acte_model", default=None, help="transfer stage: default OUTPUT_DIR/acte")
+    parser.add_argument("--tma_init", type=float, default=0.0, help="initial λ of TMA")
+    parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
+    parser.add_argument("--acte_cell_size", type=int, default=2)
+    parser.add_argument("--acte_encoder_channels", type=int, nargs="+", default=[32, 64, 96])
+    parser.add_argument("--acte_focus_alpha", type=float, default=0.5)
+    # Data sizes.
+    parser.add_argument("--image_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"))
+    parser.add_argument("--crop_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"))
+    parser.add_argument("--scale_range", type=float, nargs=2, default=[0.75, 1.5])
+    parser.add_argument("--num_source_train", type=int, default=300, help="max source training images")
+    parser.add_argument("--num_target_unlabeled", type=int, default=200, help="target images ACTE sees (no labels)")
+    parser.add_argument("--target_train_samples", type=int, default=None, help="labelled target images (transfer)")
+    parser.add_argument("--target_train_fraction", type=float, default=None, help="or: fraction of the target split")
+    parser.add_argument("--num_eval", type=int, default=100, help="max evaluation images")
+    parser.add_argument("--on_bad_sample", choices=["raise", "skip"], default="raise")
+    # Optimisation.
+    parser.add_argument("--source_steps", type=int, default=600)
+    parser.add_argument("--acte_steps", type=int, default=300)
+    parser.add_argument("--transfer_steps", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=8, help="per device")
+    parser.add_argument("--eval_batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--acte_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--transfer_learning_rate", type=float, default=2e-4)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--warmup_ratio", type=float, default=0.05)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    # Operability.
+    parser.add_argument("--eval_steps", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    parser.add_argument("--checkpointing_steps", type=int, default=0, help="save state every N steps (0: never)")
+    parser.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' to resume every unfinished stage from its newest checkpoint, or a checkpoint path",
+    )
+    parser.add_argument("--report_to", default="none", help="Accelerate trackers: tensorboard, wandb, ... or 'all'")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", default=None, help="org/tmt-<src>2<tgt>")
+    parser.add_argument("--hub_acte_model_id", default=None, help="org/acte-<src>2<tgt>")
+    parser.add_argument("--hub_token", default=None)
+    parser.add_argument("--hub_private_repo", action="store_true")
+    args = parser.parse_args(argv)
+    validate_args(args)
+    return args
+
+
+def validate_args(args):
+    """Refuses bad flag combinations before any work starts."""
+    stage_dirs = {name: os.path.join(args.output_dir, name) for name in STAGES}
+    if args.stage == "transfer":
+        source = args.source_model or stage_dirs["source"]
+        if not os.path.isfile(os.path.join(source, "config.json")):
+            sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
+                     "--stage source first.")  # fmt: skip
+        acte = args.acte_model or stage_dirs["acte"]
+        if args.method in ("tmt", "both") and not os.path.isfile(os.path.join(acte, "config.json")):
+            sys.exit(f"--method {args.method} needs a trained ACTE: {acte!r} has none. Pass --acte_model or run "
+                     "--stage acte first.")  # fmt: skip
+    if args.push_to_hub:
+        if args.stage in ("all", "transfer", "source") and not args.hub_model_id:
+            sys.exit("--push_to_hub needs --hub_model_id (org/tmt-<src>2<tgt>)")
+        if args.stage in ("all", "acte") and not args.hub_acte_model_id:
+            sys.exit("--push_to_hub needs --hub_acte_model_id (org/acte-<src>2<tgt>) to push the ACTE model")
+    if args.target_train_samples is not None and args.target_train_fraction is not None:
+        sys.exit("Give --target_train_samples or --target_train_fraction, not both")
+    if args.target_train_fraction is not None and not 0 < args.target_train_fraction <= 1:
+        sys.exit(f"--target_train_fraction must lie in (0, 1], got {args.target_train_fraction}")
+    if args.target_train_samples is None and args.target_train_fraction is None:
+        args.target_train_samples = 20
+    for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            sys.exit(f"--{name} must be >= 1")
+    if any(c > s for c, s in zip(args.crop_size, [round(x * args.scale_range[1]) for x in args.image_size])):
+        sys.exit(
+            f"--crop_size {args.crop_size} is larger than the largest scaled image {args.image_size} x {args.scale_range[1]}"
+        )
+    if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
+        sys.exit(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder"
+        )
+    planned = {"all": STAGES, "source": ("source",), "acte": ("acte",), "transfer": ("tmt", "finetune")}[args.stage]
+    existing = [d for name, d in stage_dirs.items() if name in planned and os.path.isdir(d) and os.listdir(d)]
+    if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
+        sys.exit(f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
+                 "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones.")  # fmt: skip
+
+
+class EpochShuffleSampler(Sampler):
+    """
+    A permutation of the dataset that depends only on (seed, epoch), so a resumed run sees the same order. The epoch is
+    set with `use_epoch` (not `set_epoch`, which Accelerate's loaders call with their own iteration counters).
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self):
+        return self.size
+
+
+def domain_split(name, split, num_samples, args, with_labels=True):
+    """One domain's split, with a `sample_index` column for reproducible augmentation."""
+    dataset = load_domain(name, split, image_column=args.image_column, label_column=args.label_column,
+                          num_samples=num_samples, synthetic_size=tuple(args.image_size),
+                          on_bad_sample=args.on_bad_sample)  # fmt: skip
+    dataset = dataset.select_columns(["image", "label"] if with_labels else ["image"])
+    return dataset.add_column("sample_index", list(range(len(dataset))))
+
+
+def train_loader(dataset, args, seed):
+    transform = SegmentationTransform(train=True, size=tuple(args.image_size), crop_size=tuple(args.crop_size),
+                                      scale_range=tuple(args.scale_range), seed=seed)  # fmt: skip
+    dataset.set_transform(transform)
+    sampler = EpochShuffleSampler(len(dataset), seed)
+    # A private generator: creating an iterator each epoch must not draw from the global RNG, which Accelerate
+    # checkpoints (it also drives dropout), or a resumed run would diverge.
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return loader, sampler, transform
+
+
+def eval_loader(dataset, args):
+    dataset.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size)))
+    return DataLoader(dataset, batch_size=args.eval_batch_size, collate_fn=collate)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, num_labels):
+    """Target mIoU of a segmenter; predictions and labels are gathered across processes once per pixel."""
+    model.eval()
+    metric = MeanIoU(num_labels)
+    for batch in loader:
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        predictions, references = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
+        metric.update(predictions, references)
+    model.train()
+    result = metric.compute()
+    return {"mean_iou": result["mean_iou"], "mean_accuracy": result["mean_accuracy"],
+            "overall_accuracy": result["overall_accuracy"],
+            "per_category_iou": [None if math.isnan(v) else float(v) for v in result["per_category_iou"]]}  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_acte(model, loader, accelerator):
+    """Held-out discriminator accuracy of ACTE (region-level, both domains)."""
+    model.eval()
+    correct = total = 0
+    for batch in loader:
+        logits = model(pixel_values=batch["pixel_values"]).domain_logits
+        hits = ((logits > 0).long() == batch["domain_labels"][:, None, None]).float().mean(dim=(1, 2))
+        hits = accelerator.gather_for_metrics(hits)
+        correct, total = correct + hits.sum().item(), total + hits.numel()
+    model.train()
+    return {"discriminator_accuracy": correct / max(total, 1)}
+
+
+def latest_checkpoint(stage_checkpoints: str) -> str | None:
+    if not os.path.isdir(stage_checkpoints):
+        return None
+    steps = [
+        int(d.split("_")[1])
+        for d in os.listdir(stage_checkpoints)
+        if d.startswith("step_") and d.split("_")[1].isdigit()
+    ]
+    return os.path.join(stage_checkpoints, f"step_{max(steps)}") if steps else None
+
+
+def run_training(stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator,
+                 evaluate_fn=None):  # fmt: skip
+    """The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume."""
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, args.warmup_ratio))
+    accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    checkpoints = os.path.join(args.output_dir, "checkpoints", stage)
+
+    step = 0
+    resume = args.resume_from_checkpoint
+    if resume == "latest":
+        resume = latest_checkpoint(checkpoints)
+    elif resume is not None and os.path.basename(os.path.dirname(os.path.normpath(resume))) != stage:
+        resume = None  # an explicit checkpoint of another stage
+    if resume:
+        accelerator.load_state(resume)
+        with open(os.path.join(resume, "trainer_state.json")) as f:
+            step = json.load(f)["step"]
+        accelerator.print(f"[{stage}] resumed from {resume} at step {step}")
+
+    batches_per_epoch = len(loader)
+    progress = tqdm(total=steps, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
+    history = []
+    model.train()
+    while step < steps:
+        epoch, skip = divmod(step * args.gradient_accumulation_steps, batches_per_epoch)
+        sampler.use_epoch(epoch)
+        transform.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                loss, logs = compute_loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(1)
+            logs = {f"{stage}/{k}": v for k, v in logs.items()} | {f"{stage}/lr": scheduler.get_last_lr()[0]}
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            accelerator.log(logs, step=step)
+            if evaluate_fn and args.eval_steps and step % args.eval_steps == 0 and step < steps:
+                result = evaluate_fn(model)
+                history.append({"step": step, **{k: v for k, v in result.items() if not isinstance(v, list)}})
+                accelerator.log({f"{stage}/eval_{k}": v for k, v in history[-1].items() if k != "step"}, step=step)
+                accelerator.print(f"[{stage}] step {step}: {history[-1]}")
+            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, checkpoints, step)
+            if step >= steps:
+                break
+    progress.close()
+    return accelerator.unwrap_model(model), history
+
+
+def save_checkpoint(accelerator, checkpoints, step):
+    """Writes the state to a temporary folder and renames it, so a kill never leaves a half-written checkpoint."""
+    final = os.path.join(checkpoints, f"step_{step}")
+    partial = final + ".tmp"
+    accelerator.save_state(partial)
+    if accelerator.is_main_process:
+        with open(os.path.join(partial, "trainer_state.json"), "w") as f:
+            json.dump({"step": step}, f)
+        os.replace(partial, final)
+    accelerator.wait_for_everyone()
+
+
+def warmup_cosine(steps, warmup_ratio):
+    warmup = max(1, int(steps * warmup_ratio))
+    return lambda s: (
+        (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+    )
+
+
+def save_stage(model, folder, processor, accelerator, summary):
+    if accelerator.is_main_process:
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        with open(os.path.join(folder, "training_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    accelerator.wait_for_everyone()
+
+
+def write_model_cards(args, results, dirs, source_dir):
+    """A README.md model card in every stage folder, with the measured metrics and the Hub ids of this run."""
+    tmt_repo = args.hub_model_id or "tmt"
+    acte_repo = args.hub_acte_model_id or "acte"
+    target_miou = lambda stage: results[stage]["target_val"]["mean_iou"]  # noqa: E731
+    cards = {}
+    if results.get("source") and "source_val" in results["source"]:
+        cards["source"] = tmt_model_card(
+            tmt_repo if args.stage == "source" else f"{tmt_repo}-source", source=args.source, target=args.source,
+            method="finetune", metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]},
+            base_model=args.model_name_or_path,
+            training={"stage": "source", "data": args.source, "steps": args.source_steps,
+                      f"mIoU on {args.target} (source-only)": round(target_miou("source"), 4)},
+        )  # fmt: skip
+    if results.get("acte"):
+        metrics = {k: v for k, v in results["acte"].items() if k == "discriminator_accuracy"}
+        cards["acte"] = acte_model_card(acte_repo, source=args.source, target=args.target, metrics=metrics,
+                                        training={**results["acte"].get("training", {}), "steps": args.acte_steps,
+                                                  "batch size": args.batch_size})  # fmt: skip
+    for method in ("tmt", "finetune"):
+        if results.get(method):
+            cards[method] = tmt_model_card(
+                tmt_repo if method == "tmt" else f"{tmt_repo}-finetune-baseline", source=args.source,
+                target=args.target, method=method, metrics={"mean_iou": target_miou(method)},
+                acte_repo_id=acte_repo if method == "tmt" else None,
+                training={"source model": source_dir, "labelled target images": results[method].get("labelled_target_images"),
+                          "steps": args.transfer_steps, "batch size": args.batch_size,
+                          "learning rate": args.transfer_learning_rate,
+                          "source-only target mIoU": round(target_miou("source"), 4)},
+            )  # fmt: skip
+    for stage, card in cards.items():
+        if os.path.isdir(dirs[stage]):
+            card.save(os.path.join(dirs[stage], "README.md"))
+
+
+def finished(folder):
+    path = os.path.join(folder, "training_summary.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log_with = None if args.report_to == "none" else args.report_to
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=log_with, project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
+    )  # fmt: skip
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if not accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if log_with:
+        accelerator.init_trackers(
+            "tmt-hf", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        )
+    dirs = {name: os.path.join(args.output_dir, name) for name in STAGES}
+    processor = TMTImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]})
+    started = time.time()
+    results_path = os.path.join(args.output_dir, "results.json")
+    results = {}
+    if os.path.isfile(results_path) and args.resume_from_checkpoint:
+        with open(results_path) as f:
+            results = json.load(f)
+    results["args"] = vars(args)
+
+    # Data: the target validation split is the yardstick of every stage.
+    with accelerator.main_process_first():
+        target_eval = domain_split(args.target, args.eval_split, args.num_eval, args)
+        source_eval = domain_split(args.source, args.eval_split, args.num_eval, args)
+    target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
+    source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
+    num_labels = TMTConfig().num_labels
+
+    # ---- Stage 1: source model -----------------------------------------------------------------------------------
+    source_dir = args.source_model or dirs["source"]
+    if args.stage in ("all", "source") and not (args.resume_from_checkpoint and finished(dirs["source"])):
+        with accelerator.main_process_first():
+            source_train = domain_split(args.source, args.train_split, args.num_source_train, args)
+        loader, sampler, transform = train_loader(source_train, args, args.seed)
+        if args.model_name_or_path:
+            model, info = TMTForSemanticSegmentation.from_pretrained(args.model_name_or_path, output_loading_info=True,
+                                                                     num_labels=num_labels, ignore_mismatched_sizes=True)  # fmt: skip
+            backbone_missing = [k for k in info["missing_keys"] if k.startswith("vit.") and "tma_lambda" not in k]
+            if backbone_missing:
+                raise ValueError(
+                    f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}"
+                )
+        else:
+            model = TMTForSemanticSegmentation(
+                TMTConfig.from_preset(args.preset, image_size=args.crop_size[0], tma_init=args.tma_init)
+            )
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+
+        def segmentation_loss(model, batch):
+            loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+            return loss, {"loss": loss.item()}
+
+        model, history = run_training("source", model, loader, sampler, transform, segmentation_loss, optimizer,
+                                      args.source_steps, args, accelerator,
+                                      lambda m: evaluate(m, source_eval_loader, accelerator, num_labels))  # fmt: skip
+        source_metrics = evaluate(model, source_eval_loader, accelerator, num_labels)
+        target_metrics = evaluate(model, target_eval_loader, accelerator, num_labels)
+        results["source"] = {"source_val": source_metrics, "target_val": target_metrics, "history": history}
+        save_stage(model, dirs["source"], processor, accelerator, results["source"])
+        source_dir = dirs["source"]
+        accelerator.print(
+            f"[source] source mIoU {source_metrics['mean_iou']:.4f}, target mIoU (source-only) {target_metrics['mean_iou']:.4f}"
+        )
+    elif args.stage in ("all", "source"):
+        results["source"] = finished(dirs["source"])
+
+    # ---- Stage 2: ACTE on source + target images ---------------------------------------------------------------------
+    acte_dir = args.acte_model or dirs["acte"]
+    if args.stage in ("all", "acte") and not (args.resume_from_checkpoint and finished(dirs["acte"])):
+        with accelerator.main_process_first():
+            source_part = domain_split(args.source, args.train_split, args.num_source_train, args)
+            target_part = domain_split(
+                args.target, args.train_split, args.num_target_unlabeled, args, with_labels=False
+            )
+        target_part = target_part.add_column("label", [None] * len(target_part), feature=datasets.Image())
+        mixed = datasets.concatenate_datasets([
+            source_part.add_column("domain_labels", [0] * len(source_part)),
+            target_part.add_column("domain_labels", [1] * len(target_part)),
+        ]).remove_columns("sample_index")  # fmt: skip
+        mixed = mixed.add_column("sample_index", list(range(len(mixed))))
+        loader, sampler, transform = train_loader(mixed, args, args.seed + 1)
+        acte = ACTEModel(ACTEConfig(cell_size=args.acte_cell_size, encoder_channels=args.acte_encoder_channels,
+                                    focus_alpha=args.acte_focus_alpha, num_semantic_classes=num_labels))  # fmt: skip
+        optimizer = torch.optim.AdamW(acte.parameters(), lr=args.acte_learning_rate, weight_decay=args.weight_decay)
+
+        def acte_loss(model, batch):
+            out = model(
+                pixel_values=batch["pixel_values"], domain_labels=batch["domain_labels"], labels=batch["labels"]
+            )
+            return out.loss, {
+                "loss": out.loss.item(),
+                "domain_loss": out.domain_loss.item(),
+                "semantic_loss": out.semantic_loss.item(),
+            }
+
+        with accelerator.main_process_first():
+            held_out_parts = [domain_split(name, args.eval_split, args.num_eval, args, with_labels=False)
+                              for name in (args.source, args.target)]  # fmt: skip
+        held_out = datasets.concatenate_datasets(
+            [part.add_column("domain_labels", [domain] * len(part)) for domain, part in enumerate(held_out_parts)]
+        )
+        held_out_loader = accelerator.prepare(eval_loader(held_out, args))
+        acte, history = run_training("acte", acte, loader, sampler, transform, acte_loss, optimizer, args.acte_steps,
+                                     args, accelerator, lambda m: evaluate_acte(m, held_out_loader, accelerator))  # fmt: skip
+        acte_metrics = evaluate_acte(acte, held_out_loader, accelerator)
+        results["acte"] = {**acte_metrics, "history": history}
+        results["acte"]["training"] = {
+            "source images": len(source_part),
+            "target images (unlabelled)": len(target_part),
+        }
+        save_stage(acte, dirs["acte"], processor, accelerator, results["acte"])
+        acte_dir = dirs["acte"]
+        accelerator.print(f"[acte] held-out discriminator accuracy {acte_metrics['discriminator_accuracy']:.4f}")
+    elif args.stage in ("all", "acte"):
+        results["acte"] = finished(dirs["acte"])
+
+    # ---- Stage 3: transfer to the labelled target images, TMT and the vanilla fine-tuning baseline ---------------
+    if args.stage in ("all", "transfer"):
+        with accelerator.main_process_first():
+            target_train = domain_split(
+                args.target, args.train_split, None if args.target_train_fraction else args.target_train_samples, args
+            )
+        if args.target_train_fraction:
+            target_train = target_train.select(range(max(1, round(len(target_train) * args.target_train_fraction))))
+        if "source" not in results or results.get("source") is None:
+            model = TMTForSemanticSegmentation.from_pretrained(source_dir)
+            results["source"] = {
+                "target_val": evaluate(accelerator.prepare(model), target_eval_loader, accelerator, num_labels)
+            }
+        methods = ["finetune", "tmt"] if args.method == "both" else [args.method]
+        for method in methods:
+            if args.resume_from_checkpoint and finished(dirs[method]):
+                results[method] = finished(dirs[method])
+                continue
+            set_seed(args.seed)
+            model = TMTForSemanticSegmentation.from_pretrained(source_dir)
+            if method == "tmt":
+                model.attach_acte(ACTEModel.from_pretrained(acte_dir))
+            lambdas = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
+            others = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("tma_lambda")]
+            if method == "finetune":  # TMA off: no map is given, λ stays frozen at its initial value
+                for p in lambdas:
+                    p.requires_grad_(False)
+                groups = [{"params": others}]
+            else:
+                groups = [
+                    {"params": others},
+                    {"params": lambdas, "lr": args.transfer_learning_rate * args.tma_lr_scale, "weight_decay": 0.0},
+                ]
+            optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
+            loader, sampler, transform = train_loader(target_train, args, args.seed + 2)
+
+            def segmentation_loss(model, batch):
+                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+                return loss, {"loss": loss.item()}
+
+            model, history = run_training(method, model, loader, sampler, transform, segmentation_loss, optimizer,
+                                          args.transfer_steps, args, accelerator,
+                                          lambda m: evaluate(m, target_eval_loader, accelerator, num_labels))  # fmt: skip
+            metrics = evaluate(model, target_eval_loader, accelerator, num_labels)
+            lambdas = [p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")]
+            results[method] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas}
+            results[method]["labelled_target_images"] = len(target_train)
+            save_stage(model, dirs[method], processor, accelerator, results[method])
+            accelerator.print(f"[{method}] target mIoU {metrics['mean_iou']:.4f}")
+
+    results["wall_time_s"] = round(time.time() - started, 1)
+    if accelerator.is_main_process:
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=2)
+        rows = [("source-only", results.get("source", {}) and results["source"].get("target_val"))]
+        rows += [(m, results.get(m, {}) and results[m].get("target_val")) for m in ("finetune", "tmt")]
+        table = [f"| {name:<11} | {100 * r['mean_iou']:6.2f} |" for name, r in rows if r]
+        if table:
+            print(f"\nTarget mIoU on {args.target} ({args.eval_split}), source {args.source}:\n"
+                  "| method      |  mIoU  |\n|-------------|--------|\n" + "\n".join(table))  # fmt: skip
+        print(f"results: {results_path}")
+        write_model_cards(args, results, dirs, source_dir)
+    if args.push_to_hub and accelerator.is_main_process:
+        if args.stage in ("all", "acte"):
+            push_folder(dirs["acte"], args.hub_acte_model_id, args.hub_token, args.hub_private_repo)
+        if args.stage in ("all", "transfer"):
+            push_folder(
+                dirs["tmt" if args.method != "finetune" else "finetune"],
+                args.hub_model_id,
+                args.hub_token,
+                args.hub_private_repo,
+            )
+        elif args.stage == "source":
+            push_folder(dirs["source"], args.hub_model_id, args.hub_token, args.hub_private_repo)
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main()

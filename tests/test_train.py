@@ -1,0 +1,246 @@
+"""End-to-end tests of examples/train.py on tiny settings (seconds per stage on a CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_without_tmt_hf
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import ViTConfig, ViTModel
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = str(REPO / "examples" / "train.py")
+TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "16", "--num_target_unlabeled",
+        "8", "--num_eval", "8", "--target_train_samples", "8", "--source_steps", "4", "--acte_steps", "3",
+        "--transfer_steps", "3", "--batch_size", "4", "--eval_batch_size", "4"]  # fmt: skip
+
+
+def launch_command(args, num_processes=1):
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN, *args]  # fmt: skip
+
+
+LAUNCH_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def launch(args, num_processes=1, timeout=600, check=True):
+    command = launch_command(args, num_processes)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=LAUNCH_ENV, cwd=REPO)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output = tmp_path_factory.mktemp("run") / "out"
+    result = launch(["--output_dir", str(output), *TINY])
+    return output, result.stdout
+
+
+def test_all_stages_produce_reloadable_models(trained, tmp_path):
+    output, stdout = trained
+    assert "| source-only |" in stdout and "| tmt         |" in stdout and "| finetune    |" in stdout
+    results = json.loads((output / "results.json").read_text())
+    for key in ("source", "acte", "tmt", "finetune"):
+        assert (output / key / "model.safetensors").is_file()
+        assert (output / key / "preprocessor_config.json").is_file()
+        assert (output / key / "README.md").is_file()
+    for method in ("tmt", "finetune"):
+        assert 0.0 <= results[method]["target_val"]["mean_iou"] <= 1.0
+    assert 0.0 <= results["acte"]["discriminator_accuracy"] <= 1.0
+    config = json.loads((output / "tmt" / "config.json").read_text())
+    assert config["acte_config"]["model_type"] == "acte"  # the TMT checkpoint carries its ACTE
+    assert any(k.startswith("acte.") for k in load_file(output / "tmt" / "model.safetensors"))
+
+    Image.fromarray(np.random.randint(0, 255, (50, 90, 3), dtype=np.uint8)).save(tmp_path / "street.png")
+    out = run_without_tmt_hf(
+        f"""
+        from PIL import Image
+        from transformers import AutoModel, pipeline
+        for name in ("source", "finetune", "tmt"):
+            segmenter = pipeline("image-segmentation", model={str(output)!r} + "/" + name, trust_remote_code=True)
+            masks = segmenter(Image.open({str(tmp_path / "street.png")!r}))
+            assert masks and masks[0]["mask"].size == (90, 50), name
+        acte = AutoModel.from_pretrained({str(output / "acte")!r}, trust_remote_code=True)
+        assert type(acte).__name__ == "ACTEModel"
+        print("OK")
+        """,
+        tmp_path,
+    )
+    assert out.strip() == "OK"
+
+
+def test_model_cards_carry_measured_metrics(trained):
+    output, _ = trained
+    results = json.loads((output / "results.json").read_text())
+    card = ModelCard.load(output / "tmt" / "README.md")
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-segmentation"
+    assert {"semantic-segmentation", "domain-adaptation", "vision-transformer"} <= set(data.tags)
+    assert data.eval_results[0].metric_value == pytest.approx(round(results["tmt"]["target_val"]["mean_iou"], 4))
+    assert "trust_remote_code=True" in card.text and "AutoModelForSemanticSegmentation" in card.text
+    acte_card = ModelCard.load(output / "acte" / "README.md")
+    assert acte_card.data.pipeline_tag == "image-segmentation"
+
+
+def test_two_process_evaluation_equals_one_process(tmp_path):
+    output = tmp_path / "ddp"
+    launch(["--stage", "source", "--output_dir", str(output), *TINY], num_processes=2)
+    two_process = json.loads((output / "results.json").read_text())["source"]["target_val"]["mean_iou"]
+    command = [sys.executable, str(REPO / "examples" / "evaluate.py"), "--model", str(output / "source"),
+               "--data", "synthetic/night", "--num_samples", "8", "--output", str(tmp_path / "eval.json")]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO)
+    one_process = json.loads((tmp_path / "eval.json").read_text())["mean_iou"]
+    assert one_process == pytest.approx(two_process, abs=1e-9)
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    args = [
+        "--stage",
+        "source",
+        *TINY,
+        "--source_steps",
+        "24",
+        "--checkpointing_steps",
+        "4",
+        "--num_source_train",
+        "12",
+    ]
+    launch(["--output_dir", str(tmp_path / "straight"), *args])
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(launch_command(["--output_dir", str(interrupted), *args]), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=REPO, env=LAUNCH_ENV, start_new_session=True)  # fmt: skip
+    checkpoints = interrupted / "checkpoints" / "source"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+        checkpoints.is_dir() and any(p.name == "step_8" for p in checkpoints.iterdir())
+    ):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and its training process
+    process.wait()
+    assert not (interrupted / "source" / "model.safetensors").exists(), "the run finished before it was killed"
+    launch(["--output_dir", str(interrupted), *args, "--resume_from_checkpoint", "latest"])
+
+    straight = load_file(tmp_path / "straight" / "source" / "model.safetensors")
+    resumed = load_file(interrupted / "source" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
+    import shutil
+
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    sys.path.insert(0, str(REPO / "examples"))
+    import train
+
+    output = tmp_path / "out"
+    shutil.copytree(trained[0], output)
+    commits = {}
+
+    def handler(request):
+        url = str(request.url)
+        if url.endswith("/api/repos/create"):
+            name = json.loads(request.content)["name"]
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/org/{name}", "name": f"org/{name}"})
+        if "/preupload/" in url:
+            files = json.loads(request.content)["files"]
+            mode = lambda p: "lfs" if p.endswith(".safetensors") else "regular"  # noqa: E731
+            return httpx2.Response(
+                200,
+                json={
+                    "files": [{"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False} for f in files]
+                },
+            )
+        if url.endswith("/info/lfs/objects/batch"):
+            objects = json.loads(request.content)["objects"]
+            return httpx2.Response(200, json={"transfer": "basic", "objects": [
+                {"oid": o["oid"], "size": o["size"], "actions": {"upload": {"href": f"https://lfs.mock/{o['oid']}"}}} for o in objects]})  # fmt: skip
+        if url.endswith("/api/validate-yaml"):  # the Hub checks the card metadata before the commit
+            return httpx2.Response(200, json={})
+        if url.startswith("https://lfs.mock/"):
+            return httpx2.Response(200)
+        if "/commit/" in url:
+            repo = url.split("/api/models/")[1].split("/commit/")[0]
+            lines = [json.loads(line) for line in request.content.decode().splitlines()]
+            commits[repo] = {
+                line["value"]["path"]: line["value"] for line in lines if line["key"] in ("file", "lfsFile")
+            }
+            return httpx2.Response(
+                200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/1", "commitOid": "1" * 40}
+            )
+        return httpx2.Response(404, json={"error": f"not mocked: {url}"})
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
+    try:
+        train.main(["--output_dir", str(output), *TINY, "--resume_from_checkpoint", "latest", "--push_to_hub",
+                    "--hub_model_id", "org/tmt-clear2night", "--hub_acte_model_id", "org/acte-clear2night",
+                    "--hub_token", "hf_mock"])  # fmt: skip
+    finally:
+        huggingface_hub.set_client_factory(lambda: httpx2.Client())
+    expected = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_acte.py",
+                "modeling_acte.py", "image_processing_tmt.py"}  # fmt: skip
+    assert expected <= set(commits["org/acte-clear2night"])
+    assert expected | {"configuration_tmt.py", "modeling_tmt.py"} <= set(commits["org/tmt-clear2night"])
+    import base64
+
+    readme = base64.b64decode(commits["org/tmt-clear2night"]["README.md"]["content"]).decode()
+    card = ModelCard(readme)
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-segmentation"
+    assert "org/acte-clear2night" in card.data.base_model
+
+
+def test_stock_vit_initialisation(tmp_path):
+    vit = ViTModel(
+        ViTConfig(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, intermediate_size=384, image_size=64)
+    )
+    vit.save_pretrained(tmp_path / "stock-vit")
+    launch(
+        [
+            "--stage",
+            "source",
+            "--output_dir",
+            str(tmp_path / "out"),
+            *TINY,
+            "--model_name_or_path",
+            str(tmp_path / "stock-vit"),
+        ]
+    )
+    from tmt_hf import TMTForSemanticSegmentation
+
+    model = TMTForSemanticSegmentation.from_pretrained(tmp_path / "out" / "source")
+    assert model.config.num_hidden_layers == 4 and model.config.num_labels == 19
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stage", "transfer"], "needs a trained source model"),
+        (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+        (["--push_to_hub", "--hub_model_id", "o/t"], "--hub_acte_model_id"),
+        (["--target_train_samples", "3", "--target_train_fraction", "0.5"], "not both"),
+        (["--target_train_fraction", "1.5"], "must lie in"),
+    ],
+)
+def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
+    result = subprocess.run([sys.executable, TRAIN, "--output_dir", str(tmp_path / "x"), *args], capture_output=True,
+                            text=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "x").exists()

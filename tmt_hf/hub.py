@@ -1,0 +1,191 @@
+"""Model cards and Hub uploads for the two repos of an experiment: `org/acte-<src>2<tgt>` and `org/tmt-<src>2<tgt>`."""
+
+import os
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+TAGS = ["semantic-segmentation", "domain-adaptation", "vision-transformer", "tmt", "custom_code"]
+
+TMT_USAGE = """\
+```python
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+
+repo = "{repo}"
+# The model is custom code: trust_remote_code=True downloads configuration_*.py and modeling_*.py from the repo
+# (or `pip install tmt-hf` and `import tmt_hf`).
+segmenter = pipeline("image-segmentation", model=repo, trust_remote_code=True)
+masks = segmenter(Image.open("street.png"))  # [{{"label": "road", "score": None, "mask": <PIL.Image>}}, ...]
+
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+model = AutoModelForSemanticSegmentation.from_pretrained(repo, trust_remote_code=True).eval()
+inputs = processor(Image.open("street.png"), return_tensors="pt")
+outputs = model(**inputs)                   # {acte_note}
+outputs.focus_map                           # the focus map TMA used, on the patch grid
+segmentation = processor.post_process_semantic_segmentation(outputs, target_sizes=[(1024, 2048)])[0]
+
+# Your own focus map m in [0, 1] (any resolution) overrides ACTE's; AutoModel gives the bare TMTModel encoder.
+outputs = model(**inputs, transferability_map=my_focus_map)
+```"""
+
+ACTE_USAGE = """\
+```python
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel
+
+repo = "{repo}"
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+acte = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+out = acte(**processor(Image.open("street.png"), return_tensors="pt"))
+out.transferability      # (1, h, w) in [0, 1]: 1 where the region transfers well
+out.focus_map            # (1, h, w) in [0, 1]: where TMA should attend
+out.region_assignments   # (1, 9, h, w) soft assignment of each position to its 3x3 neighbouring regions
+```
+
+Attach it to a TMT segmenter (its weights are then saved inside the TMT checkpoint):
+
+```python
+from tmt_hf import ACTEModel, TMTForSemanticSegmentation
+model = TMTForSemanticSegmentation.from_pretrained("path/to/source-model", acte=ACTEModel.from_pretrained(repo))
+```"""
+
+LIMITATIONS = """\
+- TMT is custom code: the hosted HF Inference API (serverless widget) does not run custom-code models. Serve it with
+  an Inference Endpoint (`handler.py`), a Gradio Space, or locally with `trust_remote_code=True`.
+- Only the TMT paper's abstract and the ACTE clustering recurrence are public; ACTE's scoring and the TMA bias form are
+  this project's reconstruction (see the tmt-hf README).
+- TMA needs `attn_implementation="sdpa"` or `"eager"`; flash and flex attention cannot take its per-head bias.
+- Trained on {source} -> {target}; accuracy on other domains is not measured here."""
+
+
+def _eval_results(metrics: dict, dataset_name: str, split: str) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type="image-segmentation",
+            task_name="Semantic Segmentation",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=key,
+            metric_name=key,
+            metric_value=round(float(value), 4),
+        )  # fmt: skip
+        for key, value in metrics.items()
+    ]
+
+
+def tmt_model_card(
+    repo_id: str,
+    *,
+    source: str,
+    target: str,
+    metrics: dict,
+    training: dict,
+    acte_repo_id: str | None = None,
+    base_model: str | None = None,
+    widget_images: list[str] | None = None,
+    method: str = "tmt",
+) -> ModelCard:
+    """The card of a TMT (or vanilla fine-tuned) segmenter; `metrics` are measured target mIoU values in [0, 1]."""
+    base_models = [m for m in (base_model, acte_repo_id) if m]
+    data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-segmentation", license="apache-2.0", tags=TAGS,
+        datasets=sorted({source, target}), base_model=base_models or None, model_name=repo_id,
+        metrics=["mean_iou"], eval_results=_eval_results(metrics, target, "validation"),
+        widget=[{"src": image} for image in widget_images or []],
+    )  # fmt: skip
+    what = (
+        "a TMT segmenter: a ViT whose self-attention is biased, in every layer, by ACTE's region transferability "
+        "focus map (Transferable Masked Attention)"
+        if method == "tmt"
+        else "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off"
+    )
+    acte_line = (
+        f"Its frozen ACTE estimator is [{acte_repo_id}](https://huggingface.co/{acte_repo_id}) and its weights are included here."
+        if acte_repo_id
+        else ""
+    )
+    trained = "\n".join(f"- {key}: {value}" for key, value in training.items())
+    results = "\n".join(f"| {key} | {100 * float(value):.2f} |" for key, value in metrics.items())
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {repo_id}
+
+This model is {what} (Zhang et al., *TMT: Cross-domain Semantic Segmentation with Region-adaptive Transferability
+Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `tmt-hf`.
+{acte_line}
+
+## Results (measured on {target}, validation split)
+
+| metric | value (%) |
+|---|---|
+{results}
+
+## Training
+
+{trained}
+
+## Usage
+
+{TMT_USAGE.format(repo=repo_id, acte_note="ACTE computes the focus map from the image" if acte_repo_id else "no ACTE: unbiased attention")}
+
+## Limitations
+
+{LIMITATIONS.format(source=source, target=target)}
+"""
+    return ModelCard(content)
+
+
+def acte_model_card(repo_id: str, *, source: str, target: str, metrics: dict, training: dict) -> ModelCard:
+    """The card of a standalone ACTE estimator; `metrics` are its measured held-out figures."""
+    data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-segmentation", license="apache-2.0",
+        tags=TAGS + ["transferability-estimation"], datasets=sorted({source, target}), model_name=repo_id,
+    )  # fmt: skip
+    trained = "\n".join(f"- {key}: {value}" for key, value in training.items())
+    results = "\n".join(f"| {key} | {float(value):.4f} |" for key, value in metrics.items())
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {repo_id}
+
+ACTE, the Adaptive Cluster-based Transferability Estimator of TMT (arXiv 2504.05774), trained on **{source}**
+(source) and **{target}** (target) images with `tmt-hf`. It clusters an image into
+adaptive regions (the paper's differentiable clustering) and scores each region's transferability with a domain
+discriminator (`t = H(p_target) / ln 2`), mixed with semantic uncertainty into the focus map that TMT's attention uses.
+
+## Measured
+
+| metric | value |
+|---|---|
+{results}
+
+## Training
+
+{trained}
+
+## Usage
+
+{ACTE_USAGE.format(repo=repo_id)}
+
+## Limitations
+
+{LIMITATIONS.format(source=source, target=target)}
+"""
+    return ModelCard(content)
+
+
+def push_folder(folder: str, repo_id: str, token: str | None = None, private: bool = False, message: str | None = None):
+    """Creates `repo_id` if needed and uploads a `save_pretrained` folder (weights, code files, processor, card)."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ValueError(f"{folder!r} is not a save_pretrained folder: no config.json")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api.upload_folder(
+        repo_id=repo_id, folder_path=folder, repo_type="model",
+        commit_message=message or f"Upload {os.path.basename(os.path.normpath(folder))} with tmt-hf",
+        ignore_patterns=["checkpoints/*", "*.tmp"],
+    )  # fmt: skip
