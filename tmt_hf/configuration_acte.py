@@ -26,8 +26,15 @@ class ACTEConfig(PreTrainedConfig):
             The paper's `L`: number of clustering iterations.
         kappa (`float`, *optional*, defaults to 10.0):
             The paper's `κ`: sharpness of the cosine similarity `exp(κ · cos)`.
+        input_normalization (`str`, *optional*, defaults to `"instance"`):
+            `"instance"` standardises every image channel by its own mean and standard deviation before the encoder,
+            which removes global illumination and colour-cast differences between domains, so that the
+            discriminator scores local appearance; `"none"` feeds the pixels as they are.
         discriminator_hidden_size (`int`, *optional*, defaults to 128):
             Width of the domain discriminator MLP on region features.
+        center_region_features (`bool`, *optional*, defaults to `True`):
+            Feed the discriminator `f(r) - mean_r f(r)`, each region relative to its image, so that a domain-wide
+            signature does not make every region look equally shifted.
         num_semantic_classes (`int`, *optional*, defaults to 19):
             Number of semantic classes of the auxiliary segmentation head; 0 disables the head, and the focus map is
             then `1 - transferability`.
@@ -51,7 +58,9 @@ class ACTEConfig(PreTrainedConfig):
     cell_size: int = 4
     num_iterations: int = 5
     kappa: float | int = 10.0
+    input_normalization: str = "instance"
     discriminator_hidden_size: int = 128
+    center_region_features: bool = True
     num_semantic_classes: int = 19
     focus_alpha: float | int = 0.5
     domain_loss_weight: float | int = 1.0
@@ -64,6 +73,8 @@ class ACTEConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.cell_size < 1 or self.num_iterations < 1:
             raise ValueError(f"cell_size and num_iterations must be >= 1, got {self.cell_size}, {self.num_iterations}")
+        if self.input_normalization not in ("instance", "none"):
+            raise ValueError(f"input_normalization must be 'instance' or 'none', got {self.input_normalization!r}")
         if not 0.0 <= self.focus_alpha <= 1.0:
             raise ValueError(f"focus_alpha must lie in [0, 1], got {self.focus_alpha}")
 

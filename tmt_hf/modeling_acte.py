@@ -83,10 +83,15 @@ class ACTEConvEncoder(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             in_channels = out_channels
+        self.input_normalization = config.input_normalization
         self.stages = nn.Sequential(*stages)
         self.projection = nn.Conv2d(in_channels, config.feature_dim, 1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.input_normalization == "instance":
+            mean = pixel_values.mean(dim=(2, 3), keepdim=True)
+            std = pixel_values.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+            pixel_values = (pixel_values - mean) / std
         return self.projection(self.stages(pixel_values))
 
 
@@ -253,7 +258,10 @@ class ACTEModel(ACTEPreTrainedModel):
         features = self.encoder(pixel_values)
         assignments, region_features = self.clustering(features)
 
-        domain_logits = self.discriminator(region_features)[:, 0]
+        discriminator_input = region_features
+        if config.center_region_features:
+            discriminator_input = region_features - region_features.mean(dim=(2, 3), keepdim=True)
+        domain_logits = self.discriminator(discriminator_input)[:, 0]
         p_target = domain_logits.sigmoid()
         region_transferability = binary_entropy(p_target) / math.log(2)
 

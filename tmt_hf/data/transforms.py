@@ -36,13 +36,33 @@ def pad_pair(pixels, labels, height: int, width: int):
     return pixels, labels
 
 
+def random_global_appearance(pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """
+    Random image-wide brightness, colour cast, Gaussian blur and sensor noise on a (3, H, W) image in [0, 1]. Trained
+    on both domains with this, a domain discriminator cannot rely on global appearance and must find local shifts.
+    """
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    pixels = pixels * (0.35 + 0.85 * rand(1)) * (0.8 + 0.4 * rand(3, 1, 1))
+    sigma = 1.5 * float(rand(1))
+    if sigma > 0.3:
+        radius = max(1, round(2.5 * sigma))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+        taps = taps / taps.sum()
+        padded = F.pad(pixels[None], (radius, radius, radius, radius), mode="replicate")
+        padded = F.conv2d(padded, taps.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        pixels = F.conv2d(padded, taps.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+    noise = 0.06 * float(rand(1))
+    pixels = pixels + noise * torch.randn(pixels.shape, generator=generator)
+    return pixels.clamp(0, 1)
+
+
 class SegmentationTransform:
     """
     Turns a batch of `{"image": [PIL], "label": [PIL]}` into `{"pixel_values": [tensor], "labels": [tensor]}` for
     `datasets.Dataset.set_transform`.
 
     Training (`train=True`): random scale in `scale_range` of `size`, pad to `crop_size`, random crop, random
-    horizontal flip. Evaluation: resize to `size` (if given) and pad to a multiple of `size_divisor`.
+    horizontal flip, and with `appearance_jitter` a random global appearance (see `random_global_appearance`). Evaluation: resize to `size` (if given) and pad to a multiple of `size_divisor`.
     Normalisation uses `image_mean`/`image_std` (the image processor's).
     """
 
@@ -57,6 +77,7 @@ class SegmentationTransform:
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),
         seed: int | None = None,
+        appearance_jitter: bool = False,
     ):
         if train and crop_size is None:
             raise ValueError("A training transform needs crop_size=(height, width)")
@@ -65,6 +86,7 @@ class SegmentationTransform:
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
         self.seed, self.epoch = seed, 0
+        self.appearance_jitter = appearance_jitter
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -73,6 +95,8 @@ class SegmentationTransform:
         pixels, labels = to_tensors(image, label)
         if self.train:
             pixels, labels = self.random_scale_crop_flip(pixels, labels, generator)
+            if self.appearance_jitter:
+                pixels = random_global_appearance(pixels, generator)
         else:
             if self.size is not None:
                 pixels, labels = resize_pair(pixels, labels, self.size)
