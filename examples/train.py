@@ -38,13 +38,15 @@ from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU
 
 logger = logging.getLogger("tmt_hf.train")
-STAGES = ("source", "acte", "tmt", "finetune")
+STAGES = ("source", "acte", "tmt", "finetune", "patch")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["all", "source", "acte", "transfer"], default="all")
-    parser.add_argument("--method", choices=["tmt", "finetune", "both"], default="both", help="transfer stage")
+    parser.add_argument("--method", choices=["tmt", "finetune", "patch", "both", "all"], default="both",
+                        help="transfer stage: both = tmt + finetune; all adds patch, TMA fed ACTE's discriminator on "
+                             "an equal-sized patch grid instead of adaptive regions")  # fmt: skip
     parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
@@ -63,6 +65,13 @@ def parse_args(argv=None):
     parser.add_argument("--source_model", default=None, help="transfer stage: default OUTPUT_DIR/source")
     parser.add_argument("--acte_model", default=None, help="transfer stage: default OUTPUT_DIR/acte")
     parser.add_argument("--tma_init", type=float, default=0.0, help="initial λ of TMA")
+    parser.add_argument(
+        "--decode_layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="1-based encoder layers the decode head fuses (default: 4 evenly spaced)",
+    )
     parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
     parser.add_argument("--acte_cell_size", type=int, default=2)
     parser.add_argument("--acte_encoder_channels", type=int, nargs="+", default=[32, 64, 96])
@@ -119,7 +128,7 @@ def validate_args(args):
             sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
                      "--stage source first.")  # fmt: skip
         acte = args.acte_model or stage_dirs["acte"]
-        if args.method in ("tmt", "both") and not os.path.isfile(os.path.join(acte, "config.json")):
+        if args.method != "finetune" and not os.path.isfile(os.path.join(acte, "config.json")):
             sys.exit(f"--method {args.method} needs a trained ACTE: {acte!r} has none. Pass --acte_model or run "
                      "--stage acte first.")  # fmt: skip
     if args.push_to_hub:
@@ -144,7 +153,9 @@ def validate_args(args):
         sys.exit(
             f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder"
         )
-    planned = {"all": STAGES, "source": ("source",), "acte": ("acte",), "transfer": ("tmt", "finetune")}[args.stage]
+    planned = {"all": STAGES, "source": ("source",), "acte": ("acte",), "transfer": ("tmt", "finetune", "patch")}[
+        args.stage
+    ]
     existing = [d for name, d in stage_dirs.items() if name in planned and os.path.isdir(d) and os.listdir(d)]
     if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
         sys.exit(f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
@@ -345,12 +356,12 @@ def write_model_cards(args, results, dirs, source_dir):
         cards["acte"] = acte_model_card(acte_repo, source=args.source, target=args.target, metrics=metrics,
                                         training={**results["acte"].get("training", {}), "steps": args.acte_steps,
                                                   "batch size": args.batch_size})  # fmt: skip
-    for method in ("tmt", "finetune"):
+    for method in ("tmt", "finetune", "patch"):
         if results.get(method):
+            repo = {"tmt": tmt_repo, "finetune": f"{tmt_repo}-finetune-baseline", "patch": f"{tmt_repo}-patch-baseline"}
             cards[method] = tmt_model_card(
-                tmt_repo if method == "tmt" else f"{tmt_repo}-finetune-baseline", source=args.source,
-                target=args.target, method=method, metrics={"mean_iou": target_miou(method)},
-                acte_repo_id=acte_repo if method == "tmt" else None,
+                repo[method], source=args.source, target=args.target, method=method,
+                metrics={"mean_iou": target_miou(method)}, acte_repo_id=acte_repo if method != "finetune" else None,
                 training={"source model": source_dir, "labelled target images": results[method].get("labelled_target_images"),
                           "steps": args.transfer_steps, "batch size": args.batch_size,
                           "learning rate": args.transfer_learning_rate,
@@ -421,9 +432,9 @@ def main(argv=None):
                     f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}"
                 )
         else:
-            model = TMTForSemanticSegmentation(
-                TMTConfig.from_preset(args.preset, image_size=args.crop_size[0], tma_init=args.tma_init)
-            )
+            config = TMTConfig.from_preset(args.preset, image_size=args.crop_size[0], tma_init=args.tma_init,
+                                           decode_layers=args.decode_layers)  # fmt: skip
+            model = TMTForSemanticSegmentation(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
         def segmentation_loss(model, batch):
@@ -507,7 +518,7 @@ def main(argv=None):
             results["source"] = {
                 "target_val": evaluate(accelerator.prepare(model), target_eval_loader, accelerator, num_labels)
             }
-        methods = ["finetune", "tmt"] if args.method == "both" else [args.method]
+        methods = {"both": ["finetune", "tmt"], "all": ["finetune", "tmt", "patch"]}.get(args.method, [args.method])
         for method in methods:
             if args.resume_from_checkpoint and finished(dirs[method]):
                 results[method] = finished(dirs[method])
@@ -516,6 +527,8 @@ def main(argv=None):
             model = TMTForSemanticSegmentation.from_pretrained(source_dir)
             if method == "tmt":
                 model.attach_acte(ACTEModel.from_pretrained(acte_dir))
+            elif method == "patch":  # the same ACTE, its discriminator read on the seed grid: no clustering
+                model.attach_acte(ACTEModel.from_pretrained(acte_dir, num_iterations=0))
             lambdas = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             others = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("tma_lambda")]
             if method == "finetune":  # TMA off: no map is given, λ stays frozen at its initial value
@@ -549,7 +562,7 @@ def main(argv=None):
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
         rows = [("source-only", results.get("source", {}) and results["source"].get("target_val"))]
-        rows += [(m, results.get(m, {}) and results[m].get("target_val")) for m in ("finetune", "tmt")]
+        rows += [(m, results.get(m, {}) and results[m].get("target_val")) for m in ("finetune", "patch", "tmt")]
         table = [f"| {name:<11} | {100 * r['mean_iou']:6.2f} |" for name, r in rows if r]
         if table:
             print(f"\nTarget mIoU on {args.target} ({args.eval_split}), source {args.source}:\n"

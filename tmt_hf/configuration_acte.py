@@ -23,7 +23,8 @@ class ACTEConfig(PreTrainedConfig):
             The paper's `c`: the side, in feature positions, of the grid cells that seed the regions. Images must
             have height and width divisible by `cell_size * feature_stride`.
         num_iterations (`int`, *optional*, defaults to 5):
-            The paper's `L`: number of clustering iterations.
+            The paper's `L`: number of clustering iterations. 0 keeps the seed grid: every region is an equal-sized
+            c x c patch (the paper's "equal-sized patch" ablation).
         kappa (`float`, *optional*, defaults to 10.0):
             The paper's `κ`: sharpness of the cosine similarity `exp(κ · cos)`.
         input_normalization (`str`, *optional*, defaults to `"instance"`):
@@ -71,8 +72,10 @@ class ACTEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         self.encoder_channels = list(self.encoder_channels)
         super().__post_init__(**kwargs)
-        if self.cell_size < 1 or self.num_iterations < 1:
-            raise ValueError(f"cell_size and num_iterations must be >= 1, got {self.cell_size}, {self.num_iterations}")
+        if self.cell_size < 1 or self.num_iterations < 0:
+            raise ValueError(
+                f"cell_size must be >= 1 and num_iterations >= 0, got {self.cell_size}, {self.num_iterations}"
+            )
         if self.input_normalization not in ("instance", "none"):
             raise ValueError(f"input_normalization must be 'instance' or 'none', got {self.input_normalization!r}")
         if not 0.0 <= self.focus_alpha <= 1.0:

@@ -94,12 +94,13 @@ def tmt_model_card(
         metrics=["mean_iou"], eval_results=_eval_results(metrics, target, "validation"),
         widget=[{"src": image} for image in widget_images or []],
     )  # fmt: skip
-    what = (
-        "a TMT segmenter: a ViT whose self-attention is biased, in every layer, by ACTE's region transferability "
-        "focus map (Transferable Masked Attention)"
-        if method == "tmt"
-        else "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off"
-    )
+    what = {
+        "tmt": "a TMT segmenter: a ViT whose self-attention is biased, in every layer, by ACTE's region "
+        "transferability focus map (Transferable Masked Attention)",
+        "finetune": "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off",
+        "patch": "the patch-level baseline of TMT: TMA fed ACTE's discriminator scores on an equal-sized patch grid "
+        "instead of adaptive regions",
+    }[method]
     acte_line = (
         f"Its frozen ACTE estimator is [{acte_repo_id}](https://huggingface.co/{acte_repo_id}) and its weights are included here."
         if acte_repo_id

@@ -1,0 +1,184 @@
+"""What does TMA cost? TMT against HF's ViTModel (sdpa) with identical weights, measured side by side; prints JSON.
+
+Variants, interleaved in one process (medians over `--repeats`):
+  vit           transformers' ViTModel
+  tmt_no_map    TMTModel without a map (must be the ViT itself)
+  tmt_map       TMTModel with a focus map (the TMA bias in every layer)
+  tmt_acte      ACTE's focus map + TMTModel with it (what TMTForSemanticSegmentation adds to the encoder)
+Forward (no grad) and forward+backward times, and peak memory (CUDA allocator; on CPU the peak RSS of a fresh
+process running that variant). Also ACTE's clustering (unfold/fold) against a naive dense positions x regions
+implementation at growing sizes.
+
+    python examples/benchmark_speed.py                        # base preset, 512x512, batch 1 and 4, CPU
+    python examples/benchmark_speed.py --device cuda --repeats 20
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import ViTConfig, ViTModel
+
+from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTModel
+from tmt_hf.modeling_acte import ACTEClustering
+
+VARIANTS = ("vit", "tmt_no_map", "tmt_map", "tmt_acte")
+
+
+def build(preset: str, size: int, device: str):
+    config = TMTConfig.from_preset(preset, image_size=size, tma_init=0.5)
+    config._attn_implementation = "sdpa"
+    tmt = TMTModel(config, add_pooling_layer=False).to(device)
+    vit_config = ViTConfig(**{k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                              "intermediate_size", "image_size", "patch_size")})  # fmt: skip
+    vit_config._attn_implementation = "sdpa"
+    vit = ViTModel(vit_config, add_pooling_layer=False).to(device)
+    vit.load_state_dict({k: v for k, v in tmt.state_dict().items() if "tma_lambda" not in k})
+    acte = ACTEModel(ACTEConfig()).to(device).eval()
+    return vit, tmt, acte
+
+
+def runner(variant, vit, tmt, acte, pixels, focus):
+    if variant == "vit":
+        return lambda: vit(pixels, interpolate_pos_encoding=True).last_hidden_state
+    if variant == "tmt_no_map":
+        return lambda: tmt(pixels).last_hidden_state
+    if variant == "tmt_map":
+        return lambda: tmt(pixels, transferability_map=focus).last_hidden_state
+    return lambda: tmt(pixels, transferability_map=acte(pixels).focus_map.detach()).last_hidden_state
+
+
+def timed(fn, device, backward):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    if backward:
+        fn().float().mean().backward()
+    else:
+        with torch.no_grad():
+            fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_memory_mb(variant, args, batch, device) -> float:
+    """Peak memory of one forward+backward of `variant`: CUDA allocator peak, or a fresh process's peak RSS on CPU."""
+    if device == "cuda":
+        vit, tmt, acte = build(args.preset, args.size, device)
+        pixels = torch.randn(batch, 3, args.size, args.size, device=device)
+        focus = torch.rand(batch, args.size // 8, args.size // 8, device=device)
+        torch.cuda.reset_peak_memory_stats()
+        runner(variant, vit, tmt, acte, pixels, focus)().float().mean().backward()
+        return torch.cuda.max_memory_allocated() / 2**20
+    code = (f"import sys; sys.argv=['x']; import torch, resource; sys.path.insert(0, {sys.path[0]!r}); "
+            f"import benchmark_speed as b; torch.set_num_threads({torch.get_num_threads()}); "
+            f"vit, tmt, acte = b.build({args.preset!r}, {args.size}, 'cpu'); "
+            f"base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"p = torch.randn({batch}, 3, {args.size}, {args.size}); f = torch.rand({batch}, {args.size // 8}, {args.size // 8}); "
+            f"b.runner({variant!r}, vit, tmt, acte, p, f)().float().mean().backward(); "
+            f"print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def dense_clustering(features, cell, iterations, kappa):
+    """The recurrence with an explicit positions x regions matrix: O(h w |R|) time and memory."""
+    batch, dim, height, width = features.shape
+    grid_h, grid_w = height // cell, width // cell
+    x = features.flatten(2).transpose(1, 2)
+    py, px = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    cy, cx = (py // cell).flatten(), (px // cell).flatten()
+    ry, rx = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    near = ((cy[:, None] - ry.flatten()[None]).abs() <= 1) & ((cx[:, None] - rx.flatten()[None]).abs() <= 1)
+    a = ((cy * grid_w + cx)[:, None] == torch.arange(grid_h * grid_w)[None]).float().expand(batch, -1, -1)
+    for _ in range(iterations):
+        regions = a.transpose(1, 2) @ x / a.sum(1)[..., None].clamp_min(1e-6)
+        cosine = F.normalize(x, dim=-1) @ F.normalize(regions, dim=-1).transpose(1, 2)
+        a = (kappa * cosine).masked_fill(~near, float("-inf")).softmax(-1)
+    return a
+
+
+def clustering_scaling(sizes, repeats):
+    config = ACTEConfig(cell_size=4, num_iterations=5)
+    ours = ACTEClustering(config)
+    rows = []
+    for height, width in sizes:
+        features = torch.randn(1, 64, height, width)
+        row = {"feature_size": [height, width], "positions": height * width,
+               "regions": (height // 4) * (width // 4)}  # fmt: skip
+        for name, fn in (
+            ("ours_s", lambda: ours(features)),
+            ("dense_s", lambda: dense_clustering(features, 4, 5, 10.0)),
+        ):
+            with torch.no_grad():
+                fn()
+                row[name] = statistics.median(timed(lambda: fn(), "cpu", False) for _ in range(repeats))
+        row["ours_us_per_position"] = 1e6 * row["ours_s"] / row["positions"]
+        row["dense_us_per_position"] = 1e6 * row["dense_s"] / row["positions"]
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="base")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip_memory", action="store_true")
+    parser.add_argument("--clustering_sizes", type=int, nargs="+", default=[32, 64, 128],
+                        help="feature-map heights (width = 2 x height) for the clustering scaling")  # fmt: skip
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    device = args.device
+    vit, tmt, acte = build(args.preset, args.size, device)
+    report = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "preset": args.preset,
+              "size": args.size, "repeats": args.repeats, "results": {}}  # fmt: skip
+    for batch in args.batch_sizes:
+        pixels = torch.randn(batch, 3, args.size, args.size, device=device)
+        focus = torch.rand(batch, args.size // 8, args.size // 8, device=device)
+        fns = {v: runner(v, vit, tmt, acte, pixels, focus) for v in VARIANTS}
+        times = {(v, mode): [] for v in VARIANTS for mode in ("forward", "forward_backward")}
+        for v in VARIANTS:  # warm-up
+            timed(fns[v], device, False)
+        for _ in range(args.repeats):  # interleaved: every repeat runs every variant once
+            for mode in ("forward", "forward_backward"):
+                for v in VARIANTS:
+                    times[(v, mode)].append(timed(fns[v], device, mode == "forward_backward"))
+                    vit.zero_grad(set_to_none=True)
+                    tmt.zero_grad(set_to_none=True)
+        result = {}
+        for mode in ("forward", "forward_backward"):
+            base = statistics.median(times[("vit", mode)])
+            result[mode] = {v: {"median_s": statistics.median(times[(v, mode)]),
+                                "ratio_to_vit": statistics.median(times[(v, mode)]) / base} for v in VARIANTS}  # fmt: skip
+        if not args.skip_memory:
+            result["peak_memory_mb"] = {v: peak_memory_mb(v, args, batch, device) for v in VARIANTS}
+        report["results"][f"batch_{batch}"] = result
+        print(json.dumps({f"batch_{batch}": result}), flush=True)
+    report["clustering_scaling"] = clustering_scaling([(h, 2 * h) for h in args.clustering_sizes], 3)
+    report["targets"] = {
+        f"batch_{b}": {"tmt_map_forward<=1.05": r["forward"]["tmt_map"]["ratio_to_vit"] <= 1.05,
+                       "tmt_no_map_forward<=1.02": r["forward"]["tmt_no_map"]["ratio_to_vit"] <= 1.02,
+                       "tmt_acte_forward<=1.20": r["forward"]["tmt_acte"]["ratio_to_vit"] <= 1.20}
+        for b, r in ((int(k.split("_")[1]), v) for k, v in report["results"].items())
+    }  # fmt: skip
+    print(json.dumps(report, indent=2))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Plumbing of the benchmark scripts on tiny configurations (not timed)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+TINY_TRAIN = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "8", "--num_target_unlabeled",
+              "8", "--num_eval", "4", "--target_train_samples", "4", "--source_steps", "2", "--acte_steps", "2",
+              "--transfer_steps", "2", "--batch_size", "4", "--eval_batch_size", "4"]  # fmt: skip
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, str(REPO / "examples" / script), *args], capture_output=True, text=True,
+                            env=ENV, cwd=REPO, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
+    out = run("benchmark.py", "--pairs", "synthetic/clear:synthetic/fog", "--seeds", "1", "--output_dir", str(tmp_path),
+              "--", *TINY_TRAIN)  # fmt: skip
+    runs = json.loads((tmp_path / "benchmark.json").read_text())
+    assert len(runs) == 1 and runs[0]["source_domain"] == "synthetic/clear"
+    for method in ("source", "finetune", "patch", "tmt"):
+        assert 0 <= runs[0][method]["mean_iou"] <= 1 and len(runs[0][method]["per_category_iou"]) == 19
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "synthetic/clear → synthetic/fog" in table and "average over 1 pairs" in table and table in out
+    assert (tmp_path / "gains.png").stat().st_size > 1000
+
+
+def test_speed_benchmark_reports_ratios(tmp_path):
+    run("benchmark_speed.py", "--preset", "tiny", "--size", "64", "--batch_sizes", "1", "--repeats", "1",
+        "--skip_memory", "--clustering_sizes", "8", "16", "--output", str(tmp_path / "speed.json"))  # fmt: skip
+    report = json.loads((tmp_path / "speed.json").read_text())
+    forward = report["results"]["batch_1"]["forward"]
+    assert set(forward) == {"vit", "tmt_no_map", "tmt_map", "tmt_acte"} and forward["vit"]["ratio_to_vit"] == 1.0
+    assert [row["positions"] for row in report["clustering_scaling"]] == [128, 512]
+
+
+def test_acte_benchmark_reports_three_figures(tmp_path):
+    run("benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
+        "--output", str(tmp_path / "acte.json"))  # fmt: skip
+    report = json.loads((tmp_path / "acte.json").read_text())
+    for key in ("asa_acte", "asa_equal_grid", "discriminator_accuracy", "shift_auroc"):
+        assert report[key] is not None and 0 <= report[key] <= 1, key
