@@ -1,6 +1,5 @@
 """PNG figures of ACTE's output: adaptive regions next to equal-sized patches (the paper's Fig. 1d), the
-transferability map over the image (its Fig. 4), the focus map, and colourised segmentations. Needs matplotlib
-(`pip install tmt-hf[viz]`) for the figure functions; the array helpers need only NumPy."""
+transferability map over the image (its Fig. 4), the focus map, and colourised segmentations."""
 
 import numpy as np
 import torch

@@ -1,0 +1,163 @@
+"""The `tmt-hf` command line: predict masks, draw ACTE's maps, and estimate a target dataset's transferability.
+
+tmt-hf predict street1.png street2.png --model outputs/tmt-clear2night/tmt --out predictions/
+tmt-hf maps street1.png --model outputs/tmt-clear2night/tmt --out maps.png
+tmt-hf estimate --acte outputs/tmt-clear2night/acte --data synthetic/night --num_samples 50
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+
+def load_segmenter(path: str):
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    from . import TMTImageProcessor  # noqa: F401  (registers the auto classes)
+
+    processor = AutoImageProcessor.from_pretrained(path)
+    model = AutoModelForSemanticSegmentation.from_pretrained(path).eval()
+    return processor, model
+
+
+def find_acte(path: str):
+    """An ACTE folder, or the ACTE carried by a TMT folder."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from . import ACTEModel, TMTForSemanticSegmentation
+
+    processor = AutoImageProcessor.from_pretrained(path)
+    if AutoConfig.from_pretrained(path).model_type == "acte":
+        return processor, ACTEModel.from_pretrained(path).eval()
+    model = TMTForSemanticSegmentation.from_pretrained(path).eval()
+    if model.acte is None:
+        raise SystemExit(
+            f"{path} is a TMT model without an ACTE estimator; give an ACTE folder or a TMT model with one"
+        )
+    return processor, model.acte
+
+
+def open_image(path: str) -> Image.Image:
+    try:
+        return Image.open(path).convert("RGB")
+    except Exception as error:
+        raise SystemExit(f"Cannot read image {path}: {error}") from error
+
+
+def pad_to(pixels: torch.Tensor, multiple: int) -> torch.Tensor:
+    height, width = pixels.shape[-2:]
+    return F.pad(pixels, (0, (-width) % multiple, 0, (-height) % multiple))
+
+
+def predict(args):
+    from .visualize import colorize, heat_overlay
+
+    processor, model = load_segmenter(args.model)
+    os.makedirs(args.out, exist_ok=True)
+    for path in tqdm(args.images, desc="predict", disable=len(args.images) < 2):
+        image = open_image(path)
+        inputs = processor(image, return_tensors="pt")
+        with torch.no_grad():
+            outputs = model(**inputs)
+        segmentation = processor.post_process_semantic_segmentation(
+            outputs, target_sizes=[(image.height, image.width)]
+        )[0]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        colorize(segmentation.numpy()).save(os.path.join(args.out, f"{stem}_segmentation.png"))
+        if outputs.focus_map is not None:
+            heat_overlay(image, outputs.focus_map[0].numpy()).save(os.path.join(args.out, f"{stem}_focus.png"))
+    print(f"wrote {len(args.images)} prediction(s) to {args.out}")
+
+
+def maps(args):
+    from .visualize import acte_maps, save_acte_figure
+
+    processor, acte = find_acte(args.model)
+    image = open_image(args.image)
+    pixels = processor(image, return_tensors="pt")["pixel_values"]
+    pixels = pad_to(pixels, acte.config.size_multiple)
+    shown = image.resize((pixels.shape[-1], pixels.shape[-2]))
+    segmentation = None
+    if args.with_segmentation:
+        _, model = load_segmenter(args.model)
+        with torch.no_grad():
+            segmentation = model(pixel_values=pixels).logits.argmax(1)[0].numpy()
+    save_acte_figure(shown, acte_maps(acte, pixels), args.out, segmentation=segmentation)
+    print(f"wrote {args.out}")
+
+
+def estimate(args):
+    """Per class: mean transferability and the fraction of its area below `--threshold`, on a target dataset."""
+    from .configuration_tmt import CITYSCAPES_CLASSES
+    from .data import SegmentationTransform, load_domain
+
+    processor, acte = find_acte(args.acte)
+    size = (processor.size["height"], processor.size["width"])
+    dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size)
+    transform = SegmentationTransform(train=False, size=size, size_divisor=acte.config.size_multiple,
+                                      image_mean=processor.image_mean, image_std=processor.image_std)  # fmt: skip
+    totals, sums, low = np.zeros(19), np.zeros(19), np.zeros(19)
+    for start in tqdm(range(0, len(dataset), args.batch_size), desc="estimate"):
+        rows = dataset[start : start + args.batch_size]
+        batch = transform({"image": rows["image"], "label": rows["label"]})
+        pixels, labels = torch.stack(batch["pixel_values"]), torch.stack(batch["labels"])
+        with torch.no_grad():
+            t = acte(pixel_values=pixels).transferability
+        t = F.interpolate(t[:, None], size=labels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        valid = labels < 19
+        ids, values = labels[valid], t[valid].double()
+        totals += torch.bincount(ids, minlength=19).numpy()
+        sums += torch.bincount(ids, weights=values, minlength=19).numpy()
+        low += torch.bincount(ids, weights=(values < args.threshold).double(), minlength=19).numpy()
+    report = {
+        name: {"mean_transferability": sums[i] / totals[i], "low_transferability_fraction": low[i] / totals[i],
+               "pixels": int(totals[i])}
+        for i, name in enumerate(CITYSCAPES_CLASSES) if totals[i] > 0
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps({"data": args.data, "threshold": args.threshold, "classes": report}, indent=2))
+    else:
+        print(f"Transferability of {args.data} ({args.split}, {len(dataset)} images) under {args.acte}")
+        print(f"{'class':<14} {'mean t':>7} {'area t<' + str(args.threshold):>10}")
+        for name, row in sorted(report.items(), key=lambda item: item[1]["mean_transferability"]):
+            print(f"{name:<14} {row['mean_transferability']:7.3f} {row['low_transferability_fraction']:10.1%}")
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="tmt-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("predict", help="colourised masks and focus maps for images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", required=True, help="a TMT save_pretrained folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=predict)
+    p = commands.add_parser("maps", help="figure of ACTE's regions, transferability and focus for one image")
+    p.add_argument("image")
+    p.add_argument("--model", required=True, help="a TMT folder with ACTE, or an ACTE folder")
+    p.add_argument("--out", default="maps.png")
+    p.add_argument("--with_segmentation", action="store_true", help="add the segmentation (TMT folders)")
+    p.set_defaults(func=maps)
+    p = commands.add_parser("estimate", help="per-class transferability report of a target dataset")
+    p.add_argument("--acte", required=True, help="an ACTE folder, or a TMT folder with ACTE")
+    p.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--num_samples", type=int, default=None)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--threshold", type=float, default=0.5, help="transferability below this counts as low")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=estimate)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
