@@ -73,6 +73,10 @@ def parse_args(argv=None):
         help="1-based encoder layers the decode head fuses (default: 4 evenly spaced)",
     )
     parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
+    parser.add_argument("--transfer_tma_init", type=float, default=None,
+                        help="transfer stage: reset every λ to this value (default: keep the source model's)")
+    parser.add_argument("--tma_map_normalization", choices=["none", "minmax"], default=None,
+                        help="transfer stage: per-image rescaling of the focus map (default: the model's config)")
     parser.add_argument("--acte_cell_size", type=int, default=2)
     parser.add_argument("--acte_encoder_channels", type=int, nargs="+", default=[32, 64, 96])
     parser.add_argument("--acte_focus_alpha", type=float, default=0.5)
@@ -531,6 +535,13 @@ def main(argv=None):
                 model.attach_acte(ACTEModel.from_pretrained(acte_dir, num_iterations=0))
             lambdas = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             others = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("tma_lambda")]
+            if args.tma_map_normalization is not None:
+                model.config.tma_map_normalization = args.tma_map_normalization
+            if args.transfer_tma_init is not None and method != "finetune":
+                model.config.tma_init = args.transfer_tma_init
+                with torch.no_grad():
+                    for p in lambdas:
+                        p.fill_(args.transfer_tma_init)
             if method == "finetune":  # TMA off: no map is given, λ stays frozen at its initial value
                 for p in lambdas:
                     p.requires_grad_(False)

@@ -35,6 +35,11 @@ class TMTConfig(ViTConfig):
             (the default) means every layer; `[]` switches TMA off.
         tma_init (`float`, *optional*, defaults to 0.0):
             Initial value of every learnable `λ`. With 0 the model is exactly the underlying ViT.
+        tma_map_normalization (`str`, *optional*, defaults to `"none"`):
+            How the focus map is rescaled per image after pooling to the patch grid: `"none"` keeps `m` as given;
+            `"minmax"` stretches each image's map to span [0, 1]. Softmax ignores a constant added to every key, so
+            only the contrast of `m` within an image can move attention; `"minmax"` restores that contrast when
+            ACTE's map is nearly uniform.
         decode_layers (`list[int]`, *optional*):
             1-based indices of the encoder layers whose patch tokens the decode head fuses. `None` (the default)
             takes four evenly spaced layers ending with the last, as in SETR-MLA and DPT.
@@ -63,6 +68,7 @@ class TMTConfig(ViTConfig):
 
     tma_layers: list[int] | tuple[int, ...] | None = None
     tma_init: float | int = 0.0
+    tma_map_normalization: str = "none"
     decode_layers: list[int] | tuple[int, ...] | None = None
     decoder_hidden_size: int = 256
     decoder_dropout: float | int = 0.1
@@ -74,6 +80,8 @@ class TMTConfig(ViTConfig):
             self.id2label = dict(enumerate(CITYSCAPES_CLASSES))
             self.label2id = {name: index for index, name in self.id2label.items()}
         super().__post_init__(**kwargs)
+        if self.tma_map_normalization not in ("none", "minmax"):
+            raise ValueError(f"tma_map_normalization must be 'none' or 'minmax', got {self.tma_map_normalization!r}")
         depth = self.num_hidden_layers
         self.tma_layers = list(range(depth)) if self.tma_layers is None else sorted(set(self.tma_layers))
         if any(not 0 <= index < depth for index in self.tma_layers):

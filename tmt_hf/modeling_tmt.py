@@ -177,7 +177,12 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
                 "transferability_map must lie in [0, 1], got values in "
                 f"[{transferability_map.min().item():.4g}, {transferability_map.max().item():.4g}]"
             )
-        return F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
+        pooled = F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
+        if self.config.tma_map_normalization == "minmax":
+            low = pooled.amin(dim=(1, 2), keepdim=True)
+            high = pooled.amax(dim=(1, 2), keepdim=True)
+            pooled = (pooled - low) / (high - low).clamp_min(1e-6)
+        return pooled
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
