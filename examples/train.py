@@ -73,10 +73,18 @@ def parse_args(argv=None):
         help="1-based encoder layers the decode head fuses (default: 4 evenly spaced)",
     )
     parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
-    parser.add_argument("--transfer_tma_init", type=float, default=None,
-                        help="transfer stage: reset every λ to this value (default: keep the source model's)")
-    parser.add_argument("--tma_map_normalization", choices=["none", "minmax"], default=None,
-                        help="transfer stage: per-image rescaling of the focus map (default: the model's config)")
+    parser.add_argument(
+        "--transfer_tma_init",
+        type=float,
+        default=None,
+        help="transfer stage: reset every λ to this value (default: keep the source model's)",
+    )
+    parser.add_argument(
+        "--tma_map_normalization",
+        choices=["none", "minmax"],
+        default=None,
+        help="transfer stage: per-image rescaling of the focus map (default: the model's config)",
+    )
     parser.add_argument("--acte_cell_size", type=int, default=2)
     parser.add_argument("--acte_encoder_channels", type=int, nargs="+", default=[32, 64, 96])
     parser.add_argument("--acte_focus_alpha", type=float, default=0.5)
@@ -341,17 +349,21 @@ def save_stage(model, folder, processor, accelerator, summary):
     accelerator.wait_for_everyone()
 
 
-def write_model_cards(args, results, dirs, source_dir):
+def write_model_cards(args, results, dirs, source_dir, widget_image):
     """A README.md model card in every stage folder, with the measured metrics and the Hub ids of this run."""
     tmt_repo = args.hub_model_id or "tmt"
     acte_repo = args.hub_acte_model_id or "acte"
+    for stage in ("source", "tmt", "finetune", "patch"):  # a target example for the card's widget
+        if os.path.isdir(dirs[stage]):
+            widget_image.save(os.path.join(dirs[stage], "widget.png"))
+    widget = lambda repo: [f"https://huggingface.co/{repo}/resolve/main/widget.png"]  # noqa: E731
     target_miou = lambda stage: results[stage]["target_val"]["mean_iou"]  # noqa: E731
     cards = {}
     if results.get("source") and "source_val" in results["source"]:
         cards["source"] = tmt_model_card(
             tmt_repo if args.stage == "source" else f"{tmt_repo}-source", source=args.source, target=args.source,
             method="finetune", metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]},
-            base_model=args.model_name_or_path,
+            base_model=args.model_name_or_path, widget_images=widget(tmt_repo),
             training={"stage": "source", "data": args.source, "steps": args.source_steps,
                       f"mIoU on {args.target} (source-only)": round(target_miou("source"), 4)},
         )  # fmt: skip
@@ -366,6 +378,7 @@ def write_model_cards(args, results, dirs, source_dir):
             cards[method] = tmt_model_card(
                 repo[method], source=args.source, target=args.target, method=method,
                 metrics={"mean_iou": target_miou(method)}, acte_repo_id=acte_repo if method != "finetune" else None,
+                widget_images=widget(repo[method]),
                 training={"source model": source_dir, "labelled target images": results[method].get("labelled_target_images"),
                           "steps": args.transfer_steps, "batch size": args.batch_size,
                           "learning rate": args.transfer_learning_rate,
@@ -417,6 +430,7 @@ def main(argv=None):
     with accelerator.main_process_first():
         target_eval = domain_split(args.target, args.eval_split, args.num_eval, args)
         source_eval = domain_split(args.source, args.eval_split, args.num_eval, args)
+    widget_image = target_eval[0]["image"]  # the model cards' widget example
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
     num_labels = TMTConfig().num_labels
@@ -579,7 +593,7 @@ def main(argv=None):
             print(f"\nTarget mIoU on {args.target} ({args.eval_split}), source {args.source}:\n"
                   "| method      |  mIoU  |\n|-------------|--------|\n" + "\n".join(table))  # fmt: skip
         print(f"results: {results_path}")
-        write_model_cards(args, results, dirs, source_dir)
+        write_model_cards(args, results, dirs, source_dir, widget_image)
     if args.push_to_hub and accelerator.is_main_process:
         if args.stage in ("all", "acte"):
             push_folder(dirs["acte"], args.hub_acte_model_id, args.hub_token, args.hub_private_repo)

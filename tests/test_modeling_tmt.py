@@ -254,6 +254,8 @@ def test_minmax_map_normalization_stretches_each_image():
     model = TMTModel(tiny_tmt_config(tma_map_normalization="minmax")).eval()
     focus = 0.4 + 0.1 * torch.rand(2, 8, 8)
     pooled = model(torch.randn(2, 3, 64, 64), transferability_map=focus).focus_map
-    assert torch.allclose(pooled.amin(dim=(1, 2)), torch.zeros(2)) and torch.allclose(pooled.amax(dim=(1, 2)), torch.ones(2))
+    assert torch.allclose(pooled.amin(dim=(1, 2)), torch.zeros(2)) and torch.allclose(
+        pooled.amax(dim=(1, 2)), torch.ones(2)
+    )
     with pytest.raises(ValueError, match="tma_map_normalization"):
         tiny_tmt_config(tma_map_normalization="zscore")

@@ -89,6 +89,8 @@ def test_model_cards_carry_measured_metrics(trained):
     assert {"semantic-segmentation", "domain-adaptation", "vision-transformer"} <= set(data.tags)
     assert data.eval_results[0].metric_value == pytest.approx(round(results["tmt"]["target_val"]["mean_iou"], 4))
     assert "trust_remote_code=True" in card.text and "AutoModelForSemanticSegmentation" in card.text
+    assert card.data.widget[0]["src"].endswith("/widget.png") and (output / "tmt" / "widget.png").is_file()
+    assert card.data.base_model == ["acte"] and card.data.datasets == ["synthetic/clear", "synthetic/night"]
     acte_card = ModelCard.load(output / "acte" / "README.md")
     assert acte_card.data.pipeline_tag == "image-segmentation"
 
@@ -197,6 +199,7 @@ def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
         huggingface_hub.set_client_factory(lambda: httpx2.Client())
     expected = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_acte.py",
                 "modeling_acte.py", "image_processing_tmt.py"}  # fmt: skip
+    assert "widget.png" in commits["org/tmt-clear2night"]
     assert expected <= set(commits["org/acte-clear2night"])
     assert expected | {"configuration_tmt.py", "modeling_tmt.py"} <= set(commits["org/tmt-clear2night"])
     import base64
