@@ -13,11 +13,11 @@ import tempfile
 
 import gradio as gr
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from tmt_hf.data import generate_scene
+from tmt_hf.inference import pad_to_multiple, segment_image
 from tmt_hf.visualize import colorize, draw_boundaries, heat_overlay
 
 DEFAULT_MODEL = os.environ.get("TMT_MODEL", "outputs/tmt-clear2night/tmt")
@@ -41,23 +41,15 @@ def build_demo(model_path: str) -> gr.Blocks:
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
         image = image.convert("RGB")
-        inputs = processor(image, return_tensors="pt")
-        with torch.no_grad():
-            outputs = model(**inputs)
-        segmentation = processor.post_process_semantic_segmentation(
-            outputs, target_sizes=[(image.height, image.width)]
-        )[0]
+        segmentation, outputs = segment_image(processor, model, image)
         if outputs.focus_map is None or model.acte is None:
-            return colorize(segmentation.numpy()), image, image
+            return colorize(segmentation), image, image
+        pixels = pad_to_multiple(processor(image, return_tensors="pt")["pixel_values"], model.size_multiple)
         with torch.no_grad():
-            acte = model.acte(pixel_values=F.pad(inputs["pixel_values"], pad_amounts(inputs["pixel_values"], model)))
-        cell = model.acte.config.cell_size
-        regions = model.acte.hard_regions(acte.region_assignments, cell)[0].numpy()
-        return (
-            colorize(segmentation.numpy()),
-            heat_overlay(image, outputs.focus_map[0].numpy()),
-            draw_boundaries(image, regions),
-        )
+            assignments = model.acte(pixel_values=pixels).region_assignments
+        regions = model.acte.hard_regions(assignments, model.acte.config.cell_size)[0].numpy()
+        focus = heat_overlay(image, outputs.focus_map[0].numpy())
+        return colorize(segmentation), focus, draw_boundaries(image, regions)
 
     with gr.Blocks(title="TMT: transferability-aware segmentation") as demo:
         gr.Markdown(f"# TMT cross-domain segmentation\nModel: `{model_path}`. ACTE scores how well each adaptive region "
@@ -72,11 +64,6 @@ def build_demo(model_path: str) -> gr.Blocks:
         gr.Examples(example_images(tempfile.mkdtemp(prefix="tmt-examples-")), inputs=image)
         button.click(segment, inputs=image, outputs=outputs)
     return demo
-
-
-def pad_amounts(pixels: torch.Tensor, model) -> tuple[int, int, int, int]:
-    multiple = model.size_multiple
-    return (0, (-pixels.shape[-1]) % multiple, 0, (-pixels.shape[-2]) % multiple)
 
 
 def main():

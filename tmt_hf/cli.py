@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .inference import pad_to_multiple, segment_image
+
 
 def load_segmenter(path: str):
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
@@ -50,11 +52,6 @@ def open_image(path: str) -> Image.Image:
         raise SystemExit(f"Cannot read image {path}: {error}") from error
 
 
-def pad_to(pixels: torch.Tensor, multiple: int) -> torch.Tensor:
-    height, width = pixels.shape[-2:]
-    return F.pad(pixels, (0, (-width) % multiple, 0, (-height) % multiple))
-
-
 def predict(args):
     from .visualize import colorize, heat_overlay
 
@@ -62,14 +59,9 @@ def predict(args):
     os.makedirs(args.out, exist_ok=True)
     for path in tqdm(args.images, desc="predict", disable=len(args.images) < 2):
         image = open_image(path)
-        inputs = processor(image, return_tensors="pt")
-        with torch.no_grad():
-            outputs = model(**inputs)
-        segmentation = processor.post_process_semantic_segmentation(
-            outputs, target_sizes=[(image.height, image.width)]
-        )[0]
+        segmentation, outputs = segment_image(processor, model, image)
         stem = os.path.splitext(os.path.basename(path))[0]
-        colorize(segmentation.numpy()).save(os.path.join(args.out, f"{stem}_segmentation.png"))
+        colorize(segmentation).save(os.path.join(args.out, f"{stem}_segmentation.png"))
         if outputs.focus_map is not None:
             heat_overlay(image, outputs.focus_map[0].numpy()).save(os.path.join(args.out, f"{stem}_focus.png"))
     print(f"wrote {len(args.images)} prediction(s) to {args.out}")
@@ -81,7 +73,7 @@ def maps(args):
     processor, acte = find_acte(args.model)
     image = open_image(args.image)
     pixels = processor(image, return_tensors="pt")["pixel_values"]
-    pixels = pad_to(pixels, acte.config.size_multiple)
+    pixels = pad_to_multiple(pixels, acte.config.size_multiple)
     shown = image.resize((pixels.shape[-1], pixels.shape[-2]))
     segmentation = None
     if args.with_segmentation:
