@@ -45,6 +45,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 pairs x 2 seeds")
     parser.add_argument("--output_dir", default="outputs/benchmark")
+    parser.add_argument("--report_only", action="store_true", help="only rebuild the table and plot from the JSON")
     args = parser.parse_args(own)
     if args.quick:
         args.pairs, args.seeds = args.pairs or QUICK_PAIRS, min(args.seeds, 2)
@@ -60,7 +61,7 @@ def main(argv=None):
     done = {(r["source_domain"], r["target_domain"], r["seed"]) for r in runs}
     started = time.time()
 
-    for seed in range(args.seeds):
+    for seed in range(0 if args.report_only else args.seeds):
         for source, target in pairs:
             if (source, target, seed) in done:
                 continue

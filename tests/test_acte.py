@@ -208,7 +208,7 @@ def test_visualisation_figures(tmp_path):
 
     acte = ACTEModel(tiny_acte_config()).eval()
     image = Image.fromarray(np.random.randint(0, 255, (64, 128, 3), dtype=np.uint8))
-    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
     maps = acte_maps(acte, pixels)
     assert maps["regions"].shape == maps["grid"].shape == maps["transferability"].shape == (16, 32)
     segmentation = np.random.randint(0, 19, (64, 128))
