@@ -37,7 +37,6 @@ from tmt_hf.data import SegmentationTransform, collate, load_domain
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU
 
-logger = logging.getLogger("tmt_hf.train")
 STAGES = ("source", "acte", "tmt", "finetune", "patch")
 
 
@@ -172,6 +171,12 @@ def validate_args(args):
     if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
         sys.exit(f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
                  "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones.")  # fmt: skip
+
+
+def segmentation_loss(model, batch):
+    """The source and transfer stages' loss: cross-entropy on the labelled images."""
+    loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+    return loss, {"loss": loss.item()}
 
 
 class EpochShuffleSampler(Sampler):
@@ -455,10 +460,6 @@ def main(argv=None):
             model = TMTForSemanticSegmentation(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
-        def segmentation_loss(model, batch):
-            loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-            return loss, {"loss": loss.item()}
-
         model, history = run_training("source", model, loader, sampler, transform, segmentation_loss, optimizer,
                                       args.source_steps, args, accelerator,
                                       lambda m: evaluate(m, source_eval_loader, accelerator, num_labels))  # fmt: skip
@@ -567,10 +568,6 @@ def main(argv=None):
                 ]
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
             loader, sampler, transform = train_loader(target_train, args, args.seed + 2)
-
-            def segmentation_loss(model, batch):
-                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-                return loss, {"loss": loss.item()}
 
             model, history = run_training(method, model, loader, sampler, transform, segmentation_loss, optimizer,
                                           args.transfer_steps, args, accelerator,
