@@ -9,6 +9,7 @@ OUTPUT_DIR/gains.png.
     python examples/benchmark.py                  # all 20 ordered pairs of the 5 generated domains, 3 seeds
     python examples/benchmark.py --quick          # 4 pairs x 2 seeds (about 30 minutes on 2 CPU cores)
     python examples/benchmark.py --pairs cityscapes:bdd100k --seeds 1 -- --preset base --image_size 512 1024
+    python examples/benchmark.py --workers 12     # (source, seed) groups in parallel, e.g. on a GPU with many cores
 
 Arguments after `--` go to examples/train.py for every run.
 """
@@ -19,7 +20,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,8 +34,8 @@ QUICK_PAIRS = ["synthetic/clear:synthetic/night", "synthetic/clear:synthetic/rai
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 
 
-def run_train(args_list):
-    result = subprocess.run([sys.executable, TRAIN, *args_list], capture_output=True, text=True)
+def run_train(args_list, env=None):
+    result = subprocess.run([sys.executable, TRAIN, *args_list], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"train.py {' '.join(args_list)} failed:\n{result.stderr[-3000:]}")
 
@@ -45,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 pairs x 2 seeds")
     parser.add_argument("--output_dir", default="outputs/benchmark")
+    parser.add_argument("--workers", type=int, default=1, help="(source, seed) groups run in parallel")
     parser.add_argument("--report_only", action="store_true", help="only rebuild the table and plot from the JSON")
     args = parser.parse_args(own)
     if args.quick:
@@ -53,6 +57,8 @@ def main(argv=None):
         tuple(p.split(":"))
         for p in (args.pairs or [f"{s}:{t}" for s, t in itertools.permutations(SYNTHETIC_DOMAINS, 2)])
     ]
+    if args.workers < 1:
+        sys.exit("--workers must be >= 1")
     if any(len(p) != 2 for p in pairs):
         sys.exit("--pairs takes source:target items")
     os.makedirs(args.output_dir, exist_ok=True)
@@ -61,32 +67,31 @@ def main(argv=None):
     done = {(r["source_domain"], r["target_domain"], r["seed"]) for r in runs}
     started = time.time()
 
+    # One group per (seed, source): its source model is trained once, then every target of that source in turn.
+    groups = {}
     for seed in range(0 if args.report_only else args.seeds):
         for source, target in pairs:
-            if (source, target, seed) in done:
-                continue
-            tag = lambda name: name.replace("/", "-")  # noqa: E731
-            source_dir = os.path.join(args.output_dir, "sources", f"{tag(source)}-seed{seed}")
-            if not os.path.isfile(os.path.join(source_dir, "source", "training_summary.json")):
-                run_train(["--stage", "source", "--source", source, "--target", target, "--seed", str(seed),
-                           "--output_dir", source_dir, "--overwrite_output_dir", *train_args])  # fmt: skip
-            pair_dir = os.path.join(args.output_dir, "runs", f"{tag(source)}2{tag(target)}-seed{seed}")
-            common = ["--source", source, "--target", target, "--seed", str(seed), "--output_dir", pair_dir,
-                      "--overwrite_output_dir", *train_args]  # fmt: skip
-            run_train(["--stage", "acte", *common])
-            run_train(["--stage", "transfer", "--method", "all", "--source_model", os.path.join(source_dir, "source"),
-                       "--resume_from_checkpoint", "latest", *common])  # fmt: skip
-            with open(os.path.join(pair_dir, "results.json")) as f:
-                result = json.load(f)
-            run = {"source_domain": source, "target_domain": target, "seed": seed}
-            for method in METHODS:
-                metrics = result[method]["target_val"]
-                run[method] = {"mean_iou": metrics["mean_iou"], "per_category_iou": metrics["per_category_iou"]}
-            runs.append(run)
-            with open(json_path, "w") as f:
-                json.dump(runs, f, indent=2)
+            if (source, target, seed) not in done:
+                groups.setdefault((seed, source), []).append(target)
+    env = None
+    if args.workers > 1:  # share the cores between the parallel runs
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.workers)))
+    lock = threading.Lock()
+
+    def run_group(seed, source, targets):
+        for target in targets:
+            run = run_pair(source, target, seed, args.output_dir, train_args, env)
+            with lock:
+                runs.append(run)
+                with open(json_path + ".tmp", "w") as f:  # write, then rename: a kill never truncates the results
+                    json.dump(runs, f, indent=2)
+                os.replace(json_path + ".tmp", json_path)
             print(f"{source} -> {target} seed {seed}: " + ", ".join(f"{m} {100 * run[m]['mean_iou']:.2f}" for m in METHODS),
                   flush=True)  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        for future in [pool.submit(run_group, seed, source, targets) for (seed, source), targets in groups.items()]:
+            future.result()
 
     table = summarise(runs, pairs)
     with open(os.path.join(args.output_dir, "benchmark.md"), "w") as f:
@@ -94,6 +99,28 @@ def main(argv=None):
     plot_gains(runs, pairs, os.path.join(args.output_dir, "gains.png"))
     print(table)
     print(f"wall time {time.time() - started:.0f} s; {json_path}")
+
+
+def run_pair(source, target, seed, output_dir, train_args, env):
+    """Source model (reused if trained), ACTE, then the three transfer methods on one pair; returns its result row."""
+    tag = lambda name: name.replace("/", "-")  # noqa: E731
+    source_dir = os.path.join(output_dir, "sources", f"{tag(source)}-seed{seed}")
+    if not os.path.isfile(os.path.join(source_dir, "source", "training_summary.json")):
+        run_train(["--stage", "source", "--source", source, "--target", target, "--seed", str(seed),
+                   "--output_dir", source_dir, "--overwrite_output_dir", *train_args], env)  # fmt: skip
+    pair_dir = os.path.join(output_dir, "runs", f"{tag(source)}2{tag(target)}-seed{seed}")
+    common = ["--source", source, "--target", target, "--seed", str(seed), "--output_dir", pair_dir,
+              "--overwrite_output_dir", *train_args]  # fmt: skip
+    run_train(["--stage", "acte", *common], env)
+    run_train(["--stage", "transfer", "--method", "all", "--source_model", os.path.join(source_dir, "source"),
+               "--resume_from_checkpoint", "latest", *common], env)  # fmt: skip
+    with open(os.path.join(pair_dir, "results.json")) as f:
+        result = json.load(f)
+    run = {"source_domain": source, "target_domain": target, "seed": seed}
+    for method in METHODS:
+        metrics = result[method]["target_val"]
+        run[method] = {"mean_iou": metrics["mean_iou"], "per_category_iou": metrics["per_category_iou"]}
+    return run
 
 
 def pair_gains(runs, pair):

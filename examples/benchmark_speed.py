@@ -5,8 +5,8 @@ Variants, interleaved in one process (medians over `--repeats`):
   tmt_no_map    TMTModel without a map (must be the ViT itself)
   tmt_map       TMTModel with a focus map (the TMA bias in every layer)
   tmt_acte      ACTE's focus map + TMTModel with it (what TMTForSemanticSegmentation adds to the encoder)
-Forward (no grad) and forward+backward times, and on CUDA the allocator's peak memory (CPU peak memory is not
-measured: the process's peak RSS is dominated by building the models). Also ACTE's clustering (unfold/fold) against a naive dense positions x regions
+Forward (no grad) and forward+backward times, and on CUDA the peak memory one forward+backward allocates on top of
+the resident weights (CPU peak memory is not measured: the process's peak RSS is dominated by building the models). Also ACTE's clustering (unfold/fold) against a naive dense positions x regions
 implementation at growing sizes.
 
     python examples/benchmark_speed.py                        # base preset, 512x512, batch 1 and 4, CPU
@@ -66,14 +66,14 @@ def timed(fn, device, backward):
     return time.perf_counter() - start
 
 
-def peak_memory_mb(variant, args, batch, device) -> float:
-    """Peak CUDA memory of one forward+backward of `variant` (the allocator's own counter)."""
-    vit, tmt, acte = build(args.preset, args.size, device)
-    pixels = torch.randn(batch, 3, args.size, args.size, device=device)
-    focus = torch.rand(batch, args.size // 8, args.size // 8, device=device)
+def peak_memory_mb(fn) -> float:
+    """CUDA memory one forward+backward allocates at its peak on top of what is already resident (weights, inputs)."""
+    torch.cuda.synchronize()
+    resident = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    runner(variant, vit, tmt, acte, pixels, focus)().float().mean().backward()
-    return torch.cuda.max_memory_allocated() / 2**20
+    fn().float().mean().backward()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - resident) / 2**20
 
 
 def dense_clustering(features, cell, iterations, kappa):
@@ -81,11 +81,12 @@ def dense_clustering(features, cell, iterations, kappa):
     batch, dim, height, width = features.shape
     grid_h, grid_w = height // cell, width // cell
     x = features.flatten(2).transpose(1, 2)
-    py, px = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    arange = lambda n: torch.arange(n, device=features.device)  # noqa: E731
+    py, px = torch.meshgrid(arange(height), arange(width), indexing="ij")
     cy, cx = (py // cell).flatten(), (px // cell).flatten()
-    ry, rx = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    ry, rx = torch.meshgrid(arange(grid_h), arange(grid_w), indexing="ij")
     near = ((cy[:, None] - ry.flatten()[None]).abs() <= 1) & ((cx[:, None] - rx.flatten()[None]).abs() <= 1)
-    a = ((cy * grid_w + cx)[:, None] == torch.arange(grid_h * grid_w)[None]).float().expand(batch, -1, -1)
+    a = ((cy * grid_w + cx)[:, None] == arange(grid_h * grid_w)[None]).float().expand(batch, -1, -1)
     for _ in range(iterations):
         regions = a.transpose(1, 2) @ x / a.sum(1)[..., None].clamp_min(1e-6)
         cosine = F.normalize(x, dim=-1) @ F.normalize(regions, dim=-1).transpose(1, 2)
@@ -93,12 +94,12 @@ def dense_clustering(features, cell, iterations, kappa):
     return a
 
 
-def clustering_scaling(sizes, repeats):
+def clustering_scaling(sizes, repeats, device):
     config = ACTEConfig(cell_size=4, num_iterations=5)
-    ours = ACTEClustering(config)
+    ours = ACTEClustering(config).to(device)
     rows = []
     for height, width in sizes:
-        features = torch.randn(1, 64, height, width)
+        features = torch.randn(1, 64, height, width, device=device)
         row = {"feature_size": [height, width], "positions": height * width,
                "regions": (height // 4) * (width // 4)}  # fmt: skip
         for name, fn in (
@@ -107,7 +108,7 @@ def clustering_scaling(sizes, repeats):
         ):
             with torch.no_grad():
                 fn()
-                row[name] = statistics.median(timed(lambda: fn(), "cpu", False) for _ in range(repeats))
+                row[name] = statistics.median(timed(lambda: fn(), device, False) for _ in range(repeats))
         row["ours_us_per_position"] = 1e6 * row["ours_s"] / row["positions"]
         row["dense_us_per_position"] = 1e6 * row["dense_s"] / row["positions"]
         rows.append(row)
@@ -151,10 +152,14 @@ def main(argv=None):
             result[mode] = {v: {"median_s": statistics.median(times[(v, mode)]),
                                 "ratio_to_vit": statistics.median(times[(v, mode)]) / base} for v in VARIANTS}  # fmt: skip
         if device == "cuda" and not args.skip_memory:
-            result["peak_memory_mb"] = {v: peak_memory_mb(v, args, batch, device) for v in VARIANTS}
+            result["peak_memory_mb"] = {}
+            for v in VARIANTS:
+                vit.zero_grad(set_to_none=True)
+                tmt.zero_grad(set_to_none=True)
+                result["peak_memory_mb"][v] = peak_memory_mb(fns[v])
         report["results"][f"batch_{batch}"] = result
         print(json.dumps({f"batch_{batch}": result}), flush=True)
-    report["clustering_scaling"] = clustering_scaling([(h, 2 * h) for h in args.clustering_sizes], 3)
+    report["clustering_scaling"] = clustering_scaling([(h, 2 * h) for h in args.clustering_sizes], 3, device)
     report["targets"] = {
         f"batch_{b}": {"tmt_map_forward<=1.05": r["forward"]["tmt_map"]["ratio_to_vit"] <= 1.05,
                        "tmt_no_map_forward<=1.02": r["forward"]["tmt_no_map"]["ratio_to_vit"] <= 1.02,
