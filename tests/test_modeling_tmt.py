@@ -1,4 +1,5 @@
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation, ViTConfig, ViTModel
 
 from tmt_hf import TMT_PRESETS, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor, TMTModel
+from tmt_hf.modeling_tmt import TMTAttention
 
 
 def build(model_class, config, attn_implementation="sdpa"):
@@ -55,6 +57,27 @@ def test_nonzero_lambda_changes_output_and_backends_agree():
         )
     assert (outputs["sdpa"][1] - outputs["sdpa"][0]).abs().max() > 1e-3
     assert (outputs["sdpa"][1] - outputs["eager"][1]).abs().max() < 1e-5
+
+
+def test_training_route_gradients_match_eager():
+    """Training on CPU, SDPA carries the bias in an extra head dimension; values and gradients equal eager's mask."""
+    pixels, focus = torch.randn(2, 3, 64, 96), torch.rand(2, 16, 24)
+    config = tiny_tmt_config(tma_init=0.7, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    outputs, grads = {}, {}
+    for implementation in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        model = build(TMTModel, TMTConfig(**config.to_dict()), implementation).train()
+        route = mock.patch.object(TMTAttention, "forward_bias_in_head_dim", autospec=True,
+                                  side_effect=TMTAttention.forward_bias_in_head_dim)  # fmt: skip
+        with route as calls:
+            outputs[implementation] = model(pixels, transferability_map=focus).last_hidden_state
+        outputs[implementation].square().mean().backward()
+        assert calls.call_count == (config.num_hidden_layers if implementation == "sdpa" else 0)
+        grads[implementation] = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert (outputs["sdpa"] - outputs["eager"]).abs().max() < 1e-5
+    assert set(grads["sdpa"]) == set(grads["eager"]) and any("tma_lambda" in name for name in grads["sdpa"])
+    for name, grad in grads["sdpa"].items():
+        torch.testing.assert_close(grad, grads["eager"][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_bias_matches_explicit_attention():

@@ -79,6 +79,11 @@ class TMTAttention(ViTAttention):
     """
     ViT self-attention with the TMA key bias. The bias `λ[head] · m[key]`, shaped (B, heads, 1, tokens), enters
     through the 4-D additive `attention_mask`, which broadcasts over queries; eager and SDPA therefore agree.
+
+    Training on CPU with SDPA takes another, equal route: PyTorch's fused CPU kernels cannot differentiate an
+    `attn_mask`, and a mask that needs a gradient (λ is learned) sends SDPA to its O(tokens²) math path, about twice
+    as slow. There the bias is folded into one extra head dimension instead, `[q, λ/scale] · [k, m] · scale =
+    q·k·scale + λ·m`, which the fused kernel differentiates like any query and key.
     """
 
     def __init__(self, config: TMTConfig, layer_idx: int):
@@ -108,10 +113,38 @@ class TMTAttention(ViTAttention):
                     f"{implementation!r} cannot take. Load the model with attn_implementation='sdpa' or 'eager', "
                     "or run without a transferability map."
                 )
+            if (
+                implementation == "sdpa"
+                and attention_mask is None
+                and hidden_states.device.type == "cpu"
+                and torch.is_grad_enabled()
+                and self.tma_lambda.requires_grad
+            ):
+                return self.forward_bias_in_head_dim(hidden_states, focus_tokens)
             lam = self.tma_lambda.to(focus_tokens.dtype)
             bias = lam[None, :, None, None] * focus_tokens[:, None, None, :]
             attention_mask = bias if attention_mask is None else attention_mask + bias
         return super().forward(hidden_states, attention_mask, **kwargs)
+
+    def forward_bias_in_head_dim(self, hidden_states: torch.Tensor, focus_tokens: torch.Tensor):
+        """SDPA with the TMA bias carried by an extra query/key dimension (see the class docstring)."""
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        batch_size, heads, tokens, _ = query.shape
+        extra = (batch_size, heads, tokens, 1)
+        query = torch.cat(
+            [query, (self.tma_lambda / self.scaling).to(query.dtype)[None, :, None, None].expand(extra)], -1
+        )
+        key = torch.cat([key, focus_tokens.to(key.dtype)[:, None, :, None].expand(extra)], -1)
+        value = torch.cat([value, value.new_zeros(extra)], -1)
+        attn_output = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=self.attention_dropout if self.training else 0.0, scale=self.scaling
+        )[..., :-1]
+        attn_output = attn_output.transpose(1, 2).reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output), None
 
 
 class TMTPreTrainedModel(ViTPreTrainedModel):
