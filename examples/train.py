@@ -10,6 +10,8 @@ Stages (`--stage`):
   transfer  from the source model, fine-tune on the labelled target images: `--method tmt` attaches the frozen ACTE
             and trains with TMA; `--method finetune` is the vanilla baseline (same model and budget, TMA off);
   all       (default) source, acte, then transfer with both methods, and a table of target mIoU.
+`--method oracle` (generated targets only) is an ablation: TMA fed the generator's ground-truth shift mask instead of
+ACTE's map, at training and evaluation, an upper bound on what a better estimator could give TMA.
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
 OUTPUT_DIR/results.json, and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
@@ -33,19 +35,19 @@ from tqdm.auto import tqdm
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
-from tmt_hf.data import SegmentationTransform, collate, load_domain
+from tmt_hf.data import DOMAINS, SegmentationTransform, collate, load_domain
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU
 
-STAGES = ("source", "acte", "tmt", "finetune", "patch")
+STAGES = ("source", "acte", "tmt", "finetune", "patch", "oracle")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["all", "source", "acte", "transfer"], default="all")
-    parser.add_argument("--method", choices=["tmt", "finetune", "patch", "both", "all"], default="both",
+    parser.add_argument("--method", choices=["tmt", "finetune", "patch", "oracle", "both", "all"], default="both",
                         help="transfer stage: both = tmt + finetune; all adds patch, TMA fed ACTE's discriminator on "
-                             "an equal-sized patch grid instead of adaptive regions")  # fmt: skip
+                             "an equal-sized patch grid instead of adaptive regions; oracle: see above")  # fmt: skip
     parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
@@ -139,9 +141,14 @@ def validate_args(args):
             sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
                      "--stage source first.")  # fmt: skip
         acte = args.acte_model or stage_dirs["acte"]
-        if args.method != "finetune" and not os.path.isfile(os.path.join(acte, "config.json")):
+        if args.method not in ("finetune", "oracle") and not os.path.isfile(os.path.join(acte, "config.json")):
             sys.exit(f"--method {args.method} needs a trained ACTE: {acte!r} has none. Pass --acte_model or run "
                      "--stage acte first.")  # fmt: skip
+    if args.method == "oracle" and not (args.stage == "transfer" and args.target.startswith("synthetic/")):
+        sys.exit("--method oracle needs --stage transfer and a generated target (synthetic/<domain>): only the "
+                 "generator knows which pixels its domain shifted")  # fmt: skip
+    if args.method == "oracle" and args.push_to_hub:
+        sys.exit("--method oracle is an ablation that reads the evaluation labels; it is not pushed to the Hub")
     if args.push_to_hub:
         if args.stage in ("all", "transfer", "source") and not args.hub_model_id:
             sys.exit("--push_to_hub needs --hub_model_id (org/tmt-<src>2<tgt>)")
@@ -164,19 +171,24 @@ def validate_args(args):
         sys.exit(
             f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder"
         )
-    planned = {"all": STAGES, "source": ("source",), "acte": ("acte",), "transfer": ("tmt", "finetune", "patch")}[
-        args.stage
-    ]
+    planned = {"all": STAGES, "source": ("source",), "acte": ("acte",), "transfer": STAGES[2:]}[args.stage]
     existing = [d for name, d in stage_dirs.items() if name in planned and os.path.isdir(d) and os.listdir(d)]
     if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
         sys.exit(f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
                  "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones.")  # fmt: skip
 
 
-def segmentation_loss(model, batch):
-    """The source and transfer stages' loss: cross-entropy on the labelled images."""
-    loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+def segmentation_loss(model, batch, focus_fn=None):
+    """The source and transfer stages' loss: cross-entropy on the labelled images (`focus_fn`: see `oracle_focus`)."""
+    focus = focus_fn(batch["labels"]) if focus_fn else None
+    loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=focus).loss
     return loss, {"loss": loss.item()}
+
+
+def oracle_focus(target):
+    """The generator's shift mask of a generated target, read off the labels: 1 on the classes its domain restyles."""
+    restyled = torch.tensor(DOMAINS[target.split("/", 1)[1]].restyled)
+    return lambda labels: torch.isin(labels, restyled.to(labels.device)).float()
 
 
 class EpochShuffleSampler(Sampler):
@@ -226,12 +238,13 @@ def eval_loader(dataset, args):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, num_labels):
+def evaluate(model, loader, accelerator, num_labels, focus_fn=None):
     """Target mIoU of a segmenter; predictions and labels are gathered across processes once per pixel."""
     model.eval()
     metric = MeanIoU(num_labels)
     for batch in loader:
-        logits = model(pixel_values=batch["pixel_values"]).logits
+        focus = focus_fn(batch["labels"]) if focus_fn else None
+        logits = model(pixel_values=batch["pixel_values"], transferability_map=focus).logits
         predictions, references = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
         metric.update(predictions, references)
     model.train()
@@ -538,6 +551,7 @@ def main(argv=None):
                 "target_val": evaluate(accelerator.prepare(model), target_eval_loader, accelerator, num_labels)
             }
         methods = {"both": ["finetune", "tmt"], "all": ["finetune", "tmt", "patch"]}.get(args.method, [args.method])
+        focus_fn = oracle_focus(args.target) if args.method == "oracle" else None
         for method in methods:
             if args.resume_from_checkpoint and finished(dirs[method]):
                 results[method] = finished(dirs[method])
@@ -569,10 +583,11 @@ def main(argv=None):
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
             loader, sampler, transform = train_loader(target_train, args, args.seed + 2)
 
-            model, history = run_training(method, model, loader, sampler, transform, segmentation_loss, optimizer,
+            model, history = run_training(method, model, loader, sampler, transform,
+                                          lambda m, batch: segmentation_loss(m, batch, focus_fn), optimizer,
                                           args.transfer_steps, args, accelerator,
-                                          lambda m: evaluate(m, target_eval_loader, accelerator, num_labels))  # fmt: skip
-            metrics = evaluate(model, target_eval_loader, accelerator, num_labels)
+                                          lambda m: evaluate(m, target_eval_loader, accelerator, num_labels, focus_fn))  # fmt: skip
+            metrics = evaluate(model, target_eval_loader, accelerator, num_labels, focus_fn)
             lambdas = [p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             results[method] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas}
             results[method]["labelled_target_images"] = len(target_train)
@@ -584,7 +599,9 @@ def main(argv=None):
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
         rows = [("source-only", results.get("source", {}) and results["source"].get("target_val"))]
-        rows += [(m, results.get(m, {}) and results[m].get("target_val")) for m in ("finetune", "patch", "tmt")]
+        rows += [
+            (m, results.get(m, {}) and results[m].get("target_val")) for m in ("finetune", "patch", "tmt", "oracle")
+        ]
         table = [f"| {name:<11} | {100 * r['mean_iou']:6.2f} |" for name, r in rows if r]
         if table:
             print(f"\nTarget mIoU on {args.target} ({args.eval_split}), source {args.source}:\n"

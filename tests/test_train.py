@@ -80,6 +80,24 @@ def test_all_stages_produce_reloadable_models(trained, tmp_path):
     assert out.strip() == "OK"
 
 
+def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path):
+    sys.path.insert(0, str(REPO / "examples"))
+    from train import oracle_focus
+
+    from tmt_hf.data import generate_scene
+
+    scene = generate_scene(seed=3, domain="night", height=64, width=128)
+    focus = oracle_focus("synthetic/night")(torch.from_numpy(scene["label"]).long())
+    assert scene["shift_mask"].any() and np.array_equal(focus.bool().numpy(), scene["shift_mask"])
+
+    output, _ = trained
+    launch(["--stage", "transfer", "--method", "oracle", "--source_model", str(output / "source"), "--output_dir",
+            str(tmp_path / "oracle"), *TINY])  # fmt: skip
+    results = json.loads((tmp_path / "oracle" / "results.json").read_text())
+    assert 0.0 <= results["oracle"]["target_val"]["mean_iou"] <= 1.0
+    assert min(results["oracle"]["mean_abs_lambda"]) > 0  # λ starts at 0 and learns from the oracle map
+
+
 def test_model_cards_carry_measured_metrics(trained):
     output, _ = trained
     results = json.loads((output / "results.json").read_text())
@@ -240,6 +258,7 @@ def test_stock_vit_initialisation(tmp_path):
         (["--push_to_hub", "--hub_model_id", "o/t"], "--hub_acte_model_id"),
         (["--target_train_samples", "3", "--target_train_fraction", "0.5"], "not both"),
         (["--target_train_fraction", "1.5"], "must lie in"),
+        (["--method", "oracle"], "--method oracle needs --stage transfer"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
