@@ -73,6 +73,20 @@ def parse_args(argv=None):
         default=None,
         help="1-based encoder layers the decode head fuses (default: 4 evenly spaced)",
     )
+    parser.add_argument(
+        "--tma_layers",
+        type=int,
+        nargs="*",
+        default=None,
+        help="0-based encoder layers with TMA (default: all); in the transfer stage, overrides the source model's",
+    )
+    parser.add_argument(
+        "--acte_overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="transfer stage: read-time changes to the frozen ACTE's config, e.g. focus_alpha=1.0 cell_size=4 kappa=5",
+    )
     parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
     parser.add_argument(
         "--transfer_tma_init",
@@ -154,6 +168,13 @@ def validate_args(args):
             sys.exit("--push_to_hub needs --hub_model_id (org/tmt-<src>2<tgt>)")
         if args.stage in ("all", "acte") and not args.hub_acte_model_id:
             sys.exit("--push_to_hub needs --hub_acte_model_id (org/acte-<src>2<tgt>) to push the ACTE model")
+    try:
+        args.acte_overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.acte_overrides)}
+    except ValueError:
+        sys.exit(f"--acte_overrides takes KEY=VALUE items with JSON values, got {args.acte_overrides}")
+    unknown = set(args.acte_overrides) - set(ACTEConfig().to_dict())
+    if unknown:
+        sys.exit(f"--acte_overrides: {sorted(unknown)} are not ACTEConfig fields")
     if args.target_train_samples is not None and args.target_train_fraction is not None:
         sys.exit("Give --target_train_samples or --target_train_fraction, not both")
     if args.target_train_fraction is not None and not 0 < args.target_train_fraction <= 1:
@@ -469,7 +490,8 @@ def main(argv=None):
                 )
         else:
             config = TMTConfig.from_preset(args.preset, image_size=args.crop_size[0], tma_init=args.tma_init,
-                                           decode_layers=args.decode_layers)  # fmt: skip
+                                           decode_layers=args.decode_layers,
+                                           **({} if args.tma_layers is None else {"tma_layers": args.tma_layers}))  # fmt: skip
             model = TMTForSemanticSegmentation(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
@@ -557,11 +579,13 @@ def main(argv=None):
                 results[method] = finished(dirs[method])
                 continue
             set_seed(args.seed)
-            model = TMTForSemanticSegmentation.from_pretrained(source_dir)
+            model = TMTForSemanticSegmentation.from_pretrained(
+                source_dir, **({} if args.tma_layers is None else {"tma_layers": args.tma_layers})
+            )
             if method == "tmt":
-                model.attach_acte(ACTEModel.from_pretrained(acte_dir))
+                model.attach_acte(ACTEModel.from_pretrained(acte_dir, **args.acte_overrides))
             elif method == "patch":  # the same ACTE, its discriminator read on the seed grid: no clustering
-                model.attach_acte(ACTEModel.from_pretrained(acte_dir, num_iterations=0))
+                model.attach_acte(ACTEModel.from_pretrained(acte_dir, **{**args.acte_overrides, "num_iterations": 0}))
             lambdas = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             others = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("tma_lambda")]
             if args.tma_map_normalization is not None:

@@ -259,6 +259,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--target_train_samples", "3", "--target_train_fraction", "0.5"], "not both"),
         (["--target_train_fraction", "1.5"], "must lie in"),
         (["--method", "oracle"], "--method oracle needs --stage transfer"),
+        (["--acte_overrides", "kapa=5"], "not ACTEConfig fields"),
+        (["--acte_overrides", "kappa"], "KEY=VALUE"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
