@@ -21,15 +21,19 @@ def run(script, *args):
 
 
 def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
-    out = run("benchmark.py", "--pairs", "synthetic/clear:synthetic/fog", "--seeds", "1", "--output_dir", str(tmp_path),
-              "--", *TINY_TRAIN)  # fmt: skip
+    args = ["--pairs", "synthetic/clear:synthetic/fog", "--seeds", "2", "--workers", "2", "--output_dir", str(tmp_path),
+            "--", *TINY_TRAIN]  # fmt: skip
+    out = run("benchmark.py", *args)
     runs = json.loads((tmp_path / "benchmark.json").read_text())
-    assert len(runs) == 1 and runs[0]["source_domain"] == "synthetic/clear"
-    for method in ("source", "finetune", "patch", "tmt"):
-        assert 0 <= runs[0][method]["mean_iou"] <= 1 and len(runs[0][method]["per_category_iou"]) == 19
+    assert sorted(r["seed"] for r in runs) == [0, 1] and {r["source_domain"] for r in runs} == {"synthetic/clear"}
+    for run_ in runs:
+        for method in ("source", "finetune", "patch", "tmt"):
+            assert 0 <= run_[method]["mean_iou"] <= 1 and len(run_[method]["per_category_iou"]) == 19
     table = (tmp_path / "benchmark.md").read_text()
-    assert "synthetic/clear → synthetic/fog" in table and "average over 1 pairs" in table and table in out
+    assert "| synthetic/clear → synthetic/fog | 2 |" in table and "average over 1 pairs" in table and table in out
     assert (tmp_path / "gains.png").stat().st_size > 1000
+    assert ": source " not in run("benchmark.py", *args)  # finished runs are kept, not trained again
+    assert json.loads((tmp_path / "benchmark.json").read_text()) == runs
 
 
 def test_speed_benchmark_reports_ratios(tmp_path):
