@@ -306,6 +306,11 @@ def run_training(stage, model, loader, sampler, transform, compute_loss, optimiz
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, args.warmup_ratio))
     accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if len(loader) == 0:  # drop_last leaves nothing: fail now, not with a division by zero
+        raise ValueError(
+            f"[{stage}] {len(sampler)} training images do not fill one batch of --batch_size {args.batch_size} on each "
+            f"of {accelerator.num_processes} process(es); lower --batch_size or give more images"
+        )
     checkpoints = os.path.join(args.output_dir, "checkpoints", stage)
 
     step = 0

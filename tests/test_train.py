@@ -98,6 +98,14 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path):
     assert min(results["oracle"]["mean_abs_lambda"]) > 0  # λ starts at 0 and learns from the oracle map
 
 
+def test_too_few_images_for_one_batch_fail_clearly(trained, tmp_path):
+    output, _ = trained
+    result = launch(["--stage", "transfer", "--method", "finetune", "--source_model", str(output / "source"),
+                     "--output_dir", str(tmp_path / "small"), *TINY, "--target_train_samples", "3"], check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "3 training images do not fill one batch of --batch_size 4" in result.stderr
+
+
 def test_model_cards_carry_measured_metrics(trained):
     output, _ = trained
     results = json.loads((output / "results.json").read_text())
