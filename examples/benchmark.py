@@ -7,7 +7,7 @@ run's per-class IoU), OUTPUT_DIR/benchmark.md (mean ± std per pair and the aver
 OUTPUT_DIR/gains.png.
 
     python examples/benchmark.py                  # all 20 ordered pairs of the 5 generated domains, 3 seeds
-    python examples/benchmark.py --quick          # 4 pairs x 2 seeds (about 30 minutes on 2 CPU cores)
+    python examples/benchmark.py --quick          # 4 pairs x 2 seeds (47 minutes on 2 CPU cores shared with other work)
     python examples/benchmark.py --pairs cityscapes:bdd100k --seeds 1 -- --preset base --image_size 512 1024
     python examples/benchmark.py --workers 12     # (source, seed) groups in parallel, e.g. on a GPU with many cores
 

@@ -6,8 +6,8 @@ Variants, interleaved in one process (medians over `--repeats`):
   tmt_map       TMTModel with a focus map (the TMA bias in every layer)
   tmt_acte      ACTE's focus map + TMTModel with it (what TMTForSemanticSegmentation adds to the encoder)
 Forward (no grad) and forward+backward times, and on CUDA the peak memory one forward+backward allocates on top of
-the resident weights (CPU peak memory is not measured: the process's peak RSS is dominated by building the models). Also ACTE's clustering (unfold/fold) against a naive dense positions x regions
-implementation at growing sizes.
+the resident weights (CPU peak memory is not measured: the process's peak RSS is dominated by building the models).
+Also ACTE's clustering (unfold/fold) against a naive dense positions x regions implementation at growing sizes.
 
     python examples/benchmark_speed.py                        # base preset, 512x512, batch 1 and 4, CPU
     python examples/benchmark_speed.py --device cuda --repeats 20
