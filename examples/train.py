@@ -478,6 +478,7 @@ def main(argv=None):
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
     num_labels = TMTConfig().num_labels
+    tma_layers = {} if args.tma_layers is None else {"tma_layers": args.tma_layers}  # a TMTConfig override, if given
 
     # ---- Stage 1: source model -----------------------------------------------------------------------------------
     source_dir = args.source_model or dirs["source"]
@@ -495,8 +496,7 @@ def main(argv=None):
                 )
         else:
             config = TMTConfig.from_preset(args.preset, image_size=args.crop_size[0], tma_init=args.tma_init,
-                                           decode_layers=args.decode_layers,
-                                           **({} if args.tma_layers is None else {"tma_layers": args.tma_layers}))  # fmt: skip
+                                           decode_layers=args.decode_layers, **tma_layers)  # fmt: skip
             model = TMTForSemanticSegmentation(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
@@ -584,9 +584,7 @@ def main(argv=None):
                 results[method] = finished(dirs[method])
                 continue
             set_seed(args.seed)
-            model = TMTForSemanticSegmentation.from_pretrained(
-                source_dir, **({} if args.tma_layers is None else {"tma_layers": args.tma_layers})
-            )
+            model = TMTForSemanticSegmentation.from_pretrained(source_dir, **tma_layers)
             if method == "tmt":
                 model.attach_acte(ACTEModel.from_pretrained(acte_dir, **args.acte_overrides))
             elif method == "patch":  # the same ACTE, its discriminator read on the seed grid: no clustering

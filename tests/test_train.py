@@ -80,8 +80,8 @@ def test_all_stages_produce_reloadable_models(trained, tmp_path):
     assert out.strip() == "OK"
 
 
-def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path):
-    sys.path.insert(0, str(REPO / "examples"))
+def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import oracle_focus
 
     from tmt_hf.data import generate_scene
