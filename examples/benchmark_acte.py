@@ -2,12 +2,15 @@
 
 1. region quality: achievable segmentation accuracy (ASA) of ACTE's hard regions against the labels, next to an
    equal-sized grid with the same number of regions;
-2. transferability validity: AUROC of (1 - transferability) against the generator's per-pixel shift mask on
-   held-out target images (target: >= 0.80);
+2. shift detection: AUROC of the focus map (what TMA receives) and of 1 - transferability against the generator's
+   per-pixel shift mask on held-out target images, pooled over all pixels and as the mean of per-image AUROCs
+   (target: >= 0.80). The same trained ACTE is also scored with the earlier formulas (`SCORING_VARIANTS`);
 3. held-out discriminator accuracy on both domains.
 
-    python examples/benchmark_acte.py                                   # trains ACTE on clear -> rain, then measures
-    python examples/benchmark_acte.py --acte outputs/tmt-clear2night/acte --target synthetic/night
+    python examples/benchmark_acte.py                                   # clear -> night, fog, rain, autumn
+    python examples/benchmark_acte.py --acte outputs/tmt-clear2night/acte --targets synthetic/night
+
+Selection uses `--eval_split validation` (the default); report with `--eval_split test`.
 """
 
 import argparse
@@ -54,15 +57,27 @@ def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def train_acte(args, size):
+# Read-time scoring formulas compared on one trained ACTE (ACTEConfig fields; see its docstring).
+SCORING_VARIANTS = {
+    "default": {},
+    "absolute (no relative scoring)": {"relative_scoring": False},
+    "focus = 1 - t (alpha 1)": {"focus_alpha": 1.0},
+    "sum mixing": {"focus_mixing": "sum"},
+    "entropy t, sum mixing (v0.1)": {"transferability_score": "entropy", "focus_mixing": "sum", "relative_scoring": False},
+}  # fmt: skip
+
+
+def train_acte(args, target_name, size):
     source = load_domain(args.source, "train", num_samples=args.num_train, synthetic_size=size)
-    target = load_domain(args.target, "train", num_samples=args.num_train, synthetic_size=size)
+    target = load_domain(target_name, "train", num_samples=args.num_train, synthetic_size=size)
     transform = SegmentationTransform(train=True, size=size, crop_size=size, scale_range=(0.75, 1.25),
                                       appearance_jitter=args.appearance_jitter)  # fmt: skip
     config = ACTEConfig(cell_size=args.cell_size, num_iterations=args.iterations, kappa=args.kappa,
                         encoder_channels=args.encoder_channels, focus_alpha=args.alpha,
                         input_normalization=args.input_normalization,
-                        center_region_features=args.center_region_features)  # fmt: skip
+                        center_region_features=args.center_region_features,
+                        detach_discriminator_input=args.detach_discriminator_input,
+                        discriminator_input=args.discriminator_input)  # fmt: skip
     acte = ACTEModel(config)
     optimizer = torch.optim.AdamW(acte.parameters(), lr=args.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed)
@@ -86,14 +101,80 @@ def train_acte(args, size):
     return acte.eval()
 
 
+def per_image_auroc(scores: list[np.ndarray], masks: list[np.ndarray]) -> float | None:
+    """Mean AUROC over the images that have both shifted and unshifted pixels."""
+    values = [auroc(s, m) for s, m in zip(scores, masks) if 0 < m.mean() < 1]
+    return float(np.mean(values)) if values else None
+
+
+@torch.no_grad()
+def measure(acte, source_name, target_name, args, size):
+    """Region quality, discriminator accuracy and shift AUROCs of every scoring variant on held-out images."""
+    cell = acte.config.cell_size
+    evaluation = SegmentationTransform(train=False, size=size)
+    asa = {"acte": [0, 0], "grid": [0, 0]}
+    correct = total = 0
+    maps = {name: {"focus": [], "1 - t": []} for name in SCORING_VARIANTS}
+    masks = []
+    original = {key: getattr(acte.config, key) for overrides in SCORING_VARIANTS.values() for key in overrides}
+    for domain_label, name in enumerate((source_name, target_name)):
+        data = load_domain(name, args.eval_split, num_samples=args.num_eval, synthetic_size=size)
+        for pixels, labels, extra in batches(data, evaluation, 16, columns=("image", "label", "shift_mask")):
+            out = acte(pixel_values=pixels)
+            correct += ((out.domain_logits > 0).long() == domain_label).sum().item()
+            total += out.domain_logits.numel()
+            h, w = out.transferability.shape[-2:]
+            hard = ACTEModel.hard_regions(out.region_assignments, cell)
+            grid = (torch.arange(h)[:, None] // cell) * (w // cell) + torch.arange(w)[None, :] // cell
+            for image in range(len(pixels)):
+                for key, regions in (("acte", hard[image]), ("grid", grid)):
+                    upsampled = F.interpolate(regions[None, None].float(), size=labels.shape[-2:], mode="nearest")[0, 0]
+                    hits, count = achievable_segmentation_accuracy(upsampled, labels[image])
+                    asa[key][0] += hits
+                    asa[key][1] += count
+            if domain_label == 0:
+                continue
+            masks += [np.array(m).reshape(-1) > 127 for m in extra["shift_mask"]]
+            for variant, overrides in SCORING_VARIANTS.items():
+                for key, value in {**original, **overrides}.items():
+                    setattr(acte.config, key, value)
+                out = acte(pixel_values=pixels)
+                for key, value in (("focus", out.focus_map), ("1 - t", 1 - out.transferability)):
+                    full = F.interpolate(value[:, None], size=labels.shape[-2:], mode="bilinear")[:, 0]
+                    maps[variant][key] += list(full.flatten(1).numpy())
+    for key, value in original.items():
+        setattr(acte.config, key, value)
+    pooled_masks = np.concatenate(masks)
+    shift = {
+        variant: {
+            f"{key} {kind}": round(value, 4) if value is not None else None
+            for key, scores in entries.items()
+            for kind, value in (("pooled", auroc(np.concatenate(scores), pooled_masks)),
+                                ("per_image", per_image_auroc(scores, masks)))
+        }
+        for variant, entries in maps.items()
+    }  # fmt: skip
+    return {
+        "source": source_name, "target": target_name, "eval_split": args.eval_split,
+        "asa_acte": asa["acte"][0] / asa["acte"][1], "asa_equal_grid": asa["grid"][0] / asa["grid"][1],
+        "regions_per_image": int((size[0] // acte.config.size_multiple) * (size[1] // acte.config.size_multiple)),
+        "shift_auroc": shift,
+        "shifted_pixel_fraction": float(pooled_masks.mean()),
+        "discriminator_accuracy": correct / total,
+    }  # fmt: skip
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="synthetic/clear")
-    parser.add_argument("--target", default="synthetic/rain")
-    parser.add_argument("--acte", default=None, help="a trained ACTE folder; default: train one here")
+    parser.add_argument("--targets", nargs="+", default=[f"synthetic/{d}" for d in ("night", "fog", "rain", "autumn")])
+    parser.add_argument(
+        "--acte", default=None, help="a trained ACTE folder (one target); default: train one per target"
+    )
+    parser.add_argument("--eval_split", default="validation", choices=["validation", "test"])
     parser.add_argument("--image_size", type=int, nargs=2, default=[128, 256])
     parser.add_argument("--num_train", type=int, default=200)
-    parser.add_argument("--num_eval", type=int, default=50)
+    parser.add_argument("--num_eval", type=int, default=40)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -110,58 +191,31 @@ def main(argv=None):
         help="random global appearance on both domains while training ACTE",
     )
     parser.add_argument("--center_region_features", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--discriminator_input", choices=["local", "regions"], default="local")
+    parser.add_argument("--detach_discriminator_input", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
+    if args.acte and len(args.targets) != 1:
+        parser.error("--acte measures one trained ACTE: give exactly one --targets")
     size = tuple(args.image_size)
-    started = time.time()
-    acte = ACTEModel.from_pretrained(args.acte).eval() if args.acte else train_acte(args, size)
-    cell = acte.config.cell_size
-    evaluation = SegmentationTransform(train=False, size=size)
-
-    asa = {"acte": [0, 0], "grid": [0, 0]}
-    scores, positives = [], []
-    correct = total = 0
-    for domain_label, name in enumerate((args.source, args.target)):
-        data = load_domain(name, "test", num_samples=args.num_eval, synthetic_size=size)
-        for pixels, labels, extra in batches(data, evaluation, 16, columns=("image", "label", "shift_mask")):
-            with torch.no_grad():
-                out = acte(pixel_values=pixels)
-            correct += ((out.domain_logits > 0).long() == domain_label).sum().item()
-            total += out.domain_logits.numel()
-            h, w = out.transferability.shape[-2:]
-            hard = ACTEModel.hard_regions(out.region_assignments, cell)
-            grid = (torch.arange(h)[:, None] // cell) * (w // cell) + torch.arange(w)[None, :] // cell
-            for image in range(len(pixels)):
-                for key, regions in (("acte", hard[image]), ("grid", grid)):
-                    upsampled = F.interpolate(regions[None, None].float(), size=labels.shape[-2:], mode="nearest")[0, 0]
-                    hits, count = achievable_segmentation_accuracy(upsampled, labels[image])
-                    asa[key][0] += hits
-                    asa[key][1] += count
-            if domain_label == 1:
-                low = 1 - F.interpolate(out.transferability[:, None], size=labels.shape[-2:], mode="bilinear")[:, 0]
-                masks = torch.stack([torch.from_numpy(np.array(m)) > 127 for m in extra["shift_mask"]])
-                scores.append(low.flatten().numpy())
-                positives.append(masks.flatten().numpy())
-    scores, positives = np.concatenate(scores), np.concatenate(positives)
-    result = {
-        "source": args.source, "target": args.target,
-        "asa_acte": asa["acte"][0] / asa["acte"][1], "asa_equal_grid": asa["grid"][0] / asa["grid"][1],
-        "regions_per_image": int((size[0] // acte.config.size_multiple) * (size[1] // acte.config.size_multiple)),
-        "shift_auroc": auroc(scores, positives) if 0 < positives.mean() < 1 else None,
-        "shifted_pixel_fraction": float(positives.mean()),
-        "discriminator_accuracy": correct / total,
-        "config": {k: getattr(acte.config, k) for k in ("cell_size", "num_iterations", "kappa", "focus_alpha",
-                                                         "encoder_channels", "input_normalization",
-                                                         "center_region_features")},
-        "wall_time_s": round(time.time() - started, 1),
-    }  # fmt: skip
-    print(json.dumps(result, indent=2))
+    results = []
+    for target in args.targets:
+        started = time.time()
+        torch.manual_seed(args.seed)
+        acte = ACTEModel.from_pretrained(args.acte).eval() if args.acte else train_acte(args, target, size)
+        result = measure(acte, args.source, target, args, size)
+        result["config"] = {k: getattr(acte.config, k) for k in (
+            "cell_size", "num_iterations", "kappa", "focus_alpha", "encoder_channels", "input_normalization",
+            "discriminator_input", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
+            "focus_mixing")}  # fmt: skip
+        result["wall_time_s"] = round(time.time() - started, 1)
+        results.append(result)
+        print(json.dumps(result, indent=2), flush=True)
     if args.output:
         with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+            json.dump(results, f, indent=2)
+    return results
 
 
 if __name__ == "__main__":

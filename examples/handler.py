@@ -38,7 +38,11 @@ class EndpointHandler:
                 payload = base64.b64decode(payload, validate=True)
             except (binascii.Error, ValueError) as error:
                 raise ValueError('"inputs" must be image bytes or a base64-encoded image') from error
-        if not isinstance(payload, (bytes, bytearray)) or not payload:
+        if not isinstance(payload, (bytes, bytearray)):
+            raise ValueError(
+                f'"inputs" must be image bytes or a base64-encoded image string, got {type(payload).__name__}'
+            )
+        if not payload:
             raise ValueError('"inputs" is empty: expected image bytes or a base64-encoded image')
         try:
             image = Image.open(io.BytesIO(payload))
@@ -52,9 +56,14 @@ class EndpointHandler:
     def __call__(self, data: dict):
         try:
             image = self.decode(data)
+            parameters = data.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise ValueError(
+                    f'"parameters" must be a JSON object such as {{"return_focus_map": true}}, got '
+                    f"{type(parameters).__name__}"
+                )
         except ValueError as error:
             return {"error": str(error)}
-        parameters = data.get("parameters") or {}
         results = [
             {"label": r["label"], "score": r["score"], "mask": png_base64(r["mask"])} for r in self.segmenter(image)
         ]

@@ -27,6 +27,7 @@ import sys
 import time
 
 import datasets
+import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -42,22 +43,36 @@ from tmt_hf.metrics import MeanIoU
 STAGES = ("source", "acte", "tmt", "finetune", "patch", "oracle")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every flag's default."""
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=["all", "source", "acte", "transfer"], default="all")
-    parser.add_argument("--method", choices=["tmt", "finetune", "patch", "oracle", "both", "all"], default="both",
-                        help="transfer stage: both = tmt + finetune; all adds patch, TMA fed ACTE's discriminator on "
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run"
+    )
+    parser.add_argument("--method", choices=["tmt", "finetune", "patch", "oracle", "both", "all"], default=None,
+                        help="transfer stage (default: both): both = tmt + finetune; all adds patch, TMA fed ACTE's discriminator on "
                              "an equal-sized patch grid instead of adaptive regions; oracle: see above")  # fmt: skip
     parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
     parser.add_argument("--label_column", default=None, help="override the label column of Hub/local datasets")
-    parser.add_argument("--train_split", default="train")
-    parser.add_argument("--eval_split", default="validation")
-    parser.add_argument("--output_dir", default="outputs/tmt-clear2night")
-    parser.add_argument("--overwrite_output_dir", action="store_true")
+    parser.add_argument("--train_split", default="train", help="split of the source and target datasets to train on")
+    parser.add_argument(
+        "--eval_split", default="validation", help="split to evaluate on (target mIoU, held-out ACTE accuracy)"
+    )
+    parser.add_argument(
+        "--output_dir", default="outputs/tmt-clear2night", help="stage folders, checkpoints and results.json go here"
+    )
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true", help="replace the stage folders of an earlier run"
+    )
     # Models.
-    parser.add_argument("--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS))
+    parser.add_argument(
+        "--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS), help="ViT size when training from scratch"
+    )
     parser.add_argument(
         "--model_name_or_path",
         default=None,
@@ -100,33 +115,82 @@ def parse_args(argv=None):
         default=None,
         help="transfer stage: per-image rescaling of the focus map (default: the model's config)",
     )
-    parser.add_argument("--acte_cell_size", type=int, default=2)
-    parser.add_argument("--acte_encoder_channels", type=int, nargs="+", default=[32, 64, 96])
-    parser.add_argument("--acte_focus_alpha", type=float, default=0.5)
+    parser.add_argument(
+        "--acte_cell_size", type=int, default=2, help="ACTE's seed-grid cell size c (feature positions)"
+    )
+    parser.add_argument(
+        "--acte_encoder_channels",
+        type=int,
+        nargs="+",
+        default=[32, 64, 96],
+        help="ACTE encoder stage widths (each halves the resolution)",
+    )
+    parser.add_argument(
+        "--acte_focus_alpha", type=float, default=0.5, help="α of ACTE's focus map (1: transferability only)"
+    )
     # Data sizes.
-    parser.add_argument("--image_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"))
-    parser.add_argument("--crop_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"))
-    parser.add_argument("--scale_range", type=float, nargs=2, default=[0.75, 1.5])
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        nargs=2,
+        default=[128, 256],
+        metavar=("H", "W"),
+        help="images are resized to this (generated scenes are rendered at it)",
+    )
+    parser.add_argument(
+        "--crop_size",
+        type=int,
+        nargs=2,
+        default=[128, 256],
+        metavar=("H", "W"),
+        help="training crop after random scaling",
+    )
+    parser.add_argument(
+        "--scale_range", type=float, nargs=2, default=[0.75, 1.5], help="random scale range of training images"
+    )
     parser.add_argument("--num_source_train", type=int, default=300, help="max source training images")
     parser.add_argument("--num_target_unlabeled", type=int, default=200, help="target images ACTE sees (no labels)")
     parser.add_argument("--target_train_samples", type=int, default=None, help="labelled target images (transfer)")
     parser.add_argument("--target_train_fraction", type=float, default=None, help="or: fraction of the target split")
     parser.add_argument("--num_eval", type=int, default=100, help="max evaluation images")
-    parser.add_argument("--on_bad_sample", choices=["raise", "skip"], default="raise")
+    parser.add_argument(
+        "--on_bad_sample",
+        choices=["raise", "skip"],
+        default="raise",
+        help="unreadable or inconsistent dataset rows: stop, or skip with a warning",
+    )
     # Optimisation.
-    parser.add_argument("--source_steps", type=int, default=600)
-    parser.add_argument("--acte_steps", type=int, default=300)
-    parser.add_argument("--transfer_steps", type=int, default=300)
+    parser.add_argument("--source_steps", type=int, default=600, help="optimizer steps of the source stage")
+    parser.add_argument("--acte_steps", type=int, default=300, help="optimizer steps of the ACTE stage")
+    parser.add_argument(
+        "--transfer_steps",
+        type=int,
+        default=300,
+        help="optimizer steps of each transfer method (the same budget for all)",
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="per device")
-    parser.add_argument("--eval_batch_size", type=int, default=16)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--acte_learning_rate", type=float, default=1e-3)
-    parser.add_argument("--transfer_learning_rate", type=float, default=2e-4)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--warmup_ratio", type=float, default=0.05)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--eval_batch_size", type=int, default=16, help="per device")
+    parser.add_argument("--learning_rate", type=float, default=5e-4, help="source stage learning rate (AdamW)")
+    parser.add_argument("--acte_learning_rate", type=float, default=1e-3, help="ACTE stage learning rate")
+    parser.add_argument("--transfer_learning_rate", type=float, default=2e-4, help="transfer stage learning rate")
+    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument(
+        "--warmup_ratio",
+        type=float,
+        default=0.05,
+        help="fraction of each stage's steps with linear warm-up (then cosine decay)",
+    )
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
+    parser.add_argument(
+        "--mixed_precision",
+        choices=["no", "fp16", "bf16"],
+        default=None,
+        help="Accelerate mixed precision (default: Accelerate's config)",
+    )
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="torch threads on CPU (default: every physical core for a single process, even where "
+                             "`accelerate launch` set OMP_NUM_THREADS=1)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=42, help="seed of initialisation, data order and augmentation")
     # Operability.
     parser.add_argument("--eval_steps", type=int, default=0, help="evaluate every N steps (0: only at the end)")
     parser.add_argument("--checkpointing_steps", type=int, default=0, help="save state every N steps (0: never)")
@@ -136,11 +200,11 @@ def parse_args(argv=None):
         help="'latest' to resume every unfinished stage from its newest checkpoint, or a checkpoint path",
     )
     parser.add_argument("--report_to", default="none", help="Accelerate trackers: tensorboard, wandb, ... or 'all'")
-    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--push_to_hub", action="store_true", help="push the ACTE and TMT folders to the Hub")
     parser.add_argument("--hub_model_id", default=None, help="org/tmt-<src>2<tgt>")
     parser.add_argument("--hub_acte_model_id", default=None, help="org/acte-<src>2<tgt>")
-    parser.add_argument("--hub_token", default=None)
-    parser.add_argument("--hub_private_repo", action="store_true")
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in token)")
+    parser.add_argument("--hub_private_repo", action="store_true", help="create the Hub repos as private")
     args = parser.parse_args(argv)
     validate_args(args)
     return args
@@ -148,6 +212,9 @@ def parse_args(argv=None):
 
 def validate_args(args):
     """Refuses bad flag combinations before any work starts."""
+    if args.method is not None and args.stage in ("source", "acte"):
+        sys.exit(f"--method chooses the transfer-stage methods; --stage {args.stage} does not use it")
+    args.method = args.method or "both"
     stage_dirs = {name: os.path.join(args.output_dir, name) for name in STAGES}
     if args.stage == "transfer":
         source = args.source_model or stage_dirs["source"]
@@ -181,6 +248,8 @@ def validate_args(args):
         sys.exit(f"--target_train_fraction must lie in (0, 1], got {args.target_train_fraction}")
     if args.target_train_samples is None and args.target_train_fraction is None:
         args.target_train_samples = 20
+    if args.cpu_threads is not None and args.cpu_threads < 1:
+        sys.exit("--cpu_threads must be >= 1")
     for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             sys.exit(f"--{name} must be >= 1")
@@ -395,19 +464,24 @@ def save_stage(model, folder, processor, accelerator, summary):
 
 def write_model_cards(args, results, dirs, source_dir, widget_image):
     """A README.md model card in every stage folder, with the measured metrics and the Hub ids of this run."""
-    tmt_repo = args.hub_model_id or "tmt"
-    acte_repo = args.hub_acte_model_id or "acte"
+    # A local run has no Hub repos: its cards name the stage folders and link nothing that does not exist.
+    tmt_repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    acte_repo = args.hub_acte_model_id or f"{tmt_repo}-acte"
+    source_repo = tmt_repo if args.stage == "source" else f"{tmt_repo}-source"
     for stage in ("source", "tmt", "finetune", "patch"):  # a target example for the card's widget
         if os.path.isdir(dirs[stage]):
             widget_image.save(os.path.join(dirs[stage], "widget.png"))
-    widget = lambda repo: [f"https://huggingface.co/{repo}/resolve/main/widget.png"]  # noqa: E731
+    widget = lambda repo: [f"https://huggingface.co/{repo}/resolve/main/widget.png"] if args.push_to_hub else None  # noqa: E731
+    base_model = (
+        args.model_name_or_path if args.model_name_or_path and not os.path.exists(args.model_name_or_path) else None
+    )
     target_miou = lambda stage: results[stage]["target_val"]["mean_iou"]  # noqa: E731
     cards = {}
     if results.get("source") and "source_val" in results["source"]:
         cards["source"] = tmt_model_card(
-            tmt_repo if args.stage == "source" else f"{tmt_repo}-source", source=args.source, target=args.source,
+            source_repo, source=args.source, target=args.source,
             method="finetune", metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]},
-            base_model=args.model_name_or_path, widget_images=widget(tmt_repo),
+            base_model=base_model, widget_images=widget(source_repo),
             training={"stage": "source", "data": args.source, "steps": args.source_steps,
                       f"mIoU on {args.target} (source-only)": round(target_miou("source"), 4)},
         )  # fmt: skip
@@ -421,7 +495,8 @@ def write_model_cards(args, results, dirs, source_dir, widget_image):
             repo = {"tmt": tmt_repo, "finetune": f"{tmt_repo}-finetune-baseline", "patch": f"{tmt_repo}-patch-baseline"}
             cards[method] = tmt_model_card(
                 repo[method], source=args.source, target=args.target, method=method,
-                metrics={"mean_iou": target_miou(method)}, acte_repo_id=acte_repo if method != "finetune" else None,
+                metrics={"mean_iou": target_miou(method)}, with_acte=method != "finetune",
+                acte_repo_id=args.hub_acte_model_id if method != "finetune" else None,
                 widget_images=widget(repo[method]),
                 training={"source model": source_dir, "labelled target images": results[method].get("labelled_target_images"),
                           "steps": args.transfer_steps, "batch size": args.batch_size,
@@ -441,6 +516,22 @@ def finished(folder):
         return json.load(f)
 
 
+def use_cpu_cores(args, accelerator):
+    """
+    `accelerate launch` sets OMP_NUM_THREADS=1 for its child unless told otherwise, which leaves all cores but one idle
+    in a single-process CPU run. Use every physical core there, unless `--cpu_threads` says how many.
+    """
+    if accelerator.device.type != "cpu":
+        return
+    if args.cpu_threads is None:
+        launched_with_one = os.environ.get("OMP_NUM_THREADS") == "1" and "ACCELERATE_MIXED_PRECISION" in os.environ
+        if accelerator.num_processes != 1 or not launched_with_one:
+            return
+        args.cpu_threads = max(1, min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0))))
+    torch.set_num_threads(args.cpu_threads)
+    accelerator.print(f"using {torch.get_num_threads()} CPU thread(s)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     log_with = None if args.report_to == "none" else args.report_to
@@ -449,6 +540,7 @@ def main(argv=None):
         log_with=log_with, project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
     )  # fmt: skip
+    use_cpu_cores(args, accelerator)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     if not accelerator.is_local_main_process:

@@ -47,7 +47,12 @@ def test_speed_benchmark_reports_ratios(tmp_path):
 
 def test_acte_benchmark_reports_three_figures(tmp_path):
     run("benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
-        "--output", str(tmp_path / "acte.json"))  # fmt: skip
-    report = json.loads((tmp_path / "acte.json").read_text())
-    for key in ("asa_acte", "asa_equal_grid", "discriminator_accuracy", "shift_auroc"):
-        assert report[key] is not None and 0 <= report[key] <= 1, key
+        "--targets", "synthetic/night", "synthetic/autumn", "--output", str(tmp_path / "acte.json"))  # fmt: skip
+    reports = json.loads((tmp_path / "acte.json").read_text())
+    assert [r["target"] for r in reports] == ["synthetic/night", "synthetic/autumn"]
+    for report in reports:
+        for key in ("asa_acte", "asa_equal_grid", "discriminator_accuracy"):
+            assert 0 <= report[key] <= 1, key
+        for variant in report["shift_auroc"].values():  # focus map and 1 - t, pooled and per image
+            assert 0 <= variant["focus pooled"] <= 1 and 0 <= variant["1 - t pooled"] <= 1
+            assert all(variant[k] is None or 0 <= variant[k] <= 1 for k in ("focus per_image", "1 - t per_image"))

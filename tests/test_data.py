@@ -169,6 +169,8 @@ def test_bad_inputs(tmp_path, monkeypatch):
     for stem in "ab":
         Image.fromarray(raw_labels[0]).save(tmp_path / "corrupt" / "train" / "labels" / f"{stem}.png")
     with pytest.raises(ValueError, match=r"Cannot read the 'image' image .*b\.png"):
+        load_domain(str(tmp_path / "corrupt"), label_mapping=CITYSCAPES_ID_TO_TRAIN_ID)
+    with pytest.raises(ValueError, match=r"row 0 \(file .*a\.png\).*got \[23, 26\]"):  # raw ids, no mapping
         load_domain(str(tmp_path / "corrupt"))
 
 

@@ -33,14 +33,36 @@ class ACTEConfig(PreTrainedConfig):
             discriminator scores local appearance; `"none"` feeds the pixels as they are.
         discriminator_hidden_size (`int`, *optional*, defaults to 128):
             Width of the domain discriminator MLP on region features.
+        discriminator_input (`str`, *optional*, defaults to `"local"`):
+            What the domain discriminator reads. `"local"`: its own small convolutional stack on the image, with a
+            receptive field of `2 ** (len(encoder_channels) + 1) - 1` pixels, whose per-position logits are averaged
+            over each region by the soft assignments; it sees colour and texture, not layout or class frequencies.
+            `"regions"`: the region features `f(r)` of the clustering encoder.
         center_region_features (`bool`, *optional*, defaults to `True`):
-            Feed the discriminator `f(r) - mean_r f(r)`, each region relative to its image, so that a domain-wide
-            signature does not make every region look equally shifted.
+            With `discriminator_input="regions"`: feed the discriminator `f(r) - mean_r f(r)`, each region relative
+            to its image, so that a domain-wide signature does not make every region look equally shifted.
+        detach_discriminator_input (`bool`, *optional*, defaults to `True`):
+            With `discriminator_input="regions"`: train the discriminator on region features it cannot shape: its gradient does not reach the encoder, which
+            learns from the semantic loss only. The encoder then has no incentive to find image-wide domain cues
+            (noise, layout), and the discriminator can only separate regions whose *semantic* features look new.
+        transferability_score (`str`, *optional*, defaults to `"density_ratio"`):
+            How a region's discriminator output becomes its transferability `t(r)` in [0, 1]. `"density_ratio"`:
+            `t = min(1, (1 - p) / p)` with `p = p_target(r)`, the source/target density ratio clipped at 1, so a
+            region that looks like source (or that the discriminator cannot place) scores 1 and only target-like
+            regions score low. `"entropy"`: `t = H(p) / ln 2`, which also scores confidently *source*-like regions 0.
+        relative_scoring (`bool`, *optional*, defaults to `True`):
+            Score each region against its own image: the discriminator logit minus the image's median region logit.
+            An image-wide domain signature then moves no region; what remains is which regions look *more*
+            target-like than the rest of their image.
+        focus_mixing (`str`, *optional*, defaults to `"gated"`):
+            How transferability and semantic uncertainty form the focus map. `"gated"`: `m = (1 - t) (α + (1 - α) u)`,
+            uncertainty only re-weights regions that do not transfer, so it cannot swamp transferability. `"sum"`:
+            `m = α (1 - t) + (1 - α) u`.
         num_semantic_classes (`int`, *optional*, defaults to 19):
             Number of semantic classes of the auxiliary segmentation head; 0 disables the head, and the focus map is
             then `1 - transferability`.
         focus_alpha (`float`, *optional*, defaults to 0.5):
-            `α` in the focus map `m = α (1 - t) + (1 - α) u`.
+            `α` of the focus map (see `focus_mixing`); 1 ignores the semantic uncertainty.
         domain_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the discriminator binary cross-entropy in the loss.
         semantic_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -61,7 +83,12 @@ class ACTEConfig(PreTrainedConfig):
     kappa: float | int = 10.0
     input_normalization: str = "instance"
     discriminator_hidden_size: int = 128
+    discriminator_input: str = "local"
     center_region_features: bool = True
+    detach_discriminator_input: bool = True
+    transferability_score: str = "density_ratio"
+    relative_scoring: bool = True
+    focus_mixing: str = "gated"
     num_semantic_classes: int = 19
     focus_alpha: float | int = 0.5
     domain_loss_weight: float | int = 1.0
@@ -78,6 +105,14 @@ class ACTEConfig(PreTrainedConfig):
             )
         if self.input_normalization not in ("instance", "none"):
             raise ValueError(f"input_normalization must be 'instance' or 'none', got {self.input_normalization!r}")
+        if self.transferability_score not in ("density_ratio", "entropy"):
+            raise ValueError(
+                f"transferability_score must be 'density_ratio' or 'entropy', got {self.transferability_score!r}"
+            )
+        if self.discriminator_input not in ("local", "regions"):
+            raise ValueError(f"discriminator_input must be 'local' or 'regions', got {self.discriminator_input!r}")
+        if self.focus_mixing not in ("gated", "sum"):
+            raise ValueError(f"focus_mixing must be 'gated' or 'sum', got {self.focus_mixing!r}")
         if not 0.0 <= self.focus_alpha <= 1.0:
             raise ValueError(f"focus_alpha must lie in [0, 1], got {self.focus_alpha}")
 

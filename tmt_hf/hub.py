@@ -82,11 +82,17 @@ def tmt_model_card(
     metrics: dict,
     training: dict,
     acte_repo_id: str | None = None,
+    with_acte: bool | None = None,
     base_model: str | None = None,
     widget_images: list[str] | None = None,
     method: str = "tmt",
 ) -> ModelCard:
-    """The card of a TMT (or vanilla fine-tuned) segmenter; `metrics` are measured target mIoU values in [0, 1]."""
+    """
+    The card of a TMT (or vanilla fine-tuned) segmenter; `metrics` are measured target mIoU values in [0, 1].
+    `acte_repo_id` links the ACTE's Hub repo; `with_acte` (default: whether `acte_repo_id` is given) says that the
+    checkpoint carries an ACTE, also for a local run with no Hub repo to link.
+    """
+    with_acte = bool(acte_repo_id) if with_acte is None else with_acte
     base_models = [m for m in (base_model, acte_repo_id) if m]
     data = ModelCardData(
         library_name="transformers", pipeline_tag="image-segmentation", license="apache-2.0", tags=TAGS,
@@ -101,11 +107,11 @@ def tmt_model_card(
         "patch": "the patch-level baseline of TMT: TMA fed ACTE's discriminator scores on an equal-sized patch grid "
         "instead of adaptive regions",
     }[method]
-    acte_line = (
-        f"Its frozen ACTE estimator is [{acte_repo_id}](https://huggingface.co/{acte_repo_id}) and its weights are included here."
-        if acte_repo_id
-        else ""
-    )
+    acte_line = ""
+    if acte_repo_id:
+        acte_line = f"Its frozen ACTE estimator is [{acte_repo_id}](https://huggingface.co/{acte_repo_id}) and its weights are included here."
+    elif with_acte:
+        acte_line = "Its frozen ACTE estimator's weights are included here."
     trained = "\n".join(f"- {key}: {value}" for key, value in training.items())
     results = "\n".join(f"| {key} | {100 * float(value):.2f} |" for key, value in metrics.items())
     content = f"""---
@@ -130,7 +136,7 @@ Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `
 
 ## Usage
 
-{TMT_USAGE.format(repo=repo_id, acte_note="ACTE computes the focus map from the image" if acte_repo_id else "no ACTE: unbiased attention")}
+{TMT_USAGE.format(repo=repo_id, acte_note="ACTE computes the focus map from the image" if with_acte else "no ACTE: unbiased attention")}
 
 ## Limitations
 
@@ -142,7 +148,7 @@ Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `
 def acte_model_card(repo_id: str, *, source: str, target: str, metrics: dict, training: dict) -> ModelCard:
     """The card of a standalone ACTE estimator; `metrics` are its measured held-out figures."""
     data = ModelCardData(
-        library_name="transformers", pipeline_tag="image-segmentation", license="apache-2.0",
+        library_name="transformers", license="apache-2.0",
         tags=TAGS + ["transferability-estimation"], datasets=sorted({source, target}), model_name=repo_id,
     )  # fmt: skip
     trained = "\n".join(f"- {key}: {value}" for key, value in training.items())
@@ -156,7 +162,9 @@ def acte_model_card(repo_id: str, *, source: str, target: str, metrics: dict, tr
 ACTE, the Adaptive Cluster-based Transferability Estimator of TMT (arXiv 2504.05774), trained on **{source}**
 (source) and **{target}** (target) images with `tmt-hf`. It clusters an image into
 adaptive regions (the paper's differentiable clustering) and scores each region's transferability with a domain
-discriminator (`t = H(p_target) / ln 2`), mixed with semantic uncertainty into the focus map that TMT's attention uses.
+discriminator (by default `t = min(1, (1 - p_target) / p_target)`, relative to the image's median region), gated
+by semantic uncertainty into the focus map that TMT's attention uses. It is an estimator, not a segmenter: load it
+with `AutoModel` (the `image-segmentation` pipeline does not apply to it).
 
 ## Measured
 

@@ -32,16 +32,17 @@ class ACTEOutput(ModelOutput):
         semantic_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Cross-entropy of the auxiliary head on the given labels, pixels equal to the ignore index skipped.
         transferability (`torch.FloatTensor` of shape `(batch_size, h, w)`):
-            Per-position transferability in [0, 1]; 1 where the discriminator cannot tell the domains apart.
+            Per-position transferability in [0, 1]; 1 where the region looks like source (it transfers).
         focus_map (`torch.FloatTensor` of shape `(batch_size, h, w)`):
             Per-position focus map `m` in [0, 1], the input of TMA.
         region_assignments (`torch.FloatTensor` of shape `(batch_size, 9, h, w)`):
             Soft assignment of each position to the 9 region centres around its cell, in row-major order of the
             offsets (-1, -1), (-1, 0), ..., (1, 1). Non-negative, summing to 1 over the 9.
         region_transferability (`torch.FloatTensor` of shape `(batch_size, gh, gw)`):
-            Per-region transferability `t(r) = H(p_target(r)) / ln 2`.
+            Per-region transferability `t(r)` in [0, 1] (see `ACTEConfig.transferability_score`); 1 for regions
+            that look like source.
         region_focus (`torch.FloatTensor` of shape `(batch_size, gh, gw)`):
-            Per-region focus `m(r) = α (1 - t(r)) + (1 - α) u(r)`.
+            Per-region focus `m(r)` (see `ACTEConfig.focus_mixing`).
         region_uncertainty (`torch.FloatTensor` of shape `(batch_size, gh, gw)`, *optional*):
             Normalised class entropy `u(r)` of the auxiliary head; `None` when the head is disabled.
         domain_logits (`torch.FloatTensor` of shape `(batch_size, gh, gw)`):
@@ -50,6 +51,9 @@ class ACTEOutput(ModelOutput):
             Auxiliary head logits per region.
         region_features (`torch.FloatTensor` of shape `(batch_size, feature_dim, gh, gw)`):
             Region features `f(r)` after the last iteration.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            The encoder's stage outputs (one per entry of `encoder_channels`, each halving the resolution) followed
+            by the feature map χ, when `output_hidden_states=True`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -64,35 +68,99 @@ class ACTEOutput(ModelOutput):
     domain_logits: torch.FloatTensor | None = None
     semantic_logits: torch.FloatTensor | None = None
     region_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class ACTEConvEncoder(nn.Module):
-    """Small convolutional encoder: one stride-2 conv-BN-ReLU block per stage, then a 1x1 projection to χ."""
+    """Small convolutional encoder: one stride-2 conv-BN-ReLU block pair per stage, then a 1x1 projection to χ."""
 
     def __init__(self, config: ACTEConfig):
         super().__init__()
-        stages = []
+        self.stages = nn.ModuleList()
         in_channels = config.num_channels
         for out_channels in config.encoder_channels:
-            stages += [
-                nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-            ]
+            self.stages.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    nn.ReLU(inplace=True),
+                )
+            )
             in_channels = out_channels
         self.input_normalization = config.input_normalization
-        self.stages = nn.Sequential(*stages)
         self.projection = nn.Conv2d(in_channels, config.feature_dim, 1)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Returns χ (B, feature_dim, h, w) and every stage's output."""
+        hidden_states = pixel_values
         if self.input_normalization == "instance":
-            mean = pixel_values.mean(dim=(2, 3), keepdim=True)
-            std = pixel_values.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-            pixel_values = (pixel_values - mean) / std
-        return self.projection(self.stages(pixel_values))
+            mean = hidden_states.mean(dim=(2, 3), keepdim=True)
+            std = hidden_states.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+            hidden_states = (hidden_states - mean) / std
+        stage_outputs = []
+        for stage in self.stages:
+            hidden_states = stage(hidden_states)
+            stage_outputs.append(hidden_states)
+        return self.projection(hidden_states), tuple(stage_outputs)
+
+
+def checking_values() -> bool:
+    """Value checks (NaN, ranges) run in eager calls only: under `torch.compile` or `torch.export` they would break
+    the graph on data-dependent branches."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+def check_pixel_values(pixel_values, num_channels: int) -> None:
+    """Refuses what is not a non-empty, finite, floating-point (batch, channels, height, width) image tensor."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[0] == 0 or pixel_values.shape[2] == 0 or pixel_values.shape[3] == 0:
+        raise ValueError(f"pixel_values is empty: got shape {tuple(pixel_values.shape)}, expected at least one image")
+    if not pixel_values.is_floating_point():
+        raise TypeError(
+            f"pixel_values must be normalised floating-point images, got dtype {pixel_values.dtype}. Convert raw "
+            "images with the image processor (TMTImageProcessor), which rescales and normalises them."
+        )
+    if checking_values() and not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values contains NaN or infinite values")
+
+
+def check_labels(labels, shape: tuple[int, ...], num_labels: int, ignore_index: int, device) -> torch.Tensor:
+    """
+    Returns `labels` as a long tensor after checking its shape, that it holds integers (integral floats and NumPy
+    arrays are accepted), and that every value is a class index in [0, num_labels) or `ignore_index`.
+    """
+    if not isinstance(labels, torch.Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"labels must be a tensor of class indices, got {type(labels).__name__}") from error
+    labels = labels.to(device)
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(
+            f"labels must have shape (batch_size, height, width) = {tuple(shape)} to match pixel_values, got "
+            f"{tuple(labels.shape)}"
+        )
+    if labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
+    if not checking_values():
+        return labels.long()
+    if labels.is_floating_point():
+        if not (torch.isfinite(labels).all() and (labels == labels.round()).all()):
+            raise ValueError("labels must hold integer class indices; got non-integer values (e.g. 1.7)")
+    labels = labels.long()
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_labels))
+    if bad.any():
+        values = labels[bad].unique()[:10].tolist()
+        raise ValueError(f"labels must be class indices in [0, {num_labels}) or {ignore_index} (ignored), got {values}")
+    return labels
 
 
 def gather_neighbours(region_values: torch.Tensor, cell_size: int) -> torch.Tensor:
@@ -156,6 +224,31 @@ class ACTEClustering(nn.Module):
         return assignments, self.region_features(features, assignments)
 
 
+class ACTELocalDiscriminator(nn.Module):
+    """
+    Domain logits per feature position from a small receptive field: one stride-2 3x3 conv per encoder stage (15
+    pixels wide for three stages) on the instance-normalised image, then a 1x1 MLP. It sees local colour and texture
+    only, not layout, object scale or class frequencies, so it cannot separate the domains by image-wide cues.
+    """
+
+    def __init__(self, config: ACTEConfig):
+        super().__init__()
+        layers, in_channels = [], config.num_channels
+        for out_channels in config.encoder_channels:
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            in_channels = out_channels
+        layers += [nn.Conv2d(in_channels, config.discriminator_hidden_size, 1), nn.ReLU(inplace=True),
+                   nn.Conv2d(config.discriminator_hidden_size, 1, 1)]  # fmt: skip
+        self.layers = nn.Sequential(*layers)
+        self.input_normalization = config.input_normalization
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.input_normalization == "instance":
+            mean = pixel_values.mean(dim=(2, 3), keepdim=True)
+            pixel_values = (pixel_values - mean) / pixel_values.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        return self.layers(pixel_values)
+
+
 def spread_to_positions(region_values: torch.Tensor, assignments: torch.Tensor, cell_size: int) -> torch.Tensor:
     """`m(p) = Σ_r a(p, r) m(r)`: region values (B, C, gh, gw) -> position values (B, C, h, w)."""
     return (gather_neighbours(region_values, cell_size) * assignments.unsqueeze(1)).sum(dim=2)
@@ -187,24 +280,21 @@ class ACTEModel(ACTEPreTrainedModel):
         super().__init__(config)
         self.encoder = ACTEConvEncoder(config)
         self.clustering = ACTEClustering(config)
-        self.discriminator = nn.Sequential(
-            nn.Conv2d(config.feature_dim, config.discriminator_hidden_size, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(config.discriminator_hidden_size, 1, 1),
-        )
+        if config.discriminator_input == "local":
+            self.discriminator = ACTELocalDiscriminator(config)
+        else:
+            self.discriminator = nn.Sequential(
+                nn.Conv2d(config.feature_dim, config.discriminator_hidden_size, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(config.discriminator_hidden_size, 1, 1),
+            )
         classes = config.num_semantic_classes
         self.semantic_head = nn.Conv2d(config.feature_dim, classes, 1) if classes > 0 else None
         self.post_init()
 
     def _check_inputs(self, pixel_values, domain_labels, labels):
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            raise ValueError(
-                "pixel_values must be a tensor of shape (batch_size, num_channels, height, width), got "
-                f"{getattr(pixel_values, 'shape', type(pixel_values))}"
-            )
-        batch, channels, height, width = pixel_values.shape
-        if channels != self.config.num_channels:
-            raise ValueError(f"pixel_values must have {self.config.num_channels} channels, got {channels}")
+        check_pixel_values(pixel_values, self.config.num_channels)
+        batch, _, height, width = pixel_values.shape
         multiple = self.config.size_multiple
         if height % multiple or width % multiple:
             raise ValueError(
@@ -227,18 +317,16 @@ class ACTEModel(ACTEPreTrainedModel):
                 raise ValueError(
                     "labels were given but the auxiliary semantic head is disabled (num_semantic_classes=0)"
                 )
-            if labels.shape != (batch, height, width):
-                raise ValueError(
-                    f"labels must have shape (batch_size, height, width) = {(batch, height, width)} to match "
-                    f"pixel_values, got {tuple(labels.shape)}"
-                )
-        return domain_labels
+            labels = check_labels(labels, (batch, height, width), self.config.num_semantic_classes,
+                                  self.config.semantic_loss_ignore_index, pixel_values.device)  # fmt: skip
+        return domain_labels, labels
 
     def forward(
         self,
         pixel_values: torch.Tensor,
         domain_labels: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ACTEOutput | tuple:
@@ -249,21 +337,31 @@ class ACTEModel(ACTEPreTrainedModel):
             0 for source images, 1 for target images; gives the discriminator loss.
         labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
             Semantic labels (source images) for the auxiliary head; `config.semantic_loss_ignore_index` is ignored.
+        output_hidden_states (`bool`, *optional*):
+            Return the encoder's stage outputs and χ as `hidden_states` (default: `config.output_hidden_states`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        domain_labels = self._check_inputs(pixel_values, domain_labels, labels)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        domain_labels, labels = self._check_inputs(pixel_values, domain_labels, labels)
         config = self.config
         cell = config.cell_size
 
-        features = self.encoder(pixel_values)
+        features, stage_outputs = self.encoder(pixel_values.to(self.dtype))
         assignments, region_features = self.clustering(features)
 
-        discriminator_input = region_features
-        if config.center_region_features:
-            discriminator_input = region_features - region_features.mean(dim=(2, 3), keepdim=True)
-        domain_logits = self.discriminator(discriminator_input)[:, 0]
-        p_target = domain_logits.sigmoid()
-        region_transferability = binary_entropy(p_target) / math.log(2)
+        if config.discriminator_input == "local":
+            position_logits = self.discriminator(pixel_values.to(self.dtype))
+            domain_logits = (
+                scatter_to_regions(assignments.unsqueeze(1) * position_logits.unsqueeze(2), cell)
+                / scatter_to_regions(assignments.unsqueeze(1), cell).clamp_min(1e-6)
+            )[:, 0]
+        else:
+            discriminator_input = region_features.detach() if config.detach_discriminator_input else region_features
+            if config.center_region_features:
+                discriminator_input = discriminator_input - discriminator_input.mean(dim=(2, 3), keepdim=True)
+            domain_logits = self.discriminator(discriminator_input)[:, 0]
+        region_transferability = self.transferability(domain_logits)
 
         semantic_logits = region_uncertainty = None
         if self.semantic_head is not None:
@@ -273,9 +371,11 @@ class ACTEModel(ACTEPreTrainedModel):
                 max(config.num_semantic_classes, 2)
             )
             region_uncertainty = region_uncertainty.clamp(0.0, 1.0)
-            region_focus = (
-                config.focus_alpha * (1 - region_transferability) + (1 - config.focus_alpha) * region_uncertainty
-            )
+            alpha = config.focus_alpha
+            if config.focus_mixing == "gated":
+                region_focus = (1 - region_transferability) * (alpha + (1 - alpha) * region_uncertainty)
+            else:
+                region_focus = alpha * (1 - region_transferability) + (1 - alpha) * region_uncertainty
         else:
             region_focus = 1 - region_transferability
 
@@ -305,8 +405,17 @@ class ACTEModel(ACTEPreTrainedModel):
             domain_logits=domain_logits,
             semantic_logits=semantic_logits,
             region_features=region_features,
+            hidden_states=(*stage_outputs, features) if output_hidden_states else None,
         )
         return output if return_dict else output.to_tuple()
+
+    def transferability(self, domain_logits: torch.Tensor) -> torch.Tensor:
+        """Per-region transferability in [0, 1] from discriminator logits (B, gh, gw); see `ACTEConfig`."""
+        if self.config.relative_scoring:
+            domain_logits = domain_logits - domain_logits.flatten(1).median(dim=1).values[:, None, None]
+        if self.config.transferability_score == "density_ratio":
+            return torch.exp(-domain_logits.clamp_min(0.0))  # min(1, (1 - p) / p) = min(1, exp(-logit))
+        return binary_entropy(domain_logits.sigmoid()) / math.log(2)
 
     def _semantic_loss(self, semantic_logits, assignments, labels):
         """NLL of the labels under the class distribution spread from regions to positions (SSN-style)."""

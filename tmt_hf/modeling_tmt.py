@@ -14,6 +14,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SemanticSegmenterOutput
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 from transformers.models.vit.modeling_vit import (
     ViTAttention,
     ViTEmbeddings,
@@ -26,12 +27,18 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tmt import TMTConfig
-from .modeling_acte import ACTEModel
+from .modeling_acte import ACTEModel, check_labels, check_pixel_values, checking_values
 
 # Stock ViT checkpoints (e.g. google/vit-base-patch16-224-in21k) use the old `encoder.layer.N.attention.attention.query`
 # key layout. transformers renames it only for its own ViT classes, so the same renaming is registered for TMTModel;
 # TMTForSemanticSegmentation picks it up for its `vit` sub-model. It runs at import, also under trust_remote_code.
 register_checkpoint_conversion_mapping("TMTModel", get_checkpoint_conversion_mapping("ViTModel"), overwrite=True)
+
+# The image-segmentation pipeline checks the model's class name against transformers' static name tables only (it
+# never consults classes registered with AutoModelForSemanticSegmentation), and logs "not supported" for any other.
+# Listing the segmenter there (a name only: the lazy auto mapping skips model types without a built-in config) lets
+# the pipeline accept it, also when the class comes from a Hub repo under trust_remote_code.
+MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault("tmt", "TMTForSemanticSegmentation")
 
 _BIAS_CAPABLE_ATTENTION = ("eager", "sdpa")
 # Whichever TMT class is saved, a directory loads as the base model and as the segmenter.
@@ -151,6 +158,9 @@ class TMTPreTrainedModel(ViTPreTrainedModel):
     config: TMTConfig
     config_class = TMTConfig
     base_model_prefix = "vit"
+    # TMA's bias needs eager or SDPA attention (see TMTAttention); flash and flex attention are refused at load time.
+    _supports_flash_attn = False
+    _supports_flex_attn = False
     _can_record_outputs = {"hidden_states": ViTLayer, "attentions": TMTAttention}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -165,29 +175,34 @@ class TMTPreTrainedModel(ViTPreTrainedModel):
             init.constant_(module.tma_lambda, self.config.tma_init)
 
 
-def check_pixel_values(pixel_values, num_channels: int) -> None:
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
-    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
-        raise ValueError(
-            f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {tuple(pixel_values.shape)}"
-        )
-
-
 class TMTModel(TMTPreTrainedModel, ViTModel):
     """
     The ViT encoder with TMA in the layers listed in `config.tma_layers`. Position embeddings are interpolated, so any
     height and width that are multiples of the patch size work.
+
+    Args:
+        config ([`TMTConfig`]): The model configuration.
+        add_pooling_layer (`bool`, *optional*, defaults to `True`): Build ViT's pooler on the CLS token.
+        use_mask_token (`bool`, *optional*, defaults to `False`): Build a mask token, so that `bool_masked_pos` can
+            replace patches (masked image modelling), as in [`ViTModel`].
+        add_final_layernorm (`bool`, *optional*, defaults to `True`): Normalise `last_hidden_state`. The segmenter
+            builds its encoder without it, because its decode head normalises every layer it reads.
     """
 
-    def __init__(self, config: TMTConfig, add_pooling_layer: bool = True):
+    def __init__(
+        self,
+        config: TMTConfig,
+        add_pooling_layer: bool = True,
+        use_mask_token: bool = False,
+        add_final_layernorm: bool = True,
+    ):
         super(ViTModel, self).__init__(config)
         self.config = config
-        self.embeddings = ViTEmbeddings(config)
+        self.embeddings = ViTEmbeddings(config, use_mask_token=use_mask_token)
         self.layers = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
         for index, layer in enumerate(self.layers):
             layer.attention = TMTAttention(config, index)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else None
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self.post_init()
 
@@ -203,13 +218,14 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
                 f"got {tuple(transferability_map.shape)}"
             )
         transferability_map = transferability_map.float()
-        if not torch.isfinite(transferability_map).all():
-            raise ValueError("transferability_map contains NaN or infinite values; expected a focus map in [0, 1]")
-        if transferability_map.min() < 0 or transferability_map.max() > 1:
-            raise ValueError(
-                "transferability_map must lie in [0, 1], got values in "
-                f"[{transferability_map.min().item():.4g}, {transferability_map.max().item():.4g}]"
-            )
+        if checking_values():
+            if not torch.isfinite(transferability_map).all():
+                raise ValueError("transferability_map contains NaN or infinite values; expected a focus map in [0, 1]")
+            if transferability_map.min() < 0 or transferability_map.max() > 1:
+                raise ValueError(
+                    "transferability_map must lie in [0, 1], got values in "
+                    f"[{transferability_map.min().item():.4g}, {transferability_map.max().item():.4g}]"
+                )
         pooled = F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
         if self.config.tma_map_normalization == "minmax":
             low = pooled.amin(dim=(1, 2), keepdim=True)
@@ -245,6 +261,11 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
                 f"height and width must be multiples of the patch size {patch}, got {height}x{width}; "
                 "TMTForSemanticSegmentation pads such inputs itself"
             )
+        if bool_masked_pos is not None and self.embeddings.mask_token is None:
+            raise ValueError(
+                "bool_masked_pos was given but this model has no mask token: build it with "
+                "TMTModel(config, use_mask_token=True)"
+            )
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         hidden_states = self.embeddings(
             pixel_values,
@@ -262,7 +283,7 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
         for layer in self.layers:
             hidden_states = layer(hidden_states, None, focus_tokens=focus_tokens, **kwargs)
 
-        sequence_output = self.layernorm(hidden_states)
+        sequence_output = self.layernorm(hidden_states) if self.layernorm is not None else hidden_states
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return TMTModelOutput(last_hidden_state=sequence_output, pooler_output=pooled_output, focus_map=focus_map)
 
@@ -309,7 +330,7 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
 
     def __init__(self, config: TMTConfig):
         super().__init__(config)
-        self.vit = TMTModel(config, add_pooling_layer=False)
+        self.vit = TMTModel(config, add_pooling_layer=False, add_final_layernorm=False)
         self.decode_head = TMTDecodeHead(config)
         self.acte = None
         if config.acte_config is not None:
@@ -374,11 +395,9 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
         """
         check_pixel_values(pixel_values, self.config.num_channels)
         batch_size, _, height, width = pixel_values.shape
-        if labels is not None and tuple(labels.shape) != (batch_size, height, width):
-            raise ValueError(
-                f"labels must have shape (batch_size, height, width) = {(batch_size, height, width)} to match "
-                f"pixel_values, got {tuple(labels.shape)}"
-            )
+        if labels is not None:
+            labels = check_labels(labels, (batch_size, height, width), self.config.num_labels,
+                                  self.config.semantic_loss_ignore_index, pixel_values.device)  # fmt: skip
 
         multiple = self.size_multiple
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
@@ -395,11 +414,22 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
             with torch.no_grad():
                 transferability_map = self.acte(pixel_values.to(self.acte.dtype)).focus_map
 
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        # The decode head needs its layers' states; the caller gets all, a selection (indices), or none of them.
+        num_states = self.config.num_hidden_layers + 1
+        if isinstance(output_hidden_states, bool):
+            returned = set(range(num_states)) if output_hidden_states else set()
+        else:
+            selection = [output_hidden_states] if isinstance(output_hidden_states, int) else output_hidden_states
+            returned = {index % num_states for index in selection if -num_states <= index < num_states}
         outputs = self.vit(
             pixel_values,
             transferability_map=transferability_map,
             output_attentions=output_attentions,
-            output_hidden_states=True,
+            output_hidden_states=sorted(returned | set(self.config.decode_layers)),
             return_dict=True,
             **kwargs,
         )
@@ -414,17 +444,20 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
         loss = None
         if labels is not None:
             ignore_index = self.config.semantic_loss_ignore_index
-            if (labels != ignore_index).any():
-                loss = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
-            else:  # every pixel ignored: a zero loss that still reaches every trainable parameter
-                loss = logits.sum() * 0.0
+            valid = (labels != ignore_index).sum()
+            # Summed and divided by the labelled pixel count: an all-ignored batch gives a zero loss (not NaN) that
+            # still reaches every trainable parameter, with no data-dependent branch for torch.compile/export.
+            loss = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum") / valid.clamp_min(1)
 
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
+        hidden_states = None
+        if returned:
+            hidden_states = tuple(
+                state if index in returned else None for index, state in enumerate(outputs.hidden_states)
+            )
         return TMTSemanticSegmenterOutput(
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            hidden_states=hidden_states,
             attentions=outputs.attentions,
             focus_map=outputs.focus_map,
         )

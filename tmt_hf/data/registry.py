@@ -10,7 +10,9 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from .synthetic import DOMAINS, generate_scene, scene_seed
+from ..configuration_tmt import CITYSCAPES_CLASSES
+from ..image_processing_tmt import to_rgb8
+from .synthetic import DOMAINS, SPLIT_SEED_OFFSETS, generate_scene, scene_seed
 
 logger = datasets.logging.get_logger(__name__)
 
@@ -107,6 +109,9 @@ for _domain in DOMAINS:
 
 # Default split sizes of the generated benchmark.
 SYNTHETIC_SPLIT_SIZES = {"train": 400, "validation": 100, "test": 100}
+# Common short names of the evaluation split, accepted for the generated benchmark.
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "eval": "validation"}
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -149,6 +154,8 @@ def imagefolder_pairs(root: str, split: str) -> datasets.Dataset:
     if unpaired:
         raise ValueError(f"Local dataset {root!r}: images and labels do not pair up by file name: {unpaired[:5]}")
     stems = sorted(images)
+    if not stems:
+        raise ValueError(f"Local dataset {root!r}: no image/label pairs ({', '.join(IMAGE_EXTENSIONS)}) in {base!r}")
     return datasets.Dataset.from_dict({"image": [images[s] for s in stems], "label": [labels[s] for s in stems]})
 
 
@@ -166,6 +173,12 @@ def open_image(value, dataset_name: str, column: str, index: int) -> Image.Image
         raise ValueError(
             f"Cannot read the {column!r} image {path or f'of row {index}'} in dataset {dataset_name!r}: {error}"
         ) from error
+
+
+def describe(value) -> str:
+    """The file behind an undecoded `datasets.Image` value, for error messages."""
+    path = value.get("path") if isinstance(value, dict) else value
+    return f"file {path}" if isinstance(path, str) and path else "embedded image"
 
 
 def load_domain(
@@ -201,6 +214,8 @@ def load_domain(
     """
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be a positive number of rows (or None for all), got {num_samples}")
     name = name_or_path
     if name.startswith("synthetic/"):
         domain = name.split("/", 1)[1]
@@ -208,6 +223,9 @@ def load_domain(
             raise ValueError(
                 f"Unknown generated domain {name!r}; expected one of {[f'synthetic/{d}' for d in DOMAINS]}"
             )
+        split = SPLIT_ALIASES.get(split, split)
+        if split not in SPLIT_SEED_OFFSETS:
+            raise ValueError(f"Generated domain {name!r} has splits {sorted(SPLIT_SEED_OFFSETS)}, not {split!r}")
         return load_synthetic(domain, split, num_samples, streaming, synthetic_size)
 
     benchmark = BENCHMARKS.get(name.lower())
@@ -240,6 +258,8 @@ def load_domain(
             f"Dataset {name!r} has no column(s) {missing}; columns found: {columns}. "
             "Pass image_column=/label_column= to name them."
         )
+    if not streaming and len(dataset) == 0:
+        raise ValueError(f"Dataset {name!r}, split {split!r}, has no rows")
     if num_samples is not None:
         dataset = dataset.take(num_samples) if streaming else dataset.select(range(min(num_samples, len(dataset))))
     dataset = dataset.select_columns([image_column, label_column])
@@ -256,7 +276,7 @@ def load_domain(
             return {"image": None, "label": None, "_readable": False}
 
     def convert(example, index):
-        image = open_image(example[image_column], name, image_column, index).convert("RGB")
+        image = to_rgb8(open_image(example[image_column], name, image_column, index))
         label = open_image(example[label_column], name, label_column, index)
         if label.mode not in ("L", "P", "I", "I;16"):
             raise ValueError(
@@ -269,7 +289,18 @@ def load_domain(
                 f"(columns {image_column!r}, {label_column!r})"
             )
         ids = np.asarray(label).astype(np.int64)
-        ids = label_mapping[np.clip(ids, 0, 255)] if label_mapping is not None else np.clip(ids, 0, 255)
+        where = f"Dataset {name!r}, row {index} ({describe(example[label_column])})"
+        if label_mapping is not None:
+            if ids.min() < 0 or ids.max() >= len(label_mapping):
+                raise ValueError(f"{where}: raw label ids must lie in [0, {len(label_mapping)}) for the label "
+                                 f"mapping, got values in [{ids.min()}, {ids.max()}]")  # fmt: skip
+            ids = label_mapping[ids]
+        bad = np.unique(ids[(ids != IGNORE_INDEX) & ((ids < 0) | (ids >= len(CITYSCAPES_CLASSES)))])
+        if bad.size:
+            raise ValueError(
+                f"{where}: label ids must be Cityscapes train ids in [0, {len(CITYSCAPES_CLASSES)}) or "
+                f"{IGNORE_INDEX} (ignored), got {bad[:10].tolist()}. Pass label_mapping= to map raw ids to train ids."
+            )
         return {"image": image, "label": Image.fromarray(ids.astype(np.uint8), mode="L")}
 
     features = datasets.Features(

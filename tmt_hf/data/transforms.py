@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..image_processing_tmt import to_rgb8
+
 IGNORE_INDEX = 255
 
 
 def to_tensors(image: Image.Image, label: Image.Image | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    pixels = torch.from_numpy(np.asarray(to_rgb8(image), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
     if label is None:
         return pixels, None
-    return pixels, torch.from_numpy(np.asarray(label, dtype=np.uint8).astype(np.int64))
+    return pixels, torch.from_numpy(np.asarray(label).astype(np.int64))
 
 
 def resize_pair(pixels, labels, size: tuple[int, int]):
