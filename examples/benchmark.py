@@ -28,7 +28,7 @@ import numpy as np
 
 from tmt_hf.data import SYNTHETIC_DOMAINS
 
-METHODS = ("source", "finetune", "patch", "tmt")
+TRANSFER_METHODS = ("finetune", "patch", "tmt", "oracle")
 QUICK_PAIRS = ["synthetic/clear:synthetic/night", "synthetic/clear:synthetic/rain", "synthetic/fog:synthetic/autumn",
                "synthetic/autumn:synthetic/fog"]  # fmt: skip
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
@@ -47,10 +47,13 @@ def main(argv=None):
     parser.add_argument("--pairs", nargs="+", default=None, help="source:target pairs (default: all 20 generated)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 pairs x 2 seeds")
+    parser.add_argument("--methods", nargs="+", choices=TRANSFER_METHODS, default=["finetune", "patch", "tmt"],
+                        help="transfer methods compared (finetune is always run: every gain is against it)")  # fmt: skip
     parser.add_argument("--output_dir", default="outputs/benchmark")
     parser.add_argument("--workers", type=int, default=1, help="(source, seed) groups run in parallel")
     parser.add_argument("--report_only", action="store_true", help="only rebuild the table and plot from the JSON")
     args = parser.parse_args(own)
+    methods = ["finetune"] + [m for m in args.methods if m != "finetune"]
     if args.quick:
         args.pairs, args.seeds = args.pairs or QUICK_PAIRS, min(args.seeds, 2)
     pairs = [
@@ -80,29 +83,31 @@ def main(argv=None):
 
     def run_group(seed, source, targets):
         for target in targets:
-            run = run_pair(source, target, seed, args.output_dir, train_args, env)
+            run = run_pair(source, target, seed, args.output_dir, methods, train_args, env)
             with lock:
                 runs.append(run)
                 with open(json_path + ".tmp", "w") as f:  # write, then rename: a kill never truncates the results
                     json.dump(runs, f, indent=2)
                 os.replace(json_path + ".tmp", json_path)
-            print(f"{source} -> {target} seed {seed}: " + ", ".join(f"{m} {100 * run[m]['mean_iou']:.2f}" for m in METHODS),
-                  flush=True)  # fmt: skip
+            print(f"{source} -> {target} seed {seed}: " + ", ".join(f"{m} {100 * run[m]['mean_iou']:.2f}"
+                  for m in ["source", *methods]), flush=True)  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for future in [pool.submit(run_group, seed, source, targets) for (seed, source), targets in groups.items()]:
             future.result()
 
-    table = summarise(runs, pairs)
+    table, summary = summarise(runs, pairs, methods)
     with open(os.path.join(args.output_dir, "benchmark.md"), "w") as f:
         f.write(table)
-    plot_gains(runs, pairs, os.path.join(args.output_dir, "gains.png"))
+    with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    plot_gains(runs, pairs, methods, os.path.join(args.output_dir, "gains.png"))
     print(table)
     print(f"wall time {time.time() - started:.0f} s; {json_path}")
 
 
-def run_pair(source, target, seed, output_dir, train_args, env):
-    """Source model (reused if trained), ACTE, then the three transfer methods on one pair; returns its result row."""
+def run_pair(source, target, seed, output_dir, methods, train_args, env):
+    """Source model (reused if trained), ACTE, then the transfer methods on one pair; returns its result row."""
     tag = lambda name: name.replace("/", "-")  # noqa: E731
     source_dir = os.path.join(output_dir, "sources", f"{tag(source)}-seed{seed}")
     if not os.path.isfile(os.path.join(source_dir, "source", "training_summary.json")):
@@ -111,67 +116,82 @@ def run_pair(source, target, seed, output_dir, train_args, env):
     pair_dir = os.path.join(output_dir, "runs", f"{tag(source)}2{tag(target)}-seed{seed}")
     common = ["--source", source, "--target", target, "--seed", str(seed), "--output_dir", pair_dir,
               "--overwrite_output_dir", *train_args]  # fmt: skip
-    run_train(["--stage", "acte", *common], env)
-    run_train(["--stage", "transfer", "--method", "all", "--source_model", os.path.join(source_dir, "source"),
+    if {"tmt", "patch"} & set(methods) and not os.path.isfile(os.path.join(pair_dir, "acte", "training_summary.json")):
+        run_train(["--stage", "acte", *common], env)
+    run_train(["--stage", "transfer", "--method", *methods, "--source_model", os.path.join(source_dir, "source"),
                "--resume_from_checkpoint", "latest", *common], env)  # fmt: skip
     with open(os.path.join(pair_dir, "results.json")) as f:
         result = json.load(f)
     run = {"source_domain": source, "target_domain": target, "seed": seed}
-    for method in METHODS:
+    for method in ["source", *methods]:
         metrics = result[method]["target_val"]
         run[method] = {"mean_iou": metrics["mean_iou"], "per_category_iou": metrics["per_category_iou"]}
     return run
 
 
-def pair_gains(runs, pair):
-    rows = [r for r in runs if (r["source_domain"], r["target_domain"]) == pair]
-    miou = {m: np.array([100 * r[m]["mean_iou"] for r in rows]) for m in METHODS}
-    return miou, {"tmt - finetune": miou["tmt"] - miou["finetune"], "tmt - patch": miou["tmt"] - miou["patch"],
-                  "patch - finetune": miou["patch"] - miou["finetune"],
-                  "finetune - source": miou["finetune"] - miou["source"]}  # fmt: skip
+def paired_bootstrap(differences: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of paired differences, resampling the (pair, seed) units."""
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), (resamples, len(differences)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summarise(runs, pairs) -> str:
-    """Markdown: mIoU and gains, mean ± std over seeds per pair, then the average over pairs."""
-    keys = ["tmt - finetune", "tmt - patch", "patch - finetune", "finetune - source"]
-    lines = ["| pair | seeds | source-only | finetune | patch | TMT | " + " | ".join(keys) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(keys)]  # fmt: skip
-    averages = {k: [] for k in keys + list(METHODS)}
+def summarise(runs, pairs, methods):
+    """
+    Markdown and JSON: mIoU per pair (mean ± std over seeds), then every method's gain over finetune averaged over
+    all (pair, seed) units with a paired bootstrap 95% interval, and finetune's seed-to-seed noise.
+    """
+    methods = [m for m in methods if all(m in r for r in runs)]
+    rows = [r for r in runs if (r["source_domain"], r["target_domain"]) in set(pairs)]
+    shown = ["source", *methods]
+    lines = ["| pair | seeds | " + " | ".join(shown) + " |", "|---|---|" + "---|" * len(shown)]
+    noise = []
     for pair in pairs:
-        miou, gains = pair_gains(runs, pair)
-        if not len(miou["tmt"]):
+        pair_rows = [r for r in rows if (r["source_domain"], r["target_domain"]) == pair]
+        if not pair_rows:
             continue
-        cells = [f"{miou[m].mean():.2f} ± {miou[m].std():.2f}" for m in METHODS]
-        cells += [f"{gains[k].mean():+.2f} ± {gains[k].std():.2f}" for k in keys]
-        lines.append(f"| {pair[0]} → {pair[1]} | {len(miou['tmt'])} | " + " | ".join(cells) + " |")
-        for k in keys:
-            averages[k].append(gains[k].mean())
-        for m in METHODS:
-            averages[m].append(miou[m].mean())
-    n = len(averages["tmt"])
-    if n:
-        cells = [f"{np.mean(averages[m]):.2f}" for m in METHODS] + [f"{np.mean(averages[k]):+.2f}" for k in keys]
-        lines.append(f"| **average over {n} pairs** | | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        miou = {m: np.array([100 * r[m]["mean_iou"] for r in pair_rows]) for m in shown}
+        lines.append(f"| {pair[0]} → {pair[1]} | {len(pair_rows)} | "
+                     + " | ".join(f"{miou[m].mean():.2f} ± {miou[m].std():.2f}" for m in shown) + " |")  # fmt: skip
+        if len(pair_rows) > 1:
+            noise.append(miou["finetune"].std(ddof=1))
+    summary = {"units": len(rows), "pairs": len({(r["source_domain"], r["target_domain"]) for r in rows}),
+               "mean_miou": {m: float(np.mean([100 * r[m]["mean_iou"] for r in rows])) for m in shown if rows},
+               "gain_over_finetune": {},
+               "finetune_seed_std": float(np.mean(noise)) if noise else None}  # fmt: skip
+    if rows:
+        lines.append(f"| **mean over {len(rows)} runs** | | "
+                     + " | ".join(f"{summary['mean_miou'][m]:.2f}" for m in shown) + " |")  # fmt: skip
+        lines += ["", "| gain over finetune (mIoU points) | mean | paired bootstrap 95% CI |", "|---|---|---|"]
+        for method in [m for m in methods if m != "finetune"]:
+            differences = np.array([100 * (r[method]["mean_iou"] - r["finetune"]["mean_iou"]) for r in rows])
+            low, high = paired_bootstrap(differences)
+            summary["gain_over_finetune"][method] = {"mean": float(differences.mean()), "ci95": [low, high]}
+            lines.append(f"| {method} − finetune | {differences.mean():+.2f} | [{low:+.2f}, {high:+.2f}] |")
+        if noise:
+            lines.append(f"\nfinetune seed-to-seed standard deviation, mean over pairs: {np.mean(noise):.2f} mIoU")
+    return "\n".join(lines) + "\n", summary
 
 
-def plot_gains(runs, pairs, path):
+def plot_gains(runs, pairs, methods, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, tmt_gain, patch_gain = [], [], []
+    compared = [m for m in methods if m != "finetune" and all(m in r for r in runs)]
+    labels, gains = [], {m: [] for m in compared}
     for pair in pairs:
-        _, gains = pair_gains(runs, pair)
-        if len(gains["tmt - finetune"]):
+        pair_rows = [r for r in runs if (r["source_domain"], r["target_domain"]) == pair]
+        if pair_rows:
             labels.append(f"{pair[0].split('/')[-1]}→{pair[1].split('/')[-1]}")
-            tmt_gain.append(gains["tmt - finetune"].mean())
-            patch_gain.append(gains["patch - finetune"].mean())
+            for m in compared:
+                gains[m].append(np.mean([100 * (r[m]["mean_iou"] - r["finetune"]["mean_iou"]) for r in pair_rows]))
     x = np.arange(len(labels))
+    width = 0.8 / max(1, len(compared))
     figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(labels) + 2), 4))
-    axis.bar(x - 0.2, tmt_gain, 0.4, label="TMT − finetune")
-    axis.bar(x + 0.2, patch_gain, 0.4, label="patch − finetune")
+    for index, method in enumerate(compared):
+        axis.bar(x + (index - (len(compared) - 1) / 2) * width, gains[method], width, label=f"{method} − finetune")
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set_xticks(x, labels, rotation=45, ha="right")
     axis.set_ylabel("target mIoU gain (points)")

@@ -77,7 +77,8 @@ def train_acte(args, target_name, size):
                         input_normalization=args.input_normalization,
                         center_region_features=args.center_region_features,
                         detach_discriminator_input=args.detach_discriminator_input,
-                        discriminator_input=args.discriminator_input)  # fmt: skip
+                        discriminator_input=args.discriminator_input,
+                        class_conditional_discriminator=args.class_conditional_discriminator)  # fmt: skip
     acte = ACTEModel(config)
     optimizer = torch.optim.AdamW(acte.parameters(), lr=args.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed)
@@ -192,6 +193,7 @@ def main(argv=None):
     )
     parser.add_argument("--center_region_features", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--discriminator_input", choices=["local", "regions"], default="local")
+    parser.add_argument("--class_conditional_discriminator", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--detach_discriminator_input", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the JSON here")
@@ -207,7 +209,7 @@ def main(argv=None):
         result = measure(acte, args.source, target, args, size)
         result["config"] = {k: getattr(acte.config, k) for k in (
             "cell_size", "num_iterations", "kappa", "focus_alpha", "encoder_channels", "input_normalization",
-            "discriminator_input", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
+            "discriminator_input", "class_conditional_discriminator", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
             "focus_mixing")}  # fmt: skip
         result["wall_time_s"] = round(time.time() - started, 1)
         results.append(result)

@@ -52,9 +52,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run"
     )
-    parser.add_argument("--method", choices=["tmt", "finetune", "patch", "oracle", "both", "all"], default=None,
-                        help="transfer stage (default: both): both = tmt + finetune; all adds patch, TMA fed ACTE's discriminator on "
-                             "an equal-sized patch grid instead of adaptive regions; oracle: see above")  # fmt: skip
+    parser.add_argument("--method", nargs="+", choices=["tmt", "finetune", "patch", "oracle", "both", "all"],
+                        default=None,
+                        help="transfer-stage methods (default: both): both = finetune + tmt; all = finetune + tmt + "
+                             "patch, TMA fed ACTE's discriminator on an equal-sized patch grid instead of adaptive "
+                             "regions; oracle: see above")  # fmt: skip
     parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
@@ -101,6 +103,13 @@ def parse_args(argv=None):
         default=[],
         metavar="KEY=VALUE",
         help="transfer stage: read-time changes to the frozen ACTE's config, e.g. focus_alpha=1.0 cell_size=4 kappa=5",
+    )
+    parser.add_argument(
+        "--tma_form",
+        choices=["key_bias", "query_temperature", "output_gate", "value_reweight", "output_film"],
+        default=None,
+        help="how the focus map enters the attention (see TMTConfig.tma_form); in the transfer stage, overrides the "
+        "source model's",
     )
     parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
     parser.add_argument(
@@ -214,7 +223,8 @@ def validate_args(args):
     """Refuses bad flag combinations before any work starts."""
     if args.method is not None and args.stage in ("source", "acte"):
         sys.exit(f"--method chooses the transfer-stage methods; --stage {args.stage} does not use it")
-    args.method = args.method or "both"
+    expand = {"both": ["finetune", "tmt"], "all": ["finetune", "tmt", "patch"]}
+    args.method = list(dict.fromkeys(m for given in args.method or ["both"] for m in expand.get(given, [given])))
     stage_dirs = {name: os.path.join(args.output_dir, name) for name in STAGES}
     if args.stage == "transfer":
         source = args.source_model or stage_dirs["source"]
@@ -222,13 +232,14 @@ def validate_args(args):
             sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
                      "--stage source first.")  # fmt: skip
         acte = args.acte_model or stage_dirs["acte"]
-        if args.method not in ("finetune", "oracle") and not os.path.isfile(os.path.join(acte, "config.json")):
-            sys.exit(f"--method {args.method} needs a trained ACTE: {acte!r} has none. Pass --acte_model or run "
-                     "--stage acte first.")  # fmt: skip
-    if args.method == "oracle" and not (args.stage == "transfer" and args.target.startswith("synthetic/")):
-        sys.exit("--method oracle needs --stage transfer and a generated target (synthetic/<domain>): only the "
-                 "generator knows which pixels its domain shifted")  # fmt: skip
-    if args.method == "oracle" and args.push_to_hub:
+        with_acte = [m for m in args.method if m in ("tmt", "patch")]
+        if with_acte and not os.path.isfile(os.path.join(acte, "config.json")):
+            sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
+                     "run --stage acte first.")  # fmt: skip
+    if "oracle" in args.method and not args.target.startswith("synthetic/"):
+        sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
+                 "pixels its domain shifted")  # fmt: skip
+    if "oracle" in args.method and args.push_to_hub:
         sys.exit("--method oracle is an ablation that reads the evaluation labels; it is not pushed to the Hub")
     if args.push_to_hub:
         if args.stage in ("all", "transfer", "source") and not args.hub_model_id:
@@ -570,7 +581,9 @@ def main(argv=None):
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
     num_labels = TMTConfig().num_labels
-    tma_layers = {} if args.tma_layers is None else {"tma_layers": args.tma_layers}  # a TMTConfig override, if given
+    tma_overrides = {} if args.tma_layers is None else {"tma_layers": args.tma_layers}  # TMTConfig overrides, if given
+    if args.tma_form is not None:
+        tma_overrides["tma_form"] = args.tma_form
 
     # ---- Stage 1: source model -----------------------------------------------------------------------------------
     source_dir = args.source_model or dirs["source"]
@@ -581,14 +594,14 @@ def main(argv=None):
         if args.model_name_or_path:
             model, info = TMTForSemanticSegmentation.from_pretrained(args.model_name_or_path, output_loading_info=True,
                                                                      num_labels=num_labels, ignore_mismatched_sizes=True)  # fmt: skip
-            backbone_missing = [k for k in info["missing_keys"] if k.startswith("vit.") and "tma_lambda" not in k]
+            backbone_missing = [k for k in info["missing_keys"] if k.startswith("vit.") and ".tma_" not in k]
             if backbone_missing:
                 raise ValueError(
                     f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}"
                 )
         else:
             config = TMTConfig.from_preset(args.preset, image_size=args.crop_size[0], tma_init=args.tma_init,
-                                           decode_layers=args.decode_layers, **tma_layers)  # fmt: skip
+                                           decode_layers=args.decode_layers, **tma_overrides)  # fmt: skip
             model = TMTForSemanticSegmentation(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
@@ -669,35 +682,40 @@ def main(argv=None):
             results["source"] = {
                 "target_val": evaluate(accelerator.prepare(model), target_eval_loader, accelerator, num_labels)
             }
-        methods = {"both": ["finetune", "tmt"], "all": ["finetune", "tmt", "patch"]}.get(args.method, [args.method])
-        focus_fn = oracle_focus(args.target) if args.method == "oracle" else None
-        for method in methods:
+        for method in args.method:
+            focus_fn = oracle_focus(args.target) if method == "oracle" else None
             if args.resume_from_checkpoint and finished(dirs[method]):
                 results[method] = finished(dirs[method])
                 continue
             set_seed(args.seed)
-            model = TMTForSemanticSegmentation.from_pretrained(source_dir, **tma_layers)
+            model = TMTForSemanticSegmentation.from_pretrained(source_dir, **tma_overrides)
             if method == "tmt":
                 model.attach_acte(ACTEModel.from_pretrained(acte_dir, **args.acte_overrides))
             elif method == "patch":  # the same ACTE, its discriminator read on the seed grid: no clustering
                 model.attach_acte(ACTEModel.from_pretrained(acte_dir, **{**args.acte_overrides, "num_iterations": 0}))
-            lambdas = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
-            others = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("tma_lambda")]
+            is_tma = lambda name: name.endswith(("tma_lambda", "tma_offset"))  # noqa: E731
+            tma_parameters = [p for n, p in model.named_parameters() if is_tma(n)]
+            others = [p for n, p in model.named_parameters() if p.requires_grad and not is_tma(n)]
             if args.tma_map_normalization is not None:
                 model.config.tma_map_normalization = args.tma_map_normalization
             if args.transfer_tma_init is not None and method != "finetune":
                 model.config.tma_init = args.transfer_tma_init
                 with torch.no_grad():
-                    for p in lambdas:
-                        p.fill_(args.transfer_tma_init)
+                    for name, p in model.named_parameters():
+                        if name.endswith("tma_lambda"):
+                            p.fill_(args.transfer_tma_init)
             if method == "finetune":  # TMA off: no map is given, λ stays frozen at its initial value
-                for p in lambdas:
+                for p in tma_parameters:
                     p.requires_grad_(False)
                 groups = [{"params": others}]
             else:
                 groups = [
                     {"params": others},
-                    {"params": lambdas, "lr": args.transfer_learning_rate * args.tma_lr_scale, "weight_decay": 0.0},
+                    {
+                        "params": tma_parameters,
+                        "lr": args.transfer_learning_rate * args.tma_lr_scale,
+                        "weight_decay": 0.0,
+                    },
                 ]
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
             loader, sampler, transform = train_loader(target_train, args, args.seed + 2)
@@ -731,12 +749,8 @@ def main(argv=None):
         if args.stage in ("all", "acte"):
             push_folder(dirs["acte"], args.hub_acte_model_id, args.hub_token, args.hub_private_repo)
         if args.stage in ("all", "transfer"):
-            push_folder(
-                dirs["tmt" if args.method != "finetune" else "finetune"],
-                args.hub_model_id,
-                args.hub_token,
-                args.hub_private_repo,
-            )
+            pushed = next(m for m in ("tmt", "finetune", "patch") if m in args.method)
+            push_folder(dirs[pushed], args.hub_model_id, args.hub_token, args.hub_private_repo)
         elif args.stage == "source":
             push_folder(dirs["source"], args.hub_model_id, args.hub_token, args.hub_private_repo)
     accelerator.end_training()

@@ -22,15 +22,22 @@ def run(script, *args):
 
 def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
     args = ["--pairs", "synthetic/clear:synthetic/fog", "--seeds", "2", "--workers", "2", "--output_dir", str(tmp_path),
-            "--", *TINY_TRAIN]  # fmt: skip
+            "--methods", "tmt", "oracle", "--", *TINY_TRAIN]  # fmt: skip
     out = run("benchmark.py", *args)
     runs = json.loads((tmp_path / "benchmark.json").read_text())
     assert sorted(r["seed"] for r in runs) == [0, 1] and {r["source_domain"] for r in runs} == {"synthetic/clear"}
     for run_ in runs:
-        for method in ("source", "finetune", "patch", "tmt"):
+        for method in ("source", "finetune", "tmt", "oracle"):
             assert 0 <= run_[method]["mean_iou"] <= 1 and len(run_[method]["per_category_iou"]) == 19
     table = (tmp_path / "benchmark.md").read_text()
-    assert "| synthetic/clear → synthetic/fog | 2 |" in table and "average over 1 pairs" in table and table in out
+    assert "| synthetic/clear → synthetic/fog | 2 |" in table and "mean over 2 runs" in table and table in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for method in ("tmt", "oracle"):
+        gain = summary["gain_over_finetune"][method]
+        differences = [100 * (r[method]["mean_iou"] - r["finetune"]["mean_iou"]) for r in runs]
+        assert abs(gain["mean"] - sum(differences) / 2) < 1e-9
+        assert min(differences) - 1e-9 <= gain["ci95"][0] <= gain["ci95"][1] <= max(differences) + 1e-9
+    assert summary["finetune_seed_std"] is not None
     assert (tmp_path / "gains.png").stat().st_size > 1000
     assert ": source " not in run("benchmark.py", *args)  # finished runs are kept, not trained again
     assert json.loads((tmp_path / "benchmark.json").read_text()) == runs

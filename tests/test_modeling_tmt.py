@@ -29,7 +29,7 @@ def vit_twin(model: TMTModel, attn_implementation: str) -> ViTModel:
         "patch_size",
     )
     vit = build(ViTModel, ViTConfig(**{name: getattr(model.config, name) for name in fields}), attn_implementation)
-    vit.load_state_dict({k: v for k, v in model.state_dict().items() if "tma_lambda" not in k}, strict=True)
+    vit.load_state_dict({k: v for k, v in model.state_dict().items() if ".tma_" not in k}, strict=True)
     return vit
 
 
@@ -288,3 +288,21 @@ def test_minmax_map_normalization_stretches_each_image():
     )
     with pytest.raises(ValueError, match="tma_map_normalization"):
         tiny_tmt_config(tma_map_normalization="zscore")
+
+
+@pytest.mark.parametrize("form", ["key_bias", "query_temperature", "output_gate", "value_reweight", "output_film"])
+def test_tma_forms_start_as_vit_agree_across_backends_and_learn(form):
+    pixels, focus = torch.randn(2, 3, 64, 96), torch.rand(2, 16, 24)
+    model = build(TMTModel, tiny_tmt_config(tma_form=form))
+    reference = vit_twin(model, "sdpa")(pixels, interpolate_pos_encoding=True).last_hidden_state
+    assert (model(pixels, transferability_map=focus).last_hidden_state - reference).abs().max() < 1e-5
+    outputs = {}
+    for implementation in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        model = build(TMTModel, tiny_tmt_config(tma_form=form, tma_init=0.8), implementation)
+        outputs[implementation] = model(pixels, transferability_map=focus).last_hidden_state
+    assert (outputs["sdpa"] - outputs["eager"]).abs().max() < 1e-5
+    assert (outputs["sdpa"] - model(pixels).last_hidden_state).abs().max() > 1e-4  # the map changes the output
+    model.train()
+    model(pixels, transferability_map=focus).last_hidden_state.pow(2).mean().backward()
+    assert all(layer.attention.tma_lambda.grad.abs().sum() > 0 for layer in model.layers)

@@ -38,6 +38,10 @@ class ACTEConfig(PreTrainedConfig):
             receptive field of `2 ** (len(encoder_channels) + 1) - 1` pixels, whose per-position logits are averaged
             over each region by the soft assignments; it sees colour and texture, not layout or class frequencies.
             `"regions"`: the region features `f(r)` of the clustering encoder.
+        class_conditional_discriminator (`bool`, *optional*, defaults to `False`):
+            With `discriminator_input="local"`: also give the discriminator the auxiliary head's class probabilities
+            at each position (detached), so that it judges appearance *given the class* (brown on terrain against
+            brown on a building). Needs `num_semantic_classes > 0`.
         center_region_features (`bool`, *optional*, defaults to `True`):
             With `discriminator_input="regions"`: feed the discriminator `f(r) - mean_r f(r)`, each region relative
             to its image, so that a domain-wide signature does not make every region look equally shifted.
@@ -84,6 +88,7 @@ class ACTEConfig(PreTrainedConfig):
     input_normalization: str = "instance"
     discriminator_hidden_size: int = 128
     discriminator_input: str = "local"
+    class_conditional_discriminator: bool = False
     center_region_features: bool = True
     detach_discriminator_input: bool = True
     transferability_score: str = "density_ratio"
@@ -111,6 +116,8 @@ class ACTEConfig(PreTrainedConfig):
             )
         if self.discriminator_input not in ("local", "regions"):
             raise ValueError(f"discriminator_input must be 'local' or 'regions', got {self.discriminator_input!r}")
+        if self.class_conditional_discriminator and self.num_semantic_classes < 1:
+            raise ValueError("class_conditional_discriminator needs the semantic head (num_semantic_classes > 0)")
         if self.focus_mixing not in ("gated", "sum"):
             raise ValueError(f"focus_mixing must be 'gated' or 'sum', got {self.focus_mixing!r}")
         if not 0.0 <= self.focus_alpha <= 1.0:

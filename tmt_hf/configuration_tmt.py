@@ -11,6 +11,8 @@ CITYSCAPES_CLASSES = (
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )  # fmt: skip
 
+TMA_FORMS = ("key_bias", "query_temperature", "output_gate", "value_reweight", "output_film")
+
 # Backbone sizes. "tiny" is for CPU tests and demos; "small" is ViT-S/16; "base" is ViT-B/16.
 TMT_PRESETS = {
     "tiny": {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 384,
@@ -31,10 +33,16 @@ class TMTConfig(ViTConfig):
 
     Args:
         tma_layers (`list[int]`, *optional*):
-            Indices of the encoder layers whose self-attention gets the TMA bias `λ[layer, head] · m[key]`. `None`
-            (the default) means every layer; `[]` switches TMA off.
+            Indices of the encoder layers whose self-attention gets TMA. `None` (the default) means every layer; `[]`
+            switches TMA off.
+        tma_form (`str`, *optional*, defaults to `"key_bias"`):
+            How the focus map `m` enters the attention (see `TMTAttention`): `"key_bias"` adds `λ · m[key]` to the
+            logits; `"query_temperature"` scales each query by `exp(λ · m[query])`; `"output_gate"` scales each
+            head's output by `1 + λ · m[query]`; `"value_reweight"` weights each value by `1 + λ · m[key]` after the
+            softmax (TVT-style, not renormalised); `"output_film"` is the gate plus a learned per-head offset
+            `m[query] · β`.
         tma_init (`float`, *optional*, defaults to 0.0):
-            Initial value of every learnable `λ`. With 0 the model is exactly the underlying ViT.
+            Initial value of every learnable `λ[layer, head]`. With 0 every form is exactly the underlying ViT.
         tma_map_normalization (`str`, *optional*, defaults to `"none"`):
             How the focus map is rescaled per image after pooling to the patch grid: `"none"` keeps `m` as given;
             `"minmax"` stretches each image's map to span [0, 1]. Softmax ignores a constant added to every key, so
@@ -67,6 +75,7 @@ class TMTConfig(ViTConfig):
     sub_configs_defaults = {"acte_config": SubConfigSpec(config_class=ACTEConfig, optional=True)}
 
     tma_layers: list[int] | tuple[int, ...] | None = None
+    tma_form: str = "key_bias"
     tma_init: float | int = 0.0
     tma_map_normalization: str = "none"
     decode_layers: list[int] | tuple[int, ...] | None = None
@@ -80,6 +89,8 @@ class TMTConfig(ViTConfig):
             self.id2label = dict(enumerate(CITYSCAPES_CLASSES))
             self.label2id = {name: index for index, name in self.id2label.items()}
         super().__post_init__(**kwargs)
+        if self.tma_form not in TMA_FORMS:
+            raise ValueError(f"tma_form must be one of {TMA_FORMS}, got {self.tma_form!r}")
         if self.tma_map_normalization not in ("none", "minmax"):
             raise ValueError(f"tma_map_normalization must be 'none' or 'minmax', got {self.tma_map_normalization!r}")
         depth = self.num_hidden_layers

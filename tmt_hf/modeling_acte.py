@@ -237,16 +237,25 @@ class ACTELocalDiscriminator(nn.Module):
         for out_channels in config.encoder_channels:
             layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             in_channels = out_channels
-        layers += [nn.Conv2d(in_channels, config.discriminator_hidden_size, 1), nn.ReLU(inplace=True),
-                   nn.Conv2d(config.discriminator_hidden_size, 1, 1)]  # fmt: skip
-        self.layers = nn.Sequential(*layers)
+        self.local_features = nn.Sequential(*layers)
+        if config.class_conditional_discriminator:
+            in_channels += config.num_semantic_classes
+        self.classifier = nn.Sequential(
+            nn.Conv2d(in_channels, config.discriminator_hidden_size, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(config.discriminator_hidden_size, 1, 1),
+        )
         self.input_normalization = config.input_normalization
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, class_probabilities: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) images, and optionally (B, classes, h, w) class probabilities -> (B, 1, h, w) logits."""
         if self.input_normalization == "instance":
             mean = pixel_values.mean(dim=(2, 3), keepdim=True)
             pixel_values = (pixel_values - mean) / pixel_values.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-        return self.layers(pixel_values)
+        features = self.local_features(pixel_values)
+        if class_probabilities is not None:
+            features = torch.cat([features, class_probabilities], dim=1)
+        return self.classifier(features)
 
 
 def spread_to_positions(region_values: torch.Tensor, assignments: torch.Tensor, cell_size: int) -> torch.Tensor:
@@ -351,7 +360,10 @@ class ACTEModel(ACTEPreTrainedModel):
         assignments, region_features = self.clustering(features)
 
         if config.discriminator_input == "local":
-            position_logits = self.discriminator(pixel_values.to(self.dtype))
+            class_probabilities = None
+            if config.class_conditional_discriminator:  # what the semantic encoder sees there, as fixed context
+                class_probabilities = self.semantic_head(features.detach()).softmax(dim=1).detach()
+            position_logits = self.discriminator(pixel_values.to(self.dtype), class_probabilities)
             domain_logits = (
                 scatter_to_regions(assignments.unsqueeze(1) * position_logits.unsqueeze(2), cell)
                 / scatter_to_regions(assignments.unsqueeze(1), cell).clamp_min(1e-6)

@@ -1,8 +1,8 @@
-"""PyTorch TMT (Transferable Mask Transformer): a ViT whose self-attention is biased by a transferability focus map.
+"""PyTorch TMT (Transferable Mask Transformer): a ViT whose self-attention is modulated by a transferability focus map.
 
-TMA (Transferable Masked Attention) adds `λ[layer, head] · m[b, key]` to the attention logits of the layers in
-`config.tma_layers`, where `m` is the focus map pooled to the patch grid (the CLS key gets 0). With λ = 0 the model is
-exactly the underlying ViT.
+TMA (Transferable Masked Attention) feeds the focus map `m` (pooled to the patch grid; 0 for CLS) into the attention of
+the layers in `config.tma_layers`, in the form `config.tma_form` (see `TMTAttention`), scaled by a learnable
+`λ[layer, head]`. With λ = 0 every form is exactly the underlying ViT.
 """
 
 import math
@@ -15,6 +15,7 @@ from transformers import initialization as init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SemanticSegmenterOutput
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.vit.modeling_vit import (
     ViTAttention,
     ViTEmbeddings,
@@ -22,6 +23,7 @@ from transformers.models.vit.modeling_vit import (
     ViTModel,
     ViTPooler,
     ViTPreTrainedModel,
+    eager_attention_forward,
 )
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
@@ -84,22 +86,34 @@ class TMTModelOutput(BaseModelOutputWithPooling):
 
 class TMTAttention(ViTAttention):
     """
-    ViT self-attention with the TMA key bias. The bias `λ[head] · m[key]`, shaped (B, heads, 1, tokens), enters
-    through the 4-D additive `attention_mask`, which broadcasts over queries; eager and SDPA therefore agree.
+    ViT self-attention with TMA. With `f` the focus of each token and `λ` one learnable value per head, the forms
+    (`config.tma_form`) are:
 
-    Training on CPU with SDPA takes another, equal route: PyTorch's fused CPU kernels cannot differentiate an
-    `attn_mask`, and a mask that needs a gradient (λ is learned) sends SDPA to its O(tokens²) math path, about twice
-    as slow. There the bias is folded into one extra head dimension instead, `[q, λ/scale] · [k, m] · scale =
-    q·k·scale + λ·m`, which the fused kernel differentiates like any query and key.
+    - `"key_bias"`: `logits[i, j] += λ · f[j]`, an additive bias per key. It re-weights which keys every query reads
+      but cannot tell a token that *it* is shifted, and a map constant over an image cancels in the softmax.
+    - `"query_temperature"`: `q[i] *= exp(λ · f[i])`, a per-token temperature: shifted queries attend more sharply
+      (λ > 0) or more broadly (λ < 0).
+    - `"output_gate"`: `out[i] *= 1 + λ · f[i]`, a per-token gate on each head's output.
+    - `"value_reweight"`: `out[i] = Σ_j A[i, j] (1 + λ · f[j]) v[j]`, TVT-style multiplicative transferable attention
+      on the attention weights, without renormalisation, so that attending to shifted tokens changes the output.
+    - `"output_film"`: `out[i] = out[i] (1 + λ · f[i]) + f[i] · β`, the gate plus a learned offset `β` per head (a
+      head-dim vector, initialised to 0): FiLM conditioning of each head's output on the token's own focus.
+
+    The key bias enters eager and SDPA attention through the 4-D additive `attention_mask`. Training on CPU with SDPA
+    takes another, equal route: PyTorch's fused CPU kernels cannot differentiate an `attn_mask`, and a mask that needs
+    a gradient sends SDPA to its O(tokens²) math path, about twice as slow. There the bias is folded into one extra
+    head dimension instead, `[q, λ/scale] · [k, m] · scale = q·k·scale + λ·m`, which the fused kernel differentiates
+    like any query and key. The other forms need no mask at all.
     """
 
     def __init__(self, config: TMTConfig, layer_idx: int):
         super().__init__(config)
         self.layer_idx = layer_idx
+        self.tma_lambda = self.tma_offset = None
         if layer_idx in config.tma_layers:
             self.tma_lambda = nn.Parameter(torch.full((config.num_attention_heads,), float(config.tma_init)))
-        else:
-            self.tma_lambda = None
+            if config.tma_form == "output_film":
+                self.tma_offset = nn.Parameter(torch.zeros(config.num_attention_heads, self.head_dim))
 
     def forward(
         self,
@@ -110,18 +124,20 @@ class TMTAttention(ViTAttention):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""
         focus_tokens (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            Focus value of every key token (0 for CLS). `None` leaves the attention unbiased.
+            Focus value of every token (0 for CLS). `None` leaves the attention unmodulated.
         """
-        if focus_tokens is not None and self.tma_lambda is not None:
+        form = self.config.tma_form
+        active = focus_tokens is not None and self.tma_lambda is not None
+        if active:
             implementation = self.config._attn_implementation
             if implementation not in _BIAS_CAPABLE_ATTENTION:
                 raise ValueError(
-                    f"TMA adds a per-head additive bias to the attention logits, which attn_implementation="
-                    f"{implementation!r} cannot take. Load the model with attn_implementation='sdpa' or 'eager', "
-                    "or run without a transferability map."
+                    f"TMA modulates the attention with a per-token map, which attn_implementation={implementation!r} "
+                    "cannot take. Load the model with attn_implementation='sdpa' or 'eager', or run without a map."
                 )
+        if active and form == "key_bias":
             if (
-                implementation == "sdpa"
+                self.config._attn_implementation == "sdpa"
                 and attention_mask is None
                 and hidden_states.device.type == "cpu"
                 and torch.is_grad_enabled()
@@ -131,7 +147,37 @@ class TMTAttention(ViTAttention):
             lam = self.tma_lambda.to(focus_tokens.dtype)
             bias = lam[None, :, None, None] * focus_tokens[:, None, None, :]
             attention_mask = bias if attention_mask is None else attention_mask + bias
-        return super().forward(hidden_states, attention_mask, **kwargs)
+
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if active and form != "key_bias":
+            lam = self.tma_lambda.to(query.dtype)
+            focus = focus_tokens.to(query.dtype)
+            if form == "query_temperature":
+                query = query * torch.exp(lam[None, :, None, None] * focus[:, None, :, None])
+            elif form == "value_reweight":  # both sums in one attention call: values [v, f v]
+                value = torch.cat([value, focus[:, None, :, None] * value], dim=-1)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout, scaling=self.scaling, **kwargs,
+        )  # fmt: skip
+        # attn_output: (batch, tokens, heads, value dim)
+        if active and form == "value_reweight":
+            attn_output = (
+                attn_output[..., : self.head_dim] + lam[None, None, :, None] * attn_output[..., self.head_dim :]
+            )
+        elif active and form in ("output_gate", "output_film"):
+            attn_output = attn_output * (1 + lam[None, None, :, None] * focus[:, :, None, None])
+            if form == "output_film":
+                attn_output = attn_output + focus[:, :, None, None] * self.tma_offset.to(attn_output.dtype)
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output), attn_weights
 
     def forward_bias_in_head_dim(self, hidden_states: torch.Tensor, focus_tokens: torch.Tensor):
         """SDPA with the TMA bias carried by an extra query/key dimension (see the class docstring)."""
@@ -173,6 +219,8 @@ class TMTPreTrainedModel(ViTPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, TMTAttention) and module.tma_lambda is not None:
             init.constant_(module.tma_lambda, self.config.tma_init)
+            if module.tma_offset is not None:
+                init.zeros_(module.tma_offset)
 
 
 class TMTModel(TMTPreTrainedModel, ViTModel):

@@ -1,0 +1,89 @@
+"""Collect the results.json of several `train.py` runs into one small JSON and a markdown table.
+
+    python examples/summarise_runs.py outputs/exp/runs/c2n-* --output examples/results/clear2night_forms.json
+    python examples/summarise_runs.py --from_json examples/results/clear2night_forms.json   # rebuild the table
+
+Each row: the run's folder name, its source and target, the transfer settings that vary between ablations, and the
+target mIoU (and per-class IoU) of every method it trained. With `--restyled`, the mean IoU over the target domain's
+locally restyled classes and over the other classes is added.
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from tmt_hf.data import DOMAINS
+
+SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
+            "transfer_tma_init", "eval_split", "seed")  # fmt: skip
+METHODS = ("source", "finetune", "patch", "tmt", "oracle")
+
+
+def collect(folders):
+    rows = []
+    for folder in folders:
+        with open(os.path.join(folder, "results.json")) as f:
+            result = json.load(f)
+        args = result["args"]
+        row = {"run": os.path.basename(os.path.normpath(folder)), "source": args["source"], "target": args["target"],
+               **{key: args.get(key) for key in SETTINGS}, "methods": {}}  # fmt: skip
+        for method in METHODS:
+            if result.get(method) and "target_val" in result[method]:
+                metrics = result[method]["target_val"]
+                row["methods"][method] = {
+                    "mean_iou": metrics["mean_iou"],
+                    "per_category_iou": metrics["per_category_iou"],
+                }
+        rows.append(row)
+    return rows
+
+
+def split_iou(per_category_iou, target):
+    """Mean IoU over the target domain's restyled classes and over the other classes (classes present only)."""
+    restyled = set(DOMAINS[target.split("/", 1)[1]].restyled) if target.startswith("synthetic/") else set()
+    values = {i: v for i, v in enumerate(per_category_iou) if v is not None}
+    shifted = [v for i, v in values.items() if i in restyled]
+    others = [v for i, v in values.items() if i not in restyled]
+    return (float(np.mean(shifted)) if shifted else None), float(np.mean(others))
+
+
+def table(rows):
+    lines = ["| run | target | form | steps | labelled | method | mIoU | restyled classes | other classes |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        labelled = (
+            f"{row['target_train_fraction']:.0%}" if row["target_train_fraction"] else row["target_train_samples"]
+        )
+        for method, metrics in row["methods"].items():
+            if method == "source" and len(row["methods"]) > 1:
+                continue
+            shifted, others = split_iou(metrics["per_category_iou"], row["target"])
+            form = row["tma_form"] if method in ("tmt", "patch", "oracle") else "—"
+            lines.append(f"| {row['run']} | {row['target']} | {form} | {row['transfer_steps']} | {labelled} | {method} "
+                         f"| {100 * metrics['mean_iou']:.2f} | {'—' if shifted is None else f'{100 * shifted:.2f}'} "
+                         f"| {100 * others:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="*", help="train.py output folders")
+    parser.add_argument("--from_json", default=None, help="rebuild the table from a JSON written by this script")
+    parser.add_argument("--output", default=None, help="write the collected rows here")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            rows = json.load(f)
+    else:
+        rows = collect(args.folders)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(rows, f, indent=1)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
