@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from tmt_hf import ACTEConfig, ACTEModel
 from tmt_hf.data import SegmentationTransform, load_domain
+from tmt_hf.metrics import shift_auroc
 
 
 def batches(dataset, transform, batch_size, columns=("image", "label")):
@@ -45,18 +46,6 @@ def achievable_segmentation_accuracy(
     return int(counts.max(dim=1).values.sum()), int(valid.sum())
 
 
-def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve by the rank statistic (ties get their average rank)."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    boundaries = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1, len(scores)]
-    for low, high in zip(boundaries[:-1], boundaries[1:]):
-        ranks[order[low:high]] = (low + high + 1) / 2
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 # Read-time scoring formulas compared on one trained ACTE (ACTEConfig fields; see its docstring).
 SCORING_VARIANTS = {
     "default": {},
@@ -75,6 +64,7 @@ def train_acte(args, target_name, size):
     config = ACTEConfig(cell_size=args.cell_size, num_iterations=args.iterations, kappa=args.kappa,
                         encoder_channels=args.encoder_channels, focus_alpha=args.alpha,
                         input_normalization=args.input_normalization,
+                        discriminator_input_normalization=args.discriminator_input_normalization,
                         center_region_features=args.center_region_features,
                         detach_discriminator_input=args.detach_discriminator_input,
                         discriminator_input=args.discriminator_input,
@@ -100,12 +90,6 @@ def train_acte(args, target_name, size):
                 f"step {step}: domain {out.domain_loss.item():.3f} semantic {out.semantic_loss.item():.3f}", flush=True
             )
     return acte.eval()
-
-
-def per_image_auroc(scores: list[np.ndarray], masks: list[np.ndarray]) -> float | None:
-    """Mean AUROC over the images that have both shifted and unshifted pixels."""
-    values = [auroc(s, m) for s, m in zip(scores, masks) if 0 < m.mean() < 1]
-    return float(np.mean(values)) if values else None
 
 
 @torch.no_grad()
@@ -148,13 +132,12 @@ def measure(acte, source_name, target_name, args, size):
     pooled_masks = np.concatenate(masks)
     shift = {
         variant: {
-            f"{key} {kind}": round(value, 4) if value is not None else None
+            f"{key} {kind}": None if value is None else round(value, 4)
             for key, scores in entries.items()
-            for kind, value in (("pooled", auroc(np.concatenate(scores), pooled_masks)),
-                                ("per_image", per_image_auroc(scores, masks)))
+            for kind, value in shift_auroc(scores, masks).items()
         }
         for variant, entries in maps.items()
-    }  # fmt: skip
+    }
     return {
         "source": source_name, "target": target_name, "eval_split": args.eval_split,
         "asa_acte": asa["acte"][0] / asa["acte"][1], "asa_equal_grid": asa["grid"][0] / asa["grid"][1],
@@ -184,7 +167,8 @@ def main(argv=None):
     parser.add_argument("--kappa", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--encoder_channels", type=int, nargs="+", default=[32, 64, 96])
-    parser.add_argument("--input_normalization", choices=["instance", "none"], default="instance")
+    parser.add_argument("--input_normalization", choices=["instance", "image", "none"], default="instance")
+    parser.add_argument("--discriminator_input_normalization", choices=["instance", "image", "none"], default="image")
     parser.add_argument(
         "--appearance_jitter",
         action=argparse.BooleanOptionalAction,
@@ -209,6 +193,7 @@ def main(argv=None):
         result = measure(acte, args.source, target, args, size)
         result["config"] = {k: getattr(acte.config, k) for k in (
             "cell_size", "num_iterations", "kappa", "focus_alpha", "encoder_channels", "input_normalization",
+            "discriminator_input_normalization",
             "discriminator_input", "class_conditional_discriminator", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
             "focus_mixing")}  # fmt: skip
         result["wall_time_s"] = round(time.time() - started, 1)

@@ -29,6 +29,7 @@ import time
 import datasets
 import psutil
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Sampler
@@ -38,7 +39,7 @@ import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
 from tmt_hf.data import DOMAINS, SegmentationTransform, collate, load_domain
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
-from tmt_hf.metrics import MeanIoU
+from tmt_hf.metrics import MeanIoU, shift_auroc
 
 STAGES = ("source", "acte", "tmt", "finetune", "patch", "oracle")
 
@@ -111,7 +112,7 @@ def parse_args(argv=None):
         help="how the focus map enters the attention (see TMTConfig.tma_form); in the transfer stage, overrides the "
         "source model's",
     )
-    parser.add_argument("--tma_lr_scale", type=float, default=10.0, help="learning-rate multiplier of λ")
+    parser.add_argument("--tma_lr_scale", type=float, default=100.0, help="learning-rate multiplier of λ")
     parser.add_argument(
         "--transfer_tma_init",
         type=float,
@@ -321,9 +322,10 @@ def domain_split(name, split, num_samples, args, with_labels=True):
     return dataset.add_column("sample_index", list(range(len(dataset))))
 
 
-def train_loader(dataset, args, seed):
+def train_loader(dataset, args, seed, appearance_jitter=False):
     transform = SegmentationTransform(train=True, size=tuple(args.image_size), crop_size=tuple(args.crop_size),
-                                      scale_range=tuple(args.scale_range), seed=seed)  # fmt: skip
+                                      scale_range=tuple(args.scale_range), seed=seed,
+                                      appearance_jitter=appearance_jitter)  # fmt: skip
     dataset.set_transform(transform)
     sampler = EpochShuffleSampler(len(dataset), seed)
     # A private generator: creating an iterator each epoch must not draw from the global RNG, which Accelerate
@@ -356,8 +358,11 @@ def evaluate(model, loader, accelerator, num_labels, focus_fn=None):
 
 
 @torch.no_grad()
-def evaluate_acte(model, loader, accelerator):
-    """Held-out discriminator accuracy of ACTE (region-level, both domains)."""
+def evaluate_acte(model, loader, accelerator, shift_loader=None):
+    """
+    Held-out discriminator accuracy of ACTE (region-level, both domains) and, given `shift_loader` (held-out target
+    images whose labels are the generator's shift masks, 255 = shifted), the AUROC of the focus map against them.
+    """
     model.eval()
     correct = total = 0
     for batch in loader:
@@ -365,8 +370,19 @@ def evaluate_acte(model, loader, accelerator):
         hits = ((logits > 0).long() == batch["domain_labels"][:, None, None]).float().mean(dim=(1, 2))
         hits = accelerator.gather_for_metrics(hits)
         correct, total = correct + hits.sum().item(), total + hits.numel()
+    result = {"discriminator_accuracy": correct / max(total, 1)}
+    if shift_loader is not None:
+        maps, masks = [], []
+        for batch in shift_loader:
+            focus = model(pixel_values=batch["pixel_values"]).focus_map
+            focus = F.interpolate(focus[:, None], size=batch["labels"].shape[-2:], mode="bilinear")[:, 0]
+            focus, shifted = accelerator.gather_for_metrics((focus, batch["labels"] == 255))
+            maps += list(focus.cpu().numpy())
+            masks += list(shifted.cpu().numpy())
+        auroc = shift_auroc(maps, masks)
+        result |= {"focus_shift_auroc": auroc["pooled"], "focus_shift_auroc_per_image": auroc["per_image"]}
     model.train()
-    return {"discriminator_accuracy": correct / max(total, 1)}
+    return result
 
 
 def latest_checkpoint(stage_checkpoints: str) -> str | None:
@@ -633,7 +649,8 @@ def main(argv=None):
             target_part.add_column("domain_labels", [1] * len(target_part)),
         ]).remove_columns("sample_index")  # fmt: skip
         mixed = mixed.add_column("sample_index", list(range(len(mixed))))
-        loader, sampler, transform = train_loader(mixed, args, args.seed + 1)
+        # Random global appearance on both domains, so that the discriminator has to find local shifts.
+        loader, sampler, transform = train_loader(mixed, args, args.seed + 1, appearance_jitter=True)
         acte = ACTEModel(ACTEConfig(cell_size=args.acte_cell_size, encoder_channels=args.acte_encoder_channels,
                                     focus_alpha=args.acte_focus_alpha, num_semantic_classes=num_labels))  # fmt: skip
         optimizer = torch.optim.AdamW(acte.parameters(), lr=args.acte_learning_rate, weight_decay=args.weight_decay)
@@ -655,9 +672,16 @@ def main(argv=None):
             [part.add_column("domain_labels", [domain] * len(part)) for domain, part in enumerate(held_out_parts)]
         )
         held_out_loader = accelerator.prepare(eval_loader(held_out, args))
+        shift_loader = None
+        if args.target.startswith("synthetic/"):  # the generator's shift masks as labels: 255 where it restyled
+            with accelerator.main_process_first():
+                shifted = load_domain(args.target, args.eval_split, num_samples=args.num_eval,
+                                      synthetic_size=tuple(args.image_size))  # fmt: skip
+            shifted = shifted.select_columns(["image", "shift_mask"]).rename_column("shift_mask", "label")
+            shift_loader = accelerator.prepare(eval_loader(shifted, args))
         acte, history = run_training("acte", acte, loader, sampler, transform, acte_loss, optimizer, args.acte_steps,
                                      args, accelerator, lambda m: evaluate_acte(m, held_out_loader, accelerator))  # fmt: skip
-        acte_metrics = evaluate_acte(acte, held_out_loader, accelerator)
+        acte_metrics = evaluate_acte(acte, held_out_loader, accelerator, shift_loader)
         results["acte"] = {**acte_metrics, "history": history}
         results["acte"]["training"] = {
             "source images": len(source_part),
@@ -665,7 +689,11 @@ def main(argv=None):
         }
         save_stage(acte, dirs["acte"], processor, accelerator, results["acte"])
         acte_dir = dirs["acte"]
-        accelerator.print(f"[acte] held-out discriminator accuracy {acte_metrics['discriminator_accuracy']:.4f}")
+        shift = ""
+        if "focus_shift_auroc" in acte_metrics:
+            shift = (f", focus-map AUROC against the shift mask {acte_metrics['focus_shift_auroc']:.3f} (pooled), "
+                     f"{acte_metrics['focus_shift_auroc_per_image']:.3f} (per image)")  # fmt: skip
+        accelerator.print(f"[acte] held-out discriminator accuracy {acte_metrics['discriminator_accuracy']:.4f}{shift}")
     elif args.stage in ("all", "acte"):
         results["acte"] = finished(dirs["acte"])
 

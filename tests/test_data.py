@@ -15,7 +15,7 @@ from tmt_hf.data import (
     registry,
     scene_seed,
 )
-from tmt_hf.metrics import MeanIoU
+from tmt_hf.metrics import MeanIoU, binary_auroc, shift_auroc
 
 
 def brute_force_iou(pred, ref, num_labels, ignore_index=255):
@@ -260,3 +260,17 @@ def test_bad_samples_can_be_skipped(tmp_path, caplog):
     np.testing.assert_array_equal(np.asarray(dataset[1]["label"]), CITYSCAPES_ID_TO_TRAIN_ID[raw_labels[2]])
     with pytest.raises(ValueError, match=r"1\.png"):
         load_domain(str(tmp_path), label_mapping=CITYSCAPES_ID_TO_TRAIN_ID)
+
+
+def test_auroc_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 300).astype(float)  # many ties
+    positives = rng.random(300) < 0.3
+    pairs = scores[positives][:, None] - scores[~positives][None, :]
+    expected = ((pairs > 0) + 0.5 * (pairs == 0)).mean()
+    assert binary_auroc(scores, positives) == pytest.approx(expected)
+    assert binary_auroc(scores, np.zeros(300, bool)) is None
+    maps, masks = [scores[:150], scores[150:]], [positives[:150], positives[150:]]
+    result = shift_auroc(maps, masks)
+    assert result["pooled"] == pytest.approx(expected)
+    assert result["per_image"] == pytest.approx((binary_auroc(maps[0], masks[0]) + binary_auroc(maps[1], masks[1])) / 2)

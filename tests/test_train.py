@@ -58,6 +58,7 @@ def test_all_stages_produce_reloadable_models(trained, tmp_path):
     for method in ("tmt", "finetune"):
         assert 0.0 <= results[method]["target_val"]["mean_iou"] <= 1.0
     assert 0.0 <= results["acte"]["discriminator_accuracy"] <= 1.0
+    assert 0.0 <= results["acte"]["focus_shift_auroc"] <= 1.0  # the generated target's shift masks are known
     config = json.loads((output / "tmt" / "config.json").read_text())
     assert config["acte_config"]["model_type"] == "acte"  # the TMT checkpoint carries its ACTE
     assert any(k.startswith("acte.") for k in load_file(output / "tmt" / "model.safetensors"))
@@ -91,11 +92,13 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
     assert scene["shift_mask"].any() and np.array_equal(focus.bool().numpy(), scene["shift_mask"])
 
     output, _ = trained
-    launch(["--stage", "transfer", "--method", "oracle", "--source_model", str(output / "source"), "--output_dir",
-            str(tmp_path / "oracle"), *TINY])  # fmt: skip
+    launch(["--stage", "transfer", "--method", "oracle", "--tma_form", "output_film", "--source_model",
+            str(output / "source"), "--output_dir", str(tmp_path / "oracle"), *TINY])  # fmt: skip
     results = json.loads((tmp_path / "oracle" / "results.json").read_text())
     assert 0.0 <= results["oracle"]["target_val"]["mean_iou"] <= 1.0
     assert min(results["oracle"]["mean_abs_lambda"]) > 0  # λ starts at 0 and learns from the oracle map
+    config = json.loads((tmp_path / "oracle" / "oracle" / "config.json").read_text())
+    assert config["tma_form"] == "output_film"
 
 
 def test_too_few_images_for_one_batch_fail_clearly(trained, tmp_path):
@@ -270,7 +273,7 @@ def test_stock_vit_initialisation(tmp_path):
         (["--push_to_hub", "--hub_model_id", "o/t"], "--hub_acte_model_id"),
         (["--target_train_samples", "3", "--target_train_fraction", "0.5"], "not both"),
         (["--target_train_fraction", "1.5"], "must lie in"),
-        (["--method", "oracle"], "--method oracle needs --stage transfer"),
+        (["--method", "oracle", "--target", "bdd100k"], "--method oracle needs a generated target"),
         (["--acte_overrides", "kapa=5"], "not ACTEConfig fields"),
         (["--acte_overrides", "kappa"], "KEY=VALUE"),
     ],

@@ -28,9 +28,14 @@ class ACTEConfig(PreTrainedConfig):
         kappa (`float`, *optional*, defaults to 10.0):
             The paper's `κ`: sharpness of the cosine similarity `exp(κ · cos)`.
         input_normalization (`str`, *optional*, defaults to `"instance"`):
-            `"instance"` standardises every image channel by its own mean and standard deviation before the encoder,
-            which removes global illumination and colour-cast differences between domains, so that the
-            discriminator scores local appearance; `"none"` feeds the pixels as they are.
+            Per-image standardisation before the clustering encoder: `"instance"` standardises every channel by its
+            own mean and standard deviation, which removes global illumination and colour-cast differences between
+            domains; `"image"` standardises all channels jointly (removes brightness and contrast, keeps colour);
+            `"none"` feeds the pixels as they are.
+        discriminator_input_normalization (`str`, *optional*, defaults to `"image"`):
+            The same choice for the local discriminator's input (`discriminator_input="local"`). `"image"` keeps
+            the colour of each local patch (orange leaves against green ones) while removing brightness and contrast
+            (night, fog); per-channel standardisation would erase that colour difference.
         discriminator_hidden_size (`int`, *optional*, defaults to 128):
             Width of the domain discriminator MLP on region features.
         discriminator_input (`str`, *optional*, defaults to `"local"`):
@@ -86,6 +91,7 @@ class ACTEConfig(PreTrainedConfig):
     num_iterations: int = 5
     kappa: float | int = 10.0
     input_normalization: str = "instance"
+    discriminator_input_normalization: str = "image"
     discriminator_hidden_size: int = 128
     discriminator_input: str = "local"
     class_conditional_discriminator: bool = False
@@ -108,8 +114,9 @@ class ACTEConfig(PreTrainedConfig):
             raise ValueError(
                 f"cell_size must be >= 1 and num_iterations >= 0, got {self.cell_size}, {self.num_iterations}"
             )
-        if self.input_normalization not in ("instance", "none"):
-            raise ValueError(f"input_normalization must be 'instance' or 'none', got {self.input_normalization!r}")
+        for name in ("input_normalization", "discriminator_input_normalization"):
+            if getattr(self, name) not in ("instance", "image", "none"):
+                raise ValueError(f"{name} must be 'instance', 'image' or 'none', got {getattr(self, name)!r}")
         if self.transferability_score not in ("density_ratio", "entropy"):
             raise ValueError(
                 f"transferability_score must be 'density_ratio' or 'entropy', got {self.transferability_score!r}"

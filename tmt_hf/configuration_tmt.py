@@ -35,7 +35,7 @@ class TMTConfig(ViTConfig):
         tma_layers (`list[int]`, *optional*):
             Indices of the encoder layers whose self-attention gets TMA. `None` (the default) means every layer; `[]`
             switches TMA off.
-        tma_form (`str`, *optional*, defaults to `"key_bias"`):
+        tma_form (`str`, *optional*, defaults to `"output_gate"`):
             How the focus map `m` enters the attention (see `TMTAttention`): `"key_bias"` adds `λ · m[key]` to the
             logits; `"query_temperature"` scales each query by `exp(λ · m[query])`; `"output_gate"` scales each
             head's output by `1 + λ · m[query]`; `"value_reweight"` weights each value by `1 + λ · m[key]` after the
@@ -75,7 +75,7 @@ class TMTConfig(ViTConfig):
     sub_configs_defaults = {"acte_config": SubConfigSpec(config_class=ACTEConfig, optional=True)}
 
     tma_layers: list[int] | tuple[int, ...] | None = None
-    tma_form: str = "key_bias"
+    tma_form: str = "output_gate"
     tma_init: float | int = 0.0
     tma_map_normalization: str = "none"
     decode_layers: list[int] | tuple[int, ...] | None = None

@@ -1,4 +1,4 @@
-"""Streaming mean IoU on a confusion matrix, with the result keys of `evaluate`'s `mean_iou`."""
+"""Streaming mean IoU on a confusion matrix, with the result keys of `evaluate`'s `mean_iou`; AUROC of a score map."""
 
 import numpy as np
 import torch
@@ -57,3 +57,29 @@ class MeanIoU:
             "per_category_iou": iou,
             "per_category_accuracy": accuracy,
         }
+
+
+def binary_auroc(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    """
+    Area under the ROC curve of `scores` for the boolean `positives`, by the rank statistic (ties get their average
+    rank); `None` when either class is absent.
+    """
+    scores, positives = np.asarray(scores).ravel(), np.asarray(positives, dtype=bool).ravel()
+    n_pos = int(positives.sum())
+    n_neg = positives.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    boundaries = np.r_[0, np.flatnonzero(np.diff(scores[order])) + 1, len(scores)]
+    for low, high in zip(boundaries[:-1], boundaries[1:]):
+        ranks[order[low:high]] = (low + high + 1) / 2
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def shift_auroc(score_maps, shift_masks) -> dict:
+    """AUROC of per-image score maps against boolean shift masks: pooled over all pixels, and the per-image mean."""
+    scores, masks = [np.asarray(s).ravel() for s in score_maps], [np.asarray(m, dtype=bool).ravel() for m in shift_masks]
+    per_image = [value for value in map(binary_auroc, scores, masks) if value is not None]
+    return {"pooled": binary_auroc(np.concatenate(scores), np.concatenate(masks)),
+            "per_image": float(np.mean(per_image)) if per_image else None}  # fmt: skip

@@ -71,6 +71,15 @@ class ACTEOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+def normalize_input(pixel_values: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-image standardisation: `"instance"` per channel, `"image"` jointly over channels, `"none"` not at all."""
+    if mode == "none":
+        return pixel_values
+    dims = (2, 3) if mode == "instance" else (1, 2, 3)
+    mean = pixel_values.mean(dim=dims, keepdim=True)
+    return (pixel_values - mean) / pixel_values.std(dim=dims, keepdim=True).clamp_min(1e-3)
+
+
 class ACTEConvEncoder(nn.Module):
     """Small convolutional encoder: one stride-2 conv-BN-ReLU block pair per stage, then a 1x1 projection to χ."""
 
@@ -95,11 +104,7 @@ class ACTEConvEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Returns χ (B, feature_dim, h, w) and every stage's output."""
-        hidden_states = pixel_values
-        if self.input_normalization == "instance":
-            mean = hidden_states.mean(dim=(2, 3), keepdim=True)
-            std = hidden_states.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-            hidden_states = (hidden_states - mean) / std
+        hidden_states = normalize_input(pixel_values, self.input_normalization)
         stage_outputs = []
         for stage in self.stages:
             hidden_states = stage(hidden_states)
@@ -245,14 +250,11 @@ class ACTELocalDiscriminator(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(config.discriminator_hidden_size, 1, 1),
         )
-        self.input_normalization = config.input_normalization
+        self.input_normalization = config.discriminator_input_normalization
 
     def forward(self, pixel_values: torch.Tensor, class_probabilities: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) images, and optionally (B, classes, h, w) class probabilities -> (B, 1, h, w) logits."""
-        if self.input_normalization == "instance":
-            mean = pixel_values.mean(dim=(2, 3), keepdim=True)
-            pixel_values = (pixel_values - mean) / pixel_values.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
-        features = self.local_features(pixel_values)
+        features = self.local_features(normalize_input(pixel_values, self.input_normalization))
         if class_probabilities is not None:
             features = torch.cat([features, class_probabilities], dim=1)
         return self.classifier(features)
