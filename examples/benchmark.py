@@ -1,13 +1,16 @@
 """Does TMT beat vanilla fine-tuning? The paper's protocol over source -> target pairs and seeds, side by side.
 
-For every pair and seed: a source model (trained once per source domain and seed), ACTE on the pair, then the same
-fine-tuning budget on the same labelled target images for `finetune` (TMA off), `patch` (TMA fed ACTE's discriminator
-on an equal-sized patch grid) and `tmt` (TMA fed ACTE's adaptive regions). Writes OUTPUT_DIR/benchmark.json (every
-run's per-class IoU), OUTPUT_DIR/benchmark.md (mean ± std per pair and the average over pairs) and
-OUTPUT_DIR/gains.png.
+For every pair and seed: a source model (trained once per source domain and seed), ACTE on the pair (when a method
+needs it), then the same fine-tuning budget on the same labelled target images for `finetune` (TMA off) and every
+method of `--methods`: `tmt` (TMA fed ACTE's map), `patch` (ACTE's discriminator on an equal-sized patch grid) and
+`oracle` (TMA fed the generator's ground-truth shift mask). Writes OUTPUT_DIR/benchmark.json (every run's per-class
+IoU; finished runs are kept when the script is run again), OUTPUT_DIR/benchmark.md and summary.json (mIoU per pair,
+every method's gain over finetune with a paired bootstrap 95% interval over the (pair, seed) runs, and finetune's
+seed-to-seed noise) and OUTPUT_DIR/gains.png.
 
     python examples/benchmark.py                  # all 20 ordered pairs of the 5 generated domains, 3 seeds
-    python examples/benchmark.py --quick          # 4 pairs x 2 seeds (47 minutes on 2 CPU cores shared with other work)
+    python examples/benchmark.py --quick          # 4 pairs x 2 seeds
+    python examples/benchmark.py --pairs synthetic/clear:synthetic/night --methods oracle tmt -- --transfer_steps 1800
     python examples/benchmark.py --pairs cityscapes:bdd100k --seeds 1 -- --preset base --image_size 512 1024
     python examples/benchmark.py --workers 12     # (source, seed) groups in parallel, e.g. on a GPU with many cores
 

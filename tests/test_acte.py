@@ -218,3 +218,18 @@ def test_visualisation_figures(tmp_path):
     coloured = np.asarray(colorize(np.array([[0, 13], [255, 10]])))
     assert coloured[0, 0].tolist() == [128, 64, 128] and coloured[0, 1].tolist() == [0, 0, 142]
     assert coloured[1, 0].tolist() == [0, 0, 0]
+
+
+def test_source_like_regions_score_as_transferable():
+    """t = min(1, (1 - p) / p): a region that confidently looks like source transfers (t = 1), unlike with H(p)."""
+    logits = torch.tensor([[[-6.0, 0.0, 2.0, 6.0]]])  # source-like, undecided, target-like, very target-like
+    model = ACTEModel(tiny_acte_config(relative_scoring=False))
+    t = model.transferability(logits)[0, 0]
+    assert torch.allclose(t[:2], torch.ones(2)) and t[2] == pytest.approx(float(torch.exp(torch.tensor(-2.0))))
+    assert t[3] < 0.01
+    model.config.transferability_score = "entropy"
+    entropy = model.transferability(logits)[0, 0]
+    assert entropy[0] < 0.05 and entropy[1] == pytest.approx(1.0)  # v0.1: source-like scored like target-like
+    # Relative scoring: an image-wide offset of every logit moves no region's score.
+    relative = ACTEModel(tiny_acte_config())
+    assert torch.allclose(relative.transferability(logits), relative.transferability(logits + 3.0))

@@ -62,7 +62,9 @@ def test_nonzero_lambda_changes_output_and_backends_agree():
 def test_training_route_gradients_match_eager():
     """Training on CPU, SDPA carries the bias in an extra head dimension; values and gradients equal eager's mask."""
     pixels, focus = torch.randn(2, 3, 64, 96), torch.rand(2, 16, 24)
-    config = tiny_tmt_config(tma_form="key_bias", tma_init=0.7, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = tiny_tmt_config(
+        tma_form="key_bias", tma_init=0.7, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     outputs, grads = {}, {}
     for implementation in ("sdpa", "eager"):
         torch.manual_seed(0)

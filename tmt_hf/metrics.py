@@ -79,7 +79,10 @@ def binary_auroc(scores: np.ndarray, positives: np.ndarray) -> float | None:
 
 def shift_auroc(score_maps, shift_masks) -> dict:
     """AUROC of per-image score maps against boolean shift masks: pooled over all pixels, and the per-image mean."""
-    scores, masks = [np.asarray(s).ravel() for s in score_maps], [np.asarray(m, dtype=bool).ravel() for m in shift_masks]
+    scores, masks = (
+        [np.asarray(s).ravel() for s in score_maps],
+        [np.asarray(m, dtype=bool).ravel() for m in shift_masks],
+    )
     per_image = [value for value in map(binary_auroc, scores, masks) if value is not None]
     return {"pooled": binary_auroc(np.concatenate(scores), np.concatenate(masks)),
             "per_image": float(np.mean(per_image)) if per_image else None}  # fmt: skip

@@ -42,7 +42,7 @@ register_checkpoint_conversion_mapping("TMTModel", get_checkpoint_conversion_map
 # the pipeline accept it, also when the class comes from a Hub repo under trust_remote_code.
 MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault("tmt", "TMTForSemanticSegmentation")
 
-_BIAS_CAPABLE_ATTENTION = ("eager", "sdpa")
+_MAP_CAPABLE_ATTENTION = ("eager", "sdpa")
 # Whichever TMT class is saved, a directory loads as the base model and as the segmenter.
 _TMT_AUTO_MAP = {
     "AutoModel": "modeling_tmt.TMTModel",
@@ -130,7 +130,7 @@ class TMTAttention(ViTAttention):
         active = focus_tokens is not None and self.tma_lambda is not None
         if active:
             implementation = self.config._attn_implementation
-            if implementation not in _BIAS_CAPABLE_ATTENTION:
+            if implementation not in _MAP_CAPABLE_ATTENTION:
                 raise ValueError(
                     f"TMA modulates the attention with a per-token map, which attn_implementation={implementation!r} "
                     "cannot take. Load the model with attn_implementation='sdpa' or 'eager', or run without a map."
@@ -204,7 +204,7 @@ class TMTPreTrainedModel(ViTPreTrainedModel):
     config: TMTConfig
     config_class = TMTConfig
     base_model_prefix = "vit"
-    # TMA's bias needs eager or SDPA attention (see TMTAttention); flash and flex attention are refused at load time.
+    # TMA's per-token map needs eager or SDPA attention (see TMTAttention); flash and flex are refused at load time.
     _supports_flash_attn = False
     _supports_flex_attn = False
     _can_record_outputs = {"hidden_states": ViTLayer, "attentions": TMTAttention}
@@ -439,7 +439,12 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
             Ground-truth class indices at the input resolution; `config.semantic_loss_ignore_index` is ignored.
         transferability_map (`torch.FloatTensor` of shape `(batch_size, h, w)`, *optional*):
             Focus map in [0, 1] at any resolution. When `None` and the model carries an ACTE, ACTE computes it;
-            when `None` without an ACTE, the attention is unbiased (vanilla ViT).
+            when `None` without an ACTE, the attention is unmodulated (vanilla ViT).
+        output_attentions (`bool`, *optional*):
+            Return every layer's attention weights (eager attention). Defaults to `config.output_attentions`.
+        output_hidden_states (`bool` or `list[int]`, *optional*):
+            `True` returns every hidden state (embeddings first); a list of indices returns those only (the others
+            are `None`). Defaults to `config.output_hidden_states`.
         """
         check_pixel_values(pixel_values, self.config.num_channels)
         batch_size, _, height, width = pixel_values.shape
