@@ -9,12 +9,14 @@
 
     python examples/benchmark_acte.py                                   # clear -> night, fog, rain, autumn
     python examples/benchmark_acte.py --acte outputs/tmt-clear2night/acte --targets synthetic/night
+    python examples/benchmark_acte.py --report examples/results/acte/*.json      # the README table from saved JSON
 
 Selection uses `--eval_split validation` (the default); report with `--eval_split test`.
 """
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -148,8 +150,23 @@ def measure(acte, source_name, target_name, args, size):
     }  # fmt: skip
 
 
+def report(paths) -> str:
+    """Markdown: the focus-map AUROC (pooled / per image) of the default scoring, per file and target domain."""
+    lines = ["| results file | split | target | focus AUROC pooled | focus AUROC per image | discriminator accuracy |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for path in paths:
+        with open(path) as f:
+            for result in json.load(f):
+                auroc = result["shift_auroc"]["default"]
+                lines.append(f"| {os.path.basename(path)} | {result['eval_split']} | {result['target']} | "
+                             f"{auroc['focus pooled']:.3f} | {auroc['focus per_image']:.3f} | "
+                             f"{result['discriminator_accuracy']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", nargs="+", default=None, help="only print the table of these result files")
     parser.add_argument("--source", default="synthetic/clear")
     parser.add_argument("--targets", nargs="+", default=[f"synthetic/{d}" for d in ("night", "fog", "rain", "autumn")])
     parser.add_argument(
@@ -182,6 +199,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return None
     if args.acte and len(args.targets) != 1:
         parser.error("--acte measures one trained ACTE: give exactly one --targets")
     size = tuple(args.image_size)

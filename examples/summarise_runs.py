@@ -50,8 +50,8 @@ def split_iou(per_category_iou, target):
 
 
 def table(rows):
-    lines = ["| run | target | form | steps | labelled | method | mIoU | restyled classes | other classes |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| run | target | method | form | λ lr × | steps | labelled | mIoU | restyled classes | other classes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
         labelled = (
             f"{row['target_train_fraction']:.0%}" if row["target_train_fraction"] else row["target_train_samples"]
@@ -60,10 +60,12 @@ def table(rows):
             if method == "source" and len(row["methods"]) > 1:
                 continue
             shifted, others = split_iou(metrics["per_category_iou"], row["target"])
-            form = row["tma_form"] if method in ("tmt", "patch", "oracle") else "—"
-            lines.append(f"| {row['run']} | {row['target']} | {form} | {row['transfer_steps']} | {labelled} | {method} "
-                         f"| {100 * metrics['mean_iou']:.2f} | {'—' if shifted is None else f'{100 * shifted:.2f}'} "
-                         f"| {100 * others:.2f} |")  # fmt: skip
+            with_map = method in ("tmt", "patch", "oracle")
+            form = (row["tma_form"] or "source model's") if with_map else "—"
+            scale = row["tma_lr_scale"] if with_map else "—"
+            lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {row['transfer_steps']} "
+                         f"| {labelled} | {100 * metrics['mean_iou']:.2f} "
+                         f"| {'—' if shifted is None else f'{100 * shifted:.2f}'} | {100 * others:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 
