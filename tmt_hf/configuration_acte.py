@@ -123,8 +123,13 @@ class ACTEConfig(PreTrainedConfig):
             )
         if self.discriminator_input not in ("local", "regions"):
             raise ValueError(f"discriminator_input must be 'local' or 'regions', got {self.discriminator_input!r}")
-        if self.class_conditional_discriminator and self.num_semantic_classes < 1:
-            raise ValueError("class_conditional_discriminator needs the semantic head (num_semantic_classes > 0)")
+        if self.class_conditional_discriminator and (
+            self.num_semantic_classes < 1 or self.discriminator_input != "local"
+        ):
+            raise ValueError(
+                "class_conditional_discriminator needs discriminator_input='local' and the semantic head "
+                "(num_semantic_classes > 0)"
+            )
         if self.focus_mixing not in ("gated", "sum"):
             raise ValueError(f"focus_mixing must be 'gated' or 'sum', got {self.focus_mixing!r}")
         if not 0.0 <= self.focus_alpha <= 1.0:

@@ -232,7 +232,7 @@ class ACTEClustering(nn.Module):
 class ACTELocalDiscriminator(nn.Module):
     """
     Domain logits per feature position from a small receptive field: one stride-2 3x3 conv per encoder stage (15
-    pixels wide for three stages) on the instance-normalised image, then a 1x1 MLP. It sees local colour and texture
+    pixels wide for three stages) on the image standardised by `discriminator_input_normalization`, then a 1x1 MLP. It sees local colour and texture
     only, not layout, object scale or class frequencies, so it cannot separate the domains by image-wide cues.
     """
 
