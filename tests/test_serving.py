@@ -92,3 +92,4 @@ def test_cli_predict_maps_estimate(model_dirs, tmp_path):
     assert "road" in report and "sky" in report
     for row in report.values():
         assert 0 <= row["mean_transferability"] <= 1 and 0 <= row["low_transferability_fraction"] <= 1
+        assert 0 <= row["mean_absolute_transferability"] <= 1
