@@ -51,8 +51,8 @@ class ACTEConfig(PreTrainedConfig):
             With `discriminator_input="regions"`: feed the discriminator `f(r) - mean_r f(r)`, each region relative
             to its image, so that a domain-wide signature does not make every region look equally shifted.
         detach_discriminator_input (`bool`, *optional*, defaults to `True`):
-            With `discriminator_input="regions"`: train the discriminator on region features it cannot shape: its gradient does not reach the encoder, which
-            learns from the semantic loss only. The encoder then has no incentive to find image-wide domain cues
+            With `discriminator_input="regions"`: train the discriminator on region features it cannot shape: its
+            gradient does not reach the encoder, which learns from the semantic loss only. The encoder then has no incentive to find image-wide domain cues
             (noise, layout), and the discriminator can only separate regions whose *semantic* features look new.
         transferability_score (`str`, *optional*, defaults to `"density_ratio"`):
             How a region's discriminator output becomes its transferability `t(r)` in [0, 1]. `"density_ratio"`:
