@@ -508,7 +508,7 @@ def write_model_cards(args, results, dirs, source_dir, widget_image):
         cards["source"] = tmt_model_card(
             source_repo, source=args.source, target=args.source,
             method="finetune", metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]},
-            base_model=base_model, widget_images=widget(source_repo),
+            base_model=base_model, widget_images=widget(source_repo), split=args.eval_split,
             training={"stage": "source", "data": args.source, "steps": args.source_steps,
                       f"mIoU on {args.target} (source-only)": round(target_miou("source"), 4)},
         )  # fmt: skip
@@ -524,7 +524,7 @@ def write_model_cards(args, results, dirs, source_dir, widget_image):
                 repo[method], source=args.source, target=args.target, method=method,
                 metrics={"mean_iou": target_miou(method)}, with_acte=method != "finetune",
                 acte_repo_id=args.hub_acte_model_id if method != "finetune" else None,
-                widget_images=widget(repo[method]),
+                widget_images=widget(repo[method]), split=args.eval_split,
                 training={"source model": source_dir, "labelled target images": results[method].get("labelled_target_images"),
                           "steps": args.transfer_steps, "batch size": args.batch_size,
                           "learning rate": args.transfer_learning_rate,

@@ -52,9 +52,10 @@ model = TMTForSemanticSegmentation.from_pretrained("path/to/source-model", acte=
 LIMITATIONS = """\
 - TMT is custom code: the hosted HF Inference API (serverless widget) does not run custom-code models. Serve it with
   an Inference Endpoint (`handler.py`), a Gradio Space, or locally with `trust_remote_code=True`.
-- Only the TMT paper's abstract and the ACTE clustering recurrence are public; ACTE's scoring and the TMA bias form are
-  this project's reconstruction (see the tmt-hf README).
-- TMA needs `attn_implementation="sdpa"` or `"eager"`; flash and flex attention cannot take its per-head bias.
+- Only the TMT paper's abstract and the ACTE clustering recurrence are public; ACTE's scoring and the TMA form are
+  this project's reconstruction (see the tmt-hf README). On the project's generated benchmark, TMT has not been shown
+  to beat vanilla fine-tuning at a converged budget.
+- TMA needs `attn_implementation="sdpa"` or `"eager"`; flash and flex attention are not supported.
 - Trained on {source} -> {target}; accuracy on other domains is not measured here."""
 
 
@@ -86,6 +87,7 @@ def tmt_model_card(
     base_model: str | None = None,
     widget_images: list[str] | None = None,
     method: str = "tmt",
+    split: str = "validation",
 ) -> ModelCard:
     """
     The card of a TMT (or vanilla fine-tuned) segmenter; `metrics` are measured target mIoU values in [0, 1].
@@ -97,11 +99,11 @@ def tmt_model_card(
     data = ModelCardData(
         library_name="transformers", pipeline_tag="image-segmentation", license="apache-2.0", tags=TAGS,
         datasets=sorted({source, target}), base_model=base_models or None, model_name=repo_id,
-        metrics=["mean_iou"], eval_results=_eval_results(metrics, target, "validation"),
+        metrics=["mean_iou"], eval_results=_eval_results(metrics, target, split),
         widget=[{"src": image} for image in widget_images or []],
     )  # fmt: skip
     what = {
-        "tmt": "a TMT segmenter: a ViT whose self-attention is biased, in every layer, by ACTE's region "
+        "tmt": "a TMT segmenter: a ViT whose self-attention is modulated, in every layer, by ACTE's region "
         "transferability focus map (Transferable Masked Attention)",
         "finetune": "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off",
         "patch": "the patch-level baseline of TMT: TMA fed ACTE's discriminator scores on an equal-sized patch grid "
@@ -124,7 +126,7 @@ This model is {what} (Zhang et al., *TMT: Cross-domain Semantic Segmentation wit
 Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `tmt-hf`.
 {acte_line}
 
-## Results (measured on {target}, validation split)
+## Results (measured on {target}, {split} split)
 
 | metric | value (%) |
 |---|---|
@@ -136,7 +138,7 @@ Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `
 
 ## Usage
 
-{TMT_USAGE.format(repo=repo_id, acte_note="ACTE computes the focus map from the image" if with_acte else "no ACTE: unbiased attention")}
+{TMT_USAGE.format(repo=repo_id, acte_note="ACTE computes the focus map from the image" if with_acte else "no ACTE: unmodulated attention")}
 
 ## Limitations
 
