@@ -308,3 +308,16 @@ def test_tma_forms_start_as_vit_agree_across_backends_and_learn(form):
     model.train()
     model(pixels, transferability_map=focus).last_hidden_state.pow(2).mean().backward()
     assert all(layer.attention.tma_lambda.grad.abs().sum() > 0 for layer in model.layers)
+
+
+def test_checkpoints_saved_before_tma_form_keep_the_key_bias(tmp_path):
+    model = TMTForSemanticSegmentation(tiny_tmt_config(tma_init=1.0))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["tma_form"] == "output_gate"
+    del config["tma_form"]  # as written by v0.1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert TMTForSemanticSegmentation.from_pretrained(tmp_path).config.tma_form == "key_bias"
+    assert AutoConfig.from_pretrained(tmp_path).tma_form == "key_bias"
+    vit_like = {k: v for k, v in config.items() if not k.startswith(("tma_", "decode"))}
+    assert TMTConfig.from_dict(vit_like).tma_form == "output_gate"  # a stock ViT config gets the default

@@ -104,6 +104,13 @@ class TMTConfig(ViTConfig):
             raise ValueError(f"decode_layers must be 1-based layer indices in [1, {depth}], got {self.decode_layers}")
 
     @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "TMTConfig":
+        """`PreTrainedConfig.from_dict`; TMT checkpoints saved before `tma_form` existed were trained with the key bias."""
+        if "tma_form" not in config_dict and "tma_init" in config_dict:
+            config_dict = {**config_dict, "tma_form": "key_bias"}
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **kwargs) -> "TMTConfig":
         """Builds a configuration from a named size preset ("tiny", "small" or "base"); `kwargs` override fields."""
         if name not in TMT_PRESETS:
