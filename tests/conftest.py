@@ -8,6 +8,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from transformers import ViTConfig, ViTModel  # noqa: E402
+
 from tmt_hf import ACTEConfig, TMTConfig  # noqa: E402
 
 
@@ -22,6 +24,23 @@ def tiny_acte_config(**kwargs) -> ACTEConfig:
     defaults = dict(encoder_channels=[8, 16], feature_dim=16, cell_size=2, num_iterations=3,
                     discriminator_hidden_size=16, num_semantic_classes=5)  # fmt: skip
     return ACTEConfig(**{**defaults, **kwargs})
+
+
+def vit_twin(model, attn_implementation: str = "sdpa", **model_kwargs) -> ViTModel:
+    """A stock ViTModel (in eval mode) with the weights of a TMTModel, its TMA parameters left out."""
+    fields = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "image_size",
+        "patch_size",
+    )
+    config = ViTConfig(**{name: getattr(model.config, name) for name in fields})
+    config._attn_implementation = attn_implementation
+    vit = ViTModel(config, **model_kwargs).eval()
+    vit.load_state_dict({k: v for k, v in model.state_dict().items() if ".tma_" not in k}, strict=True)
+    return vit
 
 
 def run_without_tmt_hf(code: str, cwd, timeout: int = 300) -> str:

@@ -4,9 +4,9 @@ import logging
 
 import pytest
 import torch
-from conftest import run_without_tmt_hf, tiny_acte_config, tiny_tmt_config
+from conftest import run_without_tmt_hf, tiny_acte_config, tiny_tmt_config, vit_twin
 from PIL import Image
-from transformers import ViTConfig, ViTModel, pipeline
+from transformers import pipeline
 
 from tmt_hf import ACTEModel, TMTForSemanticSegmentation, TMTImageProcessor, TMTModel
 
@@ -20,16 +20,7 @@ def segmenter(attn_implementation="sdpa", **kwargs):
 def test_mask_token_replaces_masked_patches_like_vit():
     config = tiny_tmt_config()
     model = TMTModel(config, use_mask_token=True).eval()
-    fields = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "image_size",
-        "patch_size",
-    )
-    vit = ViTModel(ViTConfig(**{name: getattr(config, name) for name in fields}), use_mask_token=True).eval()
-    vit.load_state_dict({k: v for k, v in model.state_dict().items() if "tma_lambda" not in k}, strict=True)
+    vit = vit_twin(model, use_mask_token=True)
     pixels = torch.randn(2, 3, 64, 64)
     masked = torch.zeros(2, 16, dtype=torch.bool)
     masked[:, ::3] = True

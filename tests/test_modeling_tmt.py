@@ -4,7 +4,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from conftest import run_without_tmt_hf, tiny_tmt_config
+from conftest import run_without_tmt_hf, tiny_tmt_config, vit_twin
 from PIL import Image
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation, ViTConfig, ViTModel
@@ -16,21 +16,6 @@ from tmt_hf.modeling_tmt import TMTAttention
 def build(model_class, config, attn_implementation="sdpa"):
     config._attn_implementation = attn_implementation
     return model_class(config).eval()
-
-
-def vit_twin(model: TMTModel, attn_implementation: str) -> ViTModel:
-    """A stock ViTModel with the same weights as `model`."""
-    fields = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "image_size",
-        "patch_size",
-    )
-    vit = build(ViTModel, ViTConfig(**{name: getattr(model.config, name) for name in fields}), attn_implementation)
-    vit.load_state_dict({k: v for k, v in model.state_dict().items() if ".tma_" not in k}, strict=True)
-    return vit
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
