@@ -92,6 +92,7 @@ def estimate(args):
     """
     from .configuration_tmt import CITYSCAPES_CLASSES
     from .data import SegmentationTransform, load_domain
+    from .modeling_acte import spread_to_positions
 
     processor, acte = find_acte(args.acte)
     size = (processor.size["height"], processor.size["width"])
@@ -99,18 +100,19 @@ def estimate(args):
     transform = SegmentationTransform(train=False, size=size, size_divisor=acte.config.size_multiple,
                                       image_mean=processor.image_mean, image_std=processor.image_std)  # fmt: skip
     totals, sums, low, absolute = np.zeros(19), np.zeros(19), np.zeros(19), np.zeros(19)
-    relative_scoring = acte.config.relative_scoring
     for start in tqdm(range(0, len(dataset), args.batch_size), desc="estimate"):
         rows = dataset[start : start + args.batch_size]
         batch = transform({"image": rows["image"], "label": rows["label"]})
         pixels, labels = torch.stack(batch["pixel_values"]), torch.stack(batch["labels"])
-        maps = []
         with torch.no_grad():
-            for relative in (relative_scoring, False):
-                acte.config.relative_scoring = relative
-                maps.append(acte(pixel_values=pixels).transferability)
-        acte.config.relative_scoring = relative_scoring
-        t, t_absolute = (F.interpolate(m[:, None], size=labels.shape[-2:], mode="bilinear")[:, 0] for m in maps)
+            out = acte(pixel_values=pixels)
+        # The same discriminator logits, scored without the image-relative step.
+        region_absolute = acte.transferability(out.domain_logits, relative=False)[:, None]
+        position_absolute = spread_to_positions(region_absolute, out.region_assignments, acte.config.cell_size)
+        t, t_absolute = (
+            F.interpolate(m[:, None], size=labels.shape[-2:], mode="bilinear")[:, 0]
+            for m in (out.transferability, position_absolute[:, 0].clamp(0.0, 1.0))
+        )
         valid = labels < 19
         ids, values = labels[valid], t[valid].double()
         totals += torch.bincount(ids, minlength=19).numpy()

@@ -423,9 +423,12 @@ class ACTEModel(ACTEPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def transferability(self, domain_logits: torch.Tensor) -> torch.Tensor:
-        """Per-region transferability in [0, 1] from discriminator logits (B, gh, gw); see `ACTEConfig`."""
-        if self.config.relative_scoring:
+    def transferability(self, domain_logits: torch.Tensor, relative: bool | None = None) -> torch.Tensor:
+        """
+        Per-region transferability in [0, 1] from discriminator logits (B, gh, gw); see `ACTEConfig`. `relative`
+        overrides `config.relative_scoring`.
+        """
+        if self.config.relative_scoring if relative is None else relative:
             domain_logits = domain_logits - domain_logits.flatten(1).median(dim=1).values[:, None, None]
         if self.config.transferability_score == "density_ratio":
             return torch.exp(-domain_logits.clamp_min(0.0))  # min(1, (1 - p) / p) = min(1, exp(-logit))
