@@ -145,7 +145,8 @@ def summarise(runs, pairs, methods):
     all (pair, seed) units with a paired bootstrap 95% interval, and finetune's seed-to-seed noise.
     """
     methods = [m for m in methods if all(m in r for r in runs)]
-    rows = [r for r in runs if (r["source_domain"], r["target_domain"]) in set(pairs)]
+    wanted = set(pairs)
+    rows = [r for r in runs if (r["source_domain"], r["target_domain"]) in wanted]
     shown = ["source", *methods]
     lines = ["| pair | seeds | " + " | ".join(shown) + " |", "|---|---|" + "---|" * len(shown)]
     noise = []

@@ -123,14 +123,16 @@ def measure(acte, source_name, target_name, args, size):
                 continue
             masks += [np.array(m).reshape(-1) > 127 for m in extra["shift_mask"]]
             for variant, overrides in SCORING_VARIANTS.items():
-                for key, value in {**original, **overrides}.items():
-                    setattr(acte.config, key, value)
-                out = acte(pixel_values=pixels)
-                for key, value in (("focus", out.focus_map), ("1 - t", 1 - out.transferability)):
+                scored = out  # the default scoring is the forward above
+                if overrides:
+                    for key, value in {**original, **overrides}.items():
+                        setattr(acte.config, key, value)
+                    scored = acte(pixel_values=pixels)
+                for key, value in (("focus", scored.focus_map), ("1 - t", 1 - scored.transferability)):
                     full = F.interpolate(value[:, None], size=labels.shape[-2:], mode="bilinear")[:, 0]
                     maps[variant][key] += list(full.flatten(1).numpy())
-    for key, value in original.items():
-        setattr(acte.config, key, value)
+            for key, value in original.items():
+                setattr(acte.config, key, value)
     pooled_masks = np.concatenate(masks)
     shift = {
         variant: {
