@@ -32,16 +32,19 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
-from tmt_hf.data import DOMAINS, SegmentationTransform, collate, load_domain
+from tmt_hf.data import DOMAINS, IGNORE_INDEX, SegmentationTransform, collate, load_domain
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU, shift_auroc
 
-STAGES = ("source", "acte", "tmt", "finetune", "patch", "oracle")
+STAGES = ("source", "acte", "tmt", "finetune", "patch", "oracle", "source_replay", "align_global", "align_patch")
+# Transfer methods that also train on source labels and unlabelled target images (see AdversarialAlignment).
+ALIGNMENT_LEVEL = {"source_replay": None, "align_global": "global", "align_patch": "patch"}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -53,11 +56,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run"
     )
-    parser.add_argument("--method", nargs="+", choices=["tmt", "finetune", "patch", "oracle", "both", "all"],
-                        default=None,
+    parser.add_argument("--method", nargs="+", choices=["both", "all", *STAGES[2:]], default=None,
                         help="transfer-stage methods (default: both): both = finetune + tmt; all = finetune + tmt + "
                              "patch, TMA fed ACTE's discriminator on an equal-sized patch grid instead of adaptive "
-                             "regions; oracle: see above")  # fmt: skip
+                             "regions; oracle: see above; source_replay = finetune that also trains on source labels; "
+                             "align_global / align_patch = source_replay + adversarial alignment of image-level / "
+                             "patch-level features (the comparators of --alignment)")  # fmt: skip
     parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
@@ -113,6 +117,14 @@ def parse_args(argv=None):
         "source model's",
     )
     parser.add_argument("--tma_lr_scale", type=float, default=100.0, help="learning-rate multiplier of λ")
+    parser.add_argument(
+        "--alignment",
+        choices=["none", "focus"],
+        default="none",
+        help="transfer stage of tmt/patch/oracle: 'focus' also trains on source labels and unlabelled target images "
+        "with an adversarial alignment of token features weighted by the focus map (see AdversarialAlignment)",
+    )
+    parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
         "--transfer_tma_init",
         type=float,
@@ -237,6 +249,11 @@ def validate_args(args):
         if with_acte and not os.path.isfile(os.path.join(acte, "config.json")):
             sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
                      "run --stage acte first.")  # fmt: skip
+    if args.alignment != "none" and not {"tmt", "patch", "oracle"} & set(args.method):
+        sys.exit(f"--alignment {args.alignment} applies to the TMA methods (tmt, patch, oracle), not to "
+                 f"{' '.join(args.method)}; align_global / align_patch are the comparators without a map")  # fmt: skip
+    if args.alignment_weight < 0:
+        sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
@@ -281,8 +298,11 @@ def validate_args(args):
 
 
 def segmentation_loss(model, batch, focus_fn=None):
-    """The source and transfer stages' loss: cross-entropy on the labelled images (`focus_fn`: see `oracle_focus`)."""
-    focus = focus_fn(batch["labels"]) if focus_fn else None
+    """
+    The source and transfer stages' loss: cross-entropy on the labelled images. The map TMA gets: `focus_fn(labels)`
+    (see `oracle_focus`), else the batch's cached `focus` (see `with_focus_maps`), else none (or the attached ACTE's).
+    """
+    focus = focus_fn(batch["labels"]) if focus_fn else batch.get("focus")
     loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=focus).loss
     return loss, {"loss": loss.item()}
 
@@ -291,6 +311,112 @@ def oracle_focus(target):
     """The generator's shift mask of a generated target, read off the labels: 1 on the classes its domain restyles."""
     restyled = torch.tensor(DOMAINS[target.split("/", 1)[1]].restyled)
     return lambda labels: torch.isin(labels, restyled.to(labels.device)).float()
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient is negated and scaled by `coefficient` (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx, features, coefficient):
+        ctx.coefficient = coefficient
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.coefficient * grad, None
+
+
+class AdversarialAlignment(torch.nn.Module):
+    """
+    Transfer-stage training wrapper (not saved with the model): segmentation loss on every labelled image (target and
+    source) plus a domain discriminator on the last encoder layer's patch tokens behind a gradient reversal layer, so
+    that the encoder learns features the discriminator cannot tell apart (DANN). The reversal coefficient ramps from
+    0 to 1 over training as in DANN. `level`:
+      - "global": one mean token per image (image-level alignment);
+      - "patch": every token, equally weighted;
+      - "focus": every token weighted by the focus map TMA receives, so the alignment concentrates on the regions
+        whose transfer is hard (our reconstruction of the paper's region-level adaptation);
+      - None: no discriminator (source labels only).
+    """
+
+    def __init__(self, segmenter, level, weight, steps):
+        super().__init__()
+        self.segmenter, self.level, self.weight, self.steps = segmenter, level, weight, steps
+        hidden = segmenter.config.hidden_size
+        self.discriminator = torch.nn.Sequential(
+            torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+        )
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # checkpointed: the ramp resumes
+
+    def forward(self, pixel_values, labels, domain_labels, transferability_map=None):
+        last = self.segmenter.config.num_hidden_layers
+        out = self.segmenter(pixel_values=pixel_values, labels=labels, transferability_map=transferability_map,
+                             output_hidden_states=[last] if self.level else None)  # fmt: skip
+        logs = {"segmentation_loss": out.loss.item()}
+        if not self.level:
+            return out.loss, logs
+        progress = min(1.0, self.step.item() / self.steps)
+        self.step += 1
+        tokens = GradientReversal.apply(out.hidden_states[last][:, 1:], 2 / (1 + math.exp(-10 * progress)) - 1)
+        domains = domain_labels.float()[:, None].expand(tokens.shape[:2])
+        if self.level == "global":
+            tokens, domains = tokens.mean(1, keepdim=True), domains[:, :1]
+        weights = torch.ones_like(domains)
+        if self.level == "focus":
+            if out.focus_map is None:
+                raise ValueError("focus alignment needs a focus map: give a map or attach an ACTE")
+            weights = out.focus_map.flatten(1).detach().to(tokens.dtype)
+        domain_logits = self.discriminator(tokens)[..., 0]
+        domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domains, reduction="none")
+        domain_loss = (weights * domain_loss).sum() / weights.sum().clamp_min(1e-6)
+        logs["domain_loss"] = domain_loss.item()
+        return out.loss + self.weight * domain_loss, logs
+
+
+def alignment_loss(auxiliary, auxiliary_transform, args, focus_fn=None):
+    """
+    The loss of the alignment methods: each labelled target batch is extended with `batch_size // 2` labelled source
+    and as many unlabelled target images, drawn with the global RNG (which Accelerate checkpoints, so a resumed run
+    draws the same). `auxiliary` holds both, with `domain_labels`; the unlabelled target images carry their labels
+    only for `focus_fn` (the oracle map), never for the loss.
+    """
+    domains = torch.tensor(auxiliary["domain_labels"])
+    pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
+
+    def compute_loss(model, batch):
+        count = max(1, args.batch_size // 2)
+        picks = [pool[torch.randint(len(pool), (count,))] for pool in pools]
+        auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
+        extra = collate([auxiliary[int(i)] for i in torch.cat(picks)])
+        device = batch["pixel_values"].device
+        pixel_values = torch.cat([batch["pixel_values"], extra["pixel_values"].to(device)])
+        labels = torch.cat([batch["labels"], extra["labels"].to(device)])
+        focus = torch.cat([batch["focus"], extra["focus"].to(device)]) if "focus" in batch else None
+        focus = focus_fn(labels) if focus_fn else focus
+        labels[len(batch["labels"]) + count :] = IGNORE_INDEX  # the unlabelled target images
+        domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
+        return model(pixel_values, labels, domain_labels.to(device), focus)
+
+    return compute_loss
+
+
+@torch.no_grad()
+def with_focus_maps(dataset, acte, args):
+    """
+    `dataset` with a `focus` column: ACTE's focus map of each image at --image_size, computed once (as grayscale
+    0-255), so that training TMT does not run ACTE on every batch; the transforms crop and flip it with the image.
+    """
+    images = dataset.select_columns(["image"])
+    images.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size)))
+    height, width = args.image_size
+    acte.eval()
+    maps = []
+    for batch in DataLoader(images, batch_size=args.eval_batch_size, collate_fn=collate):
+        pixel_values = batch["pixel_values"].to(acte.device)
+        focus = F.interpolate(acte(pixel_values).focus_map[:, None], size=pixel_values.shape[2:], mode="bilinear")
+        focus = (255 * focus[:, 0, :height, :width].clamp(0, 1)).round().byte().cpu().numpy()
+        maps += [datasets.Image().encode_example(Image.fromarray(m)) for m in focus]
+    return dataset.add_column("focus", maps, feature=datasets.Image())
 
 
 class EpochShuffleSampler(Sampler):
@@ -710,6 +836,7 @@ def main(argv=None):
             results["source"] = {
                 "target_val": evaluate(accelerator.prepare(model), target_eval_loader, accelerator, num_labels)
             }
+        auxiliary = None  # source + unlabelled target images of the alignment methods, loaded once
         for method in args.method:
             focus_fn = oracle_focus(args.target) if method == "oracle" else None
             if args.resume_from_checkpoint and finished(dirs[method]):
@@ -726,13 +853,14 @@ def main(argv=None):
             others = [p for n, p in model.named_parameters() if p.requires_grad and not is_tma(n)]
             if args.tma_map_normalization is not None:
                 model.config.tma_map_normalization = args.tma_map_normalization
-            if args.transfer_tma_init is not None and method != "finetune":
+            uses_tma = method in ("tmt", "patch", "oracle")
+            if args.transfer_tma_init is not None and uses_tma:
                 model.config.tma_init = args.transfer_tma_init
                 with torch.no_grad():
                     for name, p in model.named_parameters():
                         if name.endswith("tma_lambda"):
                             p.fill_(args.transfer_tma_init)
-            if method == "finetune":  # TMA off: no map is given, λ stays frozen at its initial value
+            if not uses_tma:  # TMA off: no map is given, λ stays frozen at its initial value
                 for p in tma_parameters:
                     p.requires_grad_(False)
                 groups = [{"params": others}]
@@ -745,13 +873,35 @@ def main(argv=None):
                         "weight_decay": 0.0,
                     },
                 ]
+            level = ALIGNMENT_LEVEL.get(method, "focus" if args.alignment == "focus" and uses_tma else "")
+            if level != "" and auxiliary is None:
+                with accelerator.main_process_first():
+                    parts = [domain_split(args.source, args.train_split, args.num_source_train, args),
+                             domain_split(args.target, args.train_split, args.num_target_unlabeled, args)]  # fmt: skip
+                auxiliary = datasets.concatenate_datasets(
+                    [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate(parts)]
+                ).remove_columns("sample_index")
+                auxiliary = auxiliary.add_column("sample_index", list(range(len(auxiliary))))
+            train_data, auxiliary_data = target_train, auxiliary if level != "" else None
+            if model.acte is not None:  # ACTE's maps, computed once per image instead of on every batch
+                train_data = with_focus_maps(target_train, model.acte, args)
+                auxiliary_data = auxiliary_data and with_focus_maps(auxiliary_data, model.acte, args)
+            loader, sampler, transform = train_loader(train_data, args, args.seed + 2)
+            if level == "":
+                trained = model
+                compute_loss = lambda m, batch: segmentation_loss(m, batch, focus_fn)  # noqa: E731
+            else:
+                _, _, auxiliary_transform = train_loader(auxiliary_data, args, args.seed + 3)
+                trained = AdversarialAlignment(model, level, args.alignment_weight, args.transfer_steps)
+                groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
+                compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, focus_fn)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
-            loader, sampler, transform = train_loader(target_train, args, args.seed + 2)
 
-            model, history = run_training(method, model, loader, sampler, transform,
-                                          lambda m, batch: segmentation_loss(m, batch, focus_fn), optimizer,
-                                          args.transfer_steps, args, accelerator,
-                                          lambda m: evaluate(m, target_eval_loader, accelerator, num_labels, focus_fn))  # fmt: skip
+            trained, history = run_training(method, trained, loader, sampler, transform, compute_loss, optimizer,
+                                            args.transfer_steps, args, accelerator,
+                                            lambda m: evaluate(getattr(accelerator.unwrap_model(m), "segmenter", m),
+                                                               target_eval_loader, accelerator, num_labels, focus_fn))  # fmt: skip
+            model = getattr(trained, "segmenter", trained)
             metrics = evaluate(model, target_eval_loader, accelerator, num_labels, focus_fn)
             lambdas = [p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             results[method] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas}
@@ -764,13 +914,14 @@ def main(argv=None):
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
         rows = [("source-only", results.get("source", {}) and results["source"].get("target_val"))]
-        rows += [
-            (m, results.get(m, {}) and results[m].get("target_val")) for m in ("finetune", "patch", "tmt", "oracle")
-        ]
-        table = [f"| {name:<11} | {100 * r['mean_iou']:6.2f} |" for name, r in rows if r]
-        if table:
-            print(f"\nTarget mIoU on {args.target} ({args.eval_split}), source {args.source}:\n"
-                  "| method      |  mIoU  |\n|-------------|--------|\n" + "\n".join(table))  # fmt: skip
+        rows += [(m, results.get(m, {}) and results[m].get("target_val"))
+                 for m in ("finetune", "source_replay", "align_global", "align_patch", "patch", "oracle", "tmt")]  # fmt: skip
+        rows = [(name, r) for name, r in rows if r]
+        width = max([len(name) for name, _ in rows], default=0)
+        if rows:
+            table = [f"| {'method':<{width}} |  mIoU  |", f"|{'-' * (width + 2)}|--------|"]
+            table += [f"| {name:<{width}} | {100 * r['mean_iou']:6.2f} |" for name, r in rows]
+            print(f"\nTarget mIoU on {args.target} ({args.eval_split}), source {args.source}:\n" + "\n".join(table))
         print(f"results: {results_path}")
         write_model_cards(args, results, dirs, source_dir, widget_image)
     if args.push_to_hub and accelerator.is_main_process:

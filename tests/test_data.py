@@ -226,12 +226,14 @@ def test_transforms_keep_image_and_label_aligned():
     label = np.kron(blocks, np.ones((16, 16), dtype=np.int64)).astype(np.uint8)  # 128 x 256 pieces
     image = np.stack([label * 40 + 10, np.full_like(label, 90), np.full_like(label, 30)], axis=-1).astype(np.uint8)
     label[:5, :5] = 255
+    focus = np.where(label % 2 == 1, 255, 0).astype(np.uint8)  # a precomputed map: 1 on odd classes
     transform = SegmentationTransform(train=True, size=(128, 256), crop_size=(96, 160), scale_range=(0.5, 2.0))
     for step in range(10):
         torch.manual_seed(step)
-        out = transform({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)]})
-        pixels, labels = out["pixel_values"][0], out["labels"][0]
-        assert pixels.shape == (3, 96, 160) and labels.shape == (96, 160)
+        out = transform({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)],
+                         "focus": [Image.fromarray(focus)]})  # fmt: skip
+        pixels, labels, focus_map = out["pixel_values"][0], out["labels"][0], out["focus"][0]
+        assert pixels.shape == (3, 96, 160) and labels.shape == focus_map.shape == (96, 160)
         red = (pixels[0] * 0.5 + 0.5) * 255
         level = ((red - 10) / 40).round().long()
         # Compare away from block edges, where bilinear resampling blends neighbouring blocks.
@@ -241,10 +243,13 @@ def test_transforms_keep_image_and_label_aligned():
         valid = (labels != 255) & (pixels.abs().sum(0) > 0) & interior
         assert valid.float().mean() > 0.2
         assert torch.equal(level[valid], labels[valid])
+        assert torch.equal(focus_map[valid].round().long(), labels[valid] % 2)  # the map moved with the image
     evaluation = SegmentationTransform(train=False, size=(100, 200), size_divisor=16)
-    out = evaluation({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)]})
+    out = evaluation({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)],
+                      "focus": [Image.fromarray(focus)]})  # fmt: skip
     assert out["pixel_values"][0].shape == (3, 112, 208)
     assert (out["labels"][0][100:] == 255).all() and (out["labels"][0][:, 200:] == 255).all()
+    assert out["focus"][0].shape == (112, 208) and (out["focus"][0][100:] == 0).all()
 
 
 def test_bad_samples_can_be_skipped(tmp_path, caplog):

@@ -1,7 +1,10 @@
 """End-to-end tests of examples/train.py on tiny settings (seconds per stage on a CPU)."""
 
+import argparse
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import run_without_tmt_hf
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -173,6 +177,89 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(straight[key], resumed[key]), key
 
 
+def test_adversarial_alignment_reverses_the_domain_gradient(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import AdversarialAlignment
+
+    from tmt_hf import TMTConfig, TMTForSemanticSegmentation
+
+    torch.manual_seed(0)
+    model = TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32)).eval()
+    pixel_values = torch.randn(4, 3, 32, 32)
+    unlabelled = torch.full((4, 32, 32), 255)  # no segmentation loss: only the domain loss has gradients
+    domains = torch.tensor([1, 1, 0, 0])
+    focus = torch.zeros(4, 32, 32)
+    focus[:, :16] = 1.0  # the top half of every image
+
+    wrapper = AdversarialAlignment(model, "focus", weight=0.5, steps=10)
+    wrapper.step.fill_(10)  # the end of the ramp: reversal coefficient 2 / (1 + e^-10) - 1
+    loss, logs = wrapper(pixel_values, unlabelled, domains, focus)
+    loss.backward()
+    encoder_grad = model.vit.embeddings.patch_embeddings.projection.weight.grad.clone()
+    discriminator_grad = wrapper.discriminator[0].weight.grad.clone()
+    assert wrapper.step.item() == 11 and "domain_loss" in logs
+
+    model.zero_grad()
+    wrapper.discriminator.zero_grad()
+    tokens = model(pixel_values, output_hidden_states=[4]).hidden_states[4][:, 1:].unflatten(1, (2, 2))
+    logits = wrapper.discriminator(tokens[:, :1])[..., 0]  # the focused (top) tokens only
+    expected = F.binary_cross_entropy_with_logits(logits, domains.float()[:, None, None].expand_as(logits))
+    (0.5 * expected).backward()
+    assert logs["domain_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    coefficient = 2 / (1 + math.exp(-10)) - 1
+    torch.testing.assert_close(discriminator_grad, wrapper.discriminator[0].weight.grad)
+    torch.testing.assert_close(
+        encoder_grad, -coefficient * model.vit.embeddings.patch_embeddings.projection.weight.grad
+    )
+
+    with pytest.raises(ValueError, match="focus alignment needs a focus map"):
+        wrapper(pixel_values, unlabelled, domains)
+
+
+def test_cached_focus_maps_are_actes_maps(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import with_focus_maps
+
+    from tmt_hf import ACTEConfig, ACTEModel
+    from tmt_hf.data import SegmentationTransform, collate, load_domain
+
+    torch.manual_seed(0)
+    acte = ACTEModel(ACTEConfig()).eval()
+    dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
+    cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte,
+                             argparse.Namespace(image_size=[64, 128], eval_batch_size=2))  # fmt: skip
+    cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
+    batch = collate([cached[i] for i in range(3)])
+    with torch.no_grad():
+        expected = F.interpolate(acte(batch["pixel_values"]).focus_map[:, None], size=(64, 128), mode="bilinear")
+    assert expected.std() > 0.01  # a map with structure, not a constant
+    torch.testing.assert_close(batch["focus"], expected[:, 0], atol=0.5 / 255 + 1e-6, rtol=0)
+
+
+def test_alignment_methods_resume_exactly(trained, tmp_path):
+    output, _ = trained
+    run = tmp_path / "aligned"
+    args = ["--stage", "transfer", "--method", "align_patch", "oracle", "--alignment", "focus", "--source_model",
+            str(output / "source"), "--output_dir", str(run), *TINY, "--transfer_steps", "6",
+            "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest"]  # fmt: skip
+    stdout = launch(args).stdout
+    assert "| align_patch |" in stdout and "| oracle      |" in stdout
+    results = json.loads((run / "results.json").read_text())
+    assert min(results["oracle"]["mean_abs_lambda"]) > 0
+    straight = {m: load_file(run / m / "model.safetensors") for m in ("align_patch", "oracle")}
+    assert not any(key.startswith("discriminator") for key in straight["oracle"])  # training-only, not saved
+
+    # A run killed after step 4 of each method: its outputs and later checkpoints are gone, step_4 is left.
+    for method in ("align_patch", "oracle"):
+        shutil.rmtree(run / method)
+        shutil.rmtree(run / "checkpoints" / method / "step_6")
+    launch(args)
+    for method, weights in straight.items():
+        resumed = load_file(run / method / "model.safetensors")
+        for key in weights:
+            assert torch.equal(weights[key], resumed[key]), (method, key)
+
+
 def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
     import shutil
 
@@ -276,6 +363,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--method", "oracle", "--target", "bdd100k"], "--method oracle needs a generated target"),
         (["--acte_overrides", "kapa=5"], "not ACTEConfig fields"),
         (["--acte_overrides", "kappa"], "KEY=VALUE"),
+        (["--method", "finetune", "--alignment", "focus"], "applies to the TMA methods"),
+        (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):

@@ -10,7 +10,7 @@ from .registry import (
     lookup_table,
 )
 from .synthetic import DOMAINS, DomainStyle, generate_scene, scene_seed
-from .transforms import SegmentationTransform, collate
+from .transforms import IGNORE_INDEX, SegmentationTransform, collate
 
 SYNTHETIC_DOMAINS = [f"synthetic/{name}" for name in DOMAINS]
 
@@ -18,6 +18,7 @@ __all__ = [
     "BENCHMARKS",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "DOMAINS",
+    "IGNORE_INDEX",
     "MAPILLARY_TO_TRAIN_ID",
     "SYNTHETIC_DOMAINS",
     "SYNTHETIC_SPLIT_SIZES",

@@ -29,6 +29,13 @@ def resize_pair(pixels, labels, size: tuple[int, int]):
     return pixels, labels
 
 
+def resize_map(focus: torch.Tensor, size) -> torch.Tensor:
+    """A float (H, W) map resized bilinearly to `size`."""
+    if tuple(focus.shape) == tuple(size):
+        return focus
+    return F.interpolate(focus[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+
+
 def pad_pair(pixels, labels, height: int, width: int):
     pad_h, pad_w = max(height - pixels.shape[1], 0), max(width - pixels.shape[2], 0)
     if pad_h or pad_w:
@@ -61,7 +68,8 @@ def random_global_appearance(pixels: torch.Tensor, generator: torch.Generator | 
 class SegmentationTransform:
     """
     Turns a batch of `{"image": [PIL], "label": [PIL]}` into `{"pixel_values": [tensor], "labels": [tensor]}` for
-    `datasets.Dataset.set_transform`.
+    `datasets.Dataset.set_transform`. An optional `focus` column (a precomputed focus map per image, grayscale 0-255)
+    comes out as `focus`, float (H, W) in [0, 1], resized, padded (with 0), cropped and flipped with the image.
 
     Training (`train=True`): random scale in `scale_range` of `size`, pad to `crop_size`, random crop, random
     horizontal flip, and with `appearance_jitter` a random global appearance (see `random_global_appearance`). Evaluation: resize to `size` (if given) and pad to a multiple of `size_divisor`.
@@ -93,34 +101,47 @@ class SegmentationTransform:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def apply(self, image: Image.Image, label: Image.Image | None = None, generator: torch.Generator | None = None):
+    def apply(self, image: Image.Image, label: Image.Image | None = None, generator: torch.Generator | None = None,
+              focus: Image.Image | None = None):  # fmt: skip
+        """One sample; `focus` (an optional precomputed map, grayscale 0-255) follows the image's geometry."""
         pixels, labels = to_tensors(image, label)
+        if focus is not None:
+            focus = torch.from_numpy(np.asarray(focus, dtype=np.float32) / 255)
         if self.train:
-            pixels, labels = self.random_scale_crop_flip(pixels, labels, generator)
+            pixels, labels, focus = self.random_scale_crop_flip(pixels, labels, generator, focus)
             if self.appearance_jitter:
                 pixels = random_global_appearance(pixels, generator)
         else:
             if self.size is not None:
                 pixels, labels = resize_pair(pixels, labels, self.size)
             d = self.size_divisor
-            pixels, labels = pad_pair(pixels, labels, -(-pixels.shape[1] // d) * d, -(-pixels.shape[2] // d) * d)
-        return (pixels - self.mean) / self.std, labels
+            height, width = -(-pixels.shape[1] // d) * d, -(-pixels.shape[2] // d) * d
+            if focus is not None:
+                focus = resize_map(focus, pixels.shape[1:])
+                focus = F.pad(focus, (0, width - focus.shape[1], 0, height - focus.shape[0]))
+            pixels, labels = pad_pair(pixels, labels, height, width)
+        return (pixels - self.mean) / self.std, labels, focus
 
-    def random_scale_crop_flip(self, pixels, labels, generator=None):
+    def random_scale_crop_flip(self, pixels, labels, generator=None, focus=None):
         base_h, base_w = self.size or pixels.shape[1:]
         low, high = self.scale_range
         scale = low + (high - low) * float(torch.rand(1, generator=generator))
         pixels, labels = resize_pair(pixels, labels, (max(1, round(base_h * scale)), max(1, round(base_w * scale))))
         crop_h, crop_w = self.crop_size
+        if focus is not None:
+            focus = resize_map(focus, pixels.shape[1:])
+            focus = F.pad(focus, (0, max(crop_w - focus.shape[1], 0), 0, max(crop_h - focus.shape[0], 0)))
         pixels, labels = pad_pair(pixels, labels, crop_h, crop_w)
         top = int(torch.randint(0, pixels.shape[1] - crop_h + 1, (1,), generator=generator))
         left = int(torch.randint(0, pixels.shape[2] - crop_w + 1, (1,), generator=generator))
         pixels = pixels[:, top : top + crop_h, left : left + crop_w]
         labels = labels[top : top + crop_h, left : left + crop_w] if labels is not None else None
+        focus = focus[top : top + crop_h, left : left + crop_w] if focus is not None else None
         if self.flip and bool(torch.rand(1, generator=generator) < 0.5):
             pixels = pixels.flip(-1)
             labels = labels.flip(-1) if labels is not None else None
-        return pixels, labels
+            focus = focus.flip(-1) if focus is not None else None
+        return pixels, labels, focus
 
     def sample_generator(self, index: int) -> torch.Generator | None:
         if self.seed is None:
@@ -131,15 +152,19 @@ class SegmentationTransform:
         count = len(batch["image"])
         labels = batch.get("label") or [None] * count
         indices = batch.get("sample_index") or [None] * count
-        pairs = [
-            self.apply(image, label, self.sample_generator(index) if index is not None else None)
-            for image, label, index in zip(batch["image"], labels, indices)
+        focus = batch.get("focus") or [None] * count
+        samples = [
+            self.apply(image, label, self.sample_generator(index) if index is not None else None, focus_map)
+            for image, label, index, focus_map in zip(batch["image"], labels, indices, focus)
         ]
-        out = {"pixel_values": [p for p, _ in pairs]}
+        out = {"pixel_values": [p for p, _, _ in samples]}
         if batch.get("label") is not None:  # a missing label (e.g. an unlabelled target image) is all-ignored
             out["labels"] = [
-                lab if lab is not None else torch.full(p.shape[1:], IGNORE_INDEX, dtype=torch.long) for p, lab in pairs
+                lab if lab is not None else torch.full(p.shape[1:], IGNORE_INDEX, dtype=torch.long)
+                for p, lab, _ in samples
             ]
+        if batch.get("focus") is not None:
+            out["focus"] = [f for _, _, f in samples]
         for key in ("domain_labels", "sample_index"):
             if key in batch:
                 out[key] = batch[key]
@@ -147,10 +172,11 @@ class SegmentationTransform:
 
 
 def collate(examples: list[dict]) -> dict:
-    """Stacks `pixel_values` and `labels` (and integer fields such as `domain_labels`) into batch tensors."""
+    """Stacks `pixel_values`, `labels` and `focus` (and integer fields such as `domain_labels`) into batch tensors."""
     batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
-    if "labels" in examples[0]:
-        batch["labels"] = torch.stack([e["labels"] for e in examples])
+    for key in ("labels", "focus"):
+        if key in examples[0]:
+            batch[key] = torch.stack([e[key] for e in examples])
     if "domain_labels" in examples[0]:
         batch["domain_labels"] = torch.tensor([e["domain_labels"] for e in examples])
     return batch
