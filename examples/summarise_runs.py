@@ -4,8 +4,8 @@
     python examples/summarise_runs.py --from_json examples/results/clear2night_forms.json   # rebuild the table
 
 Each row: the run's folder name, its source and target, the transfer settings that vary between ablations, and the
-target mIoU (and per-class IoU) of every method it trained. With `--restyled`, the mean IoU over the target domain's
-locally restyled classes and over the other classes is added.
+target mIoU (and per-class IoU) of every method it trained. The table adds the mean IoU over the target domain's
+locally restyled classes and over the other classes.
 """
 
 import argparse
@@ -17,8 +17,11 @@ import numpy as np
 from tmt_hf.data import DOMAINS
 
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
-            "transfer_tma_init", "eval_split", "seed")  # fmt: skip
-METHODS = ("source", "finetune", "patch", "tmt", "oracle")
+            "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight")  # fmt: skip
+METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle")
+# The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
+FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
+                   "align_patch": "patch"}  # fmt: skip
 
 
 def collect(folders):
@@ -50,8 +53,8 @@ def split_iou(per_category_iou, target):
 
 
 def table(rows):
-    lines = ["| run | target | method | form | λ lr × | steps | labelled | mIoU | restyled classes | other classes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| run | target | method | form | λ lr × | alignment | steps | labelled | mIoU | restyled classes "
+             "| other classes |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
         labelled = (
             f"{row['target_train_fraction']:.0%}" if row["target_train_fraction"] else row["target_train_samples"]
@@ -63,7 +66,9 @@ def table(rows):
             with_map = method in ("tmt", "patch", "oracle")
             form = (row["tma_form"] or "source model's") if with_map else "—"
             scale = row["tma_lr_scale"] if with_map else "—"
-            lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {row['transfer_steps']} "
+            alignment = FIXED_ALIGNMENT.get(method) or row.get("alignment") or "—"
+            lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
+                         f"| {row['transfer_steps']} "
                          f"| {labelled} | {100 * metrics['mean_iou']:.2f} "
                          f"| {'—' if shifted is None else f'{100 * shifted:.2f}'} | {100 * others:.2f} |")  # fmt: skip
     return "\n".join(lines)

@@ -119,10 +119,11 @@ def parse_args(argv=None):
     parser.add_argument("--tma_lr_scale", type=float, default=100.0, help="learning-rate multiplier of λ")
     parser.add_argument(
         "--alignment",
-        choices=["none", "focus"],
+        choices=["none", "global", "patch", "focus"],
         default="none",
-        help="transfer stage of tmt/patch/oracle: 'focus' also trains on source labels and unlabelled target images "
-        "with an adversarial alignment of token features weighted by the focus map (see AdversarialAlignment)",
+        help="transfer stage of tmt/patch/oracle: also train on source labels and unlabelled target images with an "
+        "adversarial alignment of token features (see AdversarialAlignment): 'focus' weights each token by the focus "
+        "map; 'global' and 'patch' are the map-free levels, for ablation",
     )
     parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
@@ -373,19 +374,21 @@ class AdversarialAlignment(torch.nn.Module):
         return out.loss + self.weight * domain_loss, logs
 
 
-def alignment_loss(auxiliary, auxiliary_transform, args, focus_fn=None):
+def alignment_loss(auxiliary, auxiliary_transform, args, accelerator, focus_fn=None):
     """
     The loss of the alignment methods: each labelled target batch is extended with `batch_size // 2` labelled source
     and as many unlabelled target images, drawn with the global RNG (which Accelerate checkpoints, so a resumed run
-    draws the same). `auxiliary` holds both, with `domain_labels`; the unlabelled target images carry their labels
-    only for `focus_fn` (the oracle map), never for the loss.
+    draws the same; every process draws for all and keeps its own share). `auxiliary` holds both, with
+    `domain_labels`; the unlabelled target images carry their labels only for `focus_fn` (the oracle map), never for
+    the loss.
     """
     domains = torch.tensor(auxiliary["domain_labels"])
     pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
+    count = max(1, args.batch_size // 2)
+    share = slice(accelerator.process_index * count, (accelerator.process_index + 1) * count)
 
     def compute_loss(model, batch):
-        count = max(1, args.batch_size // 2)
-        picks = [pool[torch.randint(len(pool), (count,))] for pool in pools]
+        picks = [pool[torch.randint(len(pool), (count * accelerator.num_processes,))][share] for pool in pools]
         auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
         extra = collate([auxiliary[int(i)] for i in torch.cat(picks)])
         device = batch["pixel_values"].device
@@ -873,7 +876,7 @@ def main(argv=None):
                         "weight_decay": 0.0,
                     },
                 ]
-            level = ALIGNMENT_LEVEL.get(method, "focus" if args.alignment == "focus" and uses_tma else "")
+            level = ALIGNMENT_LEVEL.get(method, args.alignment if args.alignment != "none" and uses_tma else "")
             if level != "" and auxiliary is None:
                 with accelerator.main_process_first():
                     parts = [domain_split(args.source, args.train_split, args.num_source_train, args),
@@ -894,7 +897,7 @@ def main(argv=None):
                 _, _, auxiliary_transform = train_loader(auxiliary_data, args, args.seed + 3)
                 trained = AdversarialAlignment(model, level, args.alignment_weight, args.transfer_steps)
                 groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
-                compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, focus_fn)
+                compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, accelerator, focus_fn)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
 
             trained, history = run_training(method, trained, loader, sampler, transform, compute_loss, optimizer,
