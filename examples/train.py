@@ -61,7 +61,7 @@ def parse_args(argv=None):
                              "patch, TMA fed ACTE's discriminator on an equal-sized patch grid instead of adaptive "
                              "regions; oracle: see above; source_replay = finetune that also trains on source labels; "
                              "align_global / align_patch = source_replay + adversarial alignment of image-level / "
-                             "patch-level features (the comparators of --alignment)")  # fmt: skip
+                             "patch-level features (map-free comparators of the focus alignment)")  # fmt: skip
     parser.add_argument("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--image_column", default=None, help="override the image column of Hub/local datasets")
