@@ -12,6 +12,9 @@ Stages (`--stage`):
   all       (default) source, acte, then transfer with both methods, and a table of target mIoU.
 `--method oracle` (generated targets only) is an ablation: TMA fed the generator's ground-truth shift mask instead of
 ACTE's map, at training and evaluation, an upper bound on what a better estimator could give TMA.
+`--method source_replay align_global align_patch` also train on the source labels and unlabelled target images (none,
+image-level or patch-level adversarial alignment); `--alignment focus` gives the TMA methods the focus-weighted
+alignment (see AdversarialAlignment). TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
 OUTPUT_DIR/results.json, and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
