@@ -46,6 +46,8 @@ from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU, shift_auroc
 
 STAGES = ("source", "acte", "tmt", "finetune", "patch", "oracle", "source_replay", "align_global", "align_patch")
+# Transfer methods that feed TMA a map (ACTE's, or the generator's for `oracle`).
+TMA_METHODS = ("tmt", "patch", "oracle")
 # Transfer methods that also train on source labels and unlabelled target images (see AdversarialAlignment).
 ALIGNMENT_LEVEL = {"source_replay": None, "align_global": "global", "align_patch": "patch"}
 
@@ -253,7 +255,7 @@ def validate_args(args):
         if with_acte and not os.path.isfile(os.path.join(acte, "config.json")):
             sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
                      "run --stage acte first.")  # fmt: skip
-    if args.alignment != "none" and not {"tmt", "patch", "oracle"} & set(args.method):
+    if args.alignment != "none" and not set(TMA_METHODS) & set(args.method):
         sys.exit(f"--alignment {args.alignment} applies to the TMA methods (tmt, patch, oracle), not to "
                  f"{' '.join(args.method)}; align_global / align_patch are the comparators without a map")  # fmt: skip
     if args.alignment_weight < 0:
@@ -452,6 +454,13 @@ def domain_split(name, split, num_samples, args, with_labels=True):
                           on_bad_sample=args.on_bad_sample)  # fmt: skip
     dataset = dataset.select_columns(["image", "label"] if with_labels else ["image"])
     return dataset.add_column("sample_index", list(range(len(dataset))))
+
+
+def two_domains(source_part, target_part):
+    """Source then target images with `domain_labels` 0 / 1 and one `sample_index` over both (for augmentation)."""
+    parts = [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate((source_part, target_part))]
+    mixed = datasets.concatenate_datasets(parts).remove_columns("sample_index")
+    return mixed.add_column("sample_index", list(range(len(mixed))))
 
 
 def train_loader(dataset, args, seed, appearance_jitter=False):
@@ -776,11 +785,7 @@ def main(argv=None):
                 args.target, args.train_split, args.num_target_unlabeled, args, with_labels=False
             )
         target_part = target_part.add_column("label", [None] * len(target_part), feature=datasets.Image())
-        mixed = datasets.concatenate_datasets([
-            source_part.add_column("domain_labels", [0] * len(source_part)),
-            target_part.add_column("domain_labels", [1] * len(target_part)),
-        ]).remove_columns("sample_index")  # fmt: skip
-        mixed = mixed.add_column("sample_index", list(range(len(mixed))))
+        mixed = two_domains(source_part, target_part)
         # Random global appearance on both domains, so that the discriminator has to find local shifts.
         loader, sampler, transform = train_loader(mixed, args, args.seed + 1, appearance_jitter=True)
         acte = ACTEModel(ACTEConfig(cell_size=args.acte_cell_size, encoder_channels=args.acte_encoder_channels,
@@ -859,7 +864,7 @@ def main(argv=None):
             others = [p for n, p in model.named_parameters() if p.requires_grad and not is_tma(n)]
             if args.tma_map_normalization is not None:
                 model.config.tma_map_normalization = args.tma_map_normalization
-            uses_tma = method in ("tmt", "patch", "oracle")
+            uses_tma = method in TMA_METHODS
             if args.transfer_tma_init is not None and uses_tma:
                 model.config.tma_init = args.transfer_tma_init
                 with torch.no_grad():
@@ -882,12 +887,9 @@ def main(argv=None):
             level = ALIGNMENT_LEVEL.get(method, args.alignment if args.alignment != "none" and uses_tma else "")
             if level != "" and auxiliary is None:
                 with accelerator.main_process_first():
-                    parts = [domain_split(args.source, args.train_split, args.num_source_train, args),
-                             domain_split(args.target, args.train_split, args.num_target_unlabeled, args)]  # fmt: skip
-                auxiliary = datasets.concatenate_datasets(
-                    [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate(parts)]
-                ).remove_columns("sample_index")
-                auxiliary = auxiliary.add_column("sample_index", list(range(len(auxiliary))))
+                    auxiliary = two_domains(domain_split(args.source, args.train_split, args.num_source_train, args),
+                                            domain_split(args.target, args.train_split, args.num_target_unlabeled,
+                                                         args))  # fmt: skip
             train_data, auxiliary_data = target_train, auxiliary if level != "" else None
             if model.acte is not None:  # ACTE's maps, computed once per image instead of on every batch
                 train_data = with_focus_maps(target_train, model.acte, args)

@@ -29,11 +29,11 @@ def resize_pair(pixels, labels, size: tuple[int, int]):
     return pixels, labels
 
 
-def resize_map(focus: torch.Tensor, size) -> torch.Tensor:
-    """A float (H, W) map resized bilinearly to `size`."""
-    if tuple(focus.shape) == tuple(size):
-        return focus
-    return F.interpolate(focus[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+def resize_pad_map(focus: torch.Tensor, size, height: int, width: int) -> torch.Tensor:
+    """A float (H, W) map resized bilinearly to `size`, then padded with 0 to at least `height` x `width`."""
+    if tuple(focus.shape) != tuple(size):
+        focus = F.interpolate(focus[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+    return F.pad(focus, (0, max(width - focus.shape[1], 0), 0, max(height - focus.shape[0], 0)))
 
 
 def pad_pair(pixels, labels, height: int, width: int):
@@ -117,8 +117,7 @@ class SegmentationTransform:
             d = self.size_divisor
             height, width = -(-pixels.shape[1] // d) * d, -(-pixels.shape[2] // d) * d
             if focus is not None:
-                focus = resize_map(focus, pixels.shape[1:])
-                focus = F.pad(focus, (0, width - focus.shape[1], 0, height - focus.shape[0]))
+                focus = resize_pad_map(focus, pixels.shape[1:], height, width)
             pixels, labels = pad_pair(pixels, labels, height, width)
         return (pixels - self.mean) / self.std, labels, focus
 
@@ -129,8 +128,7 @@ class SegmentationTransform:
         pixels, labels = resize_pair(pixels, labels, (max(1, round(base_h * scale)), max(1, round(base_w * scale))))
         crop_h, crop_w = self.crop_size
         if focus is not None:
-            focus = resize_map(focus, pixels.shape[1:])
-            focus = F.pad(focus, (0, max(crop_w - focus.shape[1], 0), 0, max(crop_h - focus.shape[0], 0)))
+            focus = resize_pad_map(focus, pixels.shape[1:], crop_h, crop_w)
         pixels, labels = pad_pair(pixels, labels, crop_h, crop_w)
         top = int(torch.randint(0, pixels.shape[1] - crop_h + 1, (1,), generator=generator))
         left = int(torch.randint(0, pixels.shape[2] - crop_w + 1, (1,), generator=generator))
