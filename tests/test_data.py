@@ -15,6 +15,7 @@ from tmt_hf.data import (
     registry,
     scene_seed,
 )
+from tmt_hf.data.synthetic import BUILDING, CAR, LIGHT, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION, mirror_above
 from tmt_hf.metrics import MeanIoU, binary_auroc, shift_auroc
 
 
@@ -199,13 +200,29 @@ def test_split_seeds_never_overlap():
 
 
 def test_shift_masks_follow_local_shifts_only():
+    # Classes whose every pixel a shift alters, and the classes a shift may spill onto (glare, puddles, leaf litter).
+    covered = {"night": {CAR, LIGHT}, "fog": {BUILDING}, "rain": {ROAD}, "autumn": {VEGETATION}, "clear": set()}
+    reachable = {"night": set(range(19)), "fog": {BUILDING}, "rain": {ROAD, SIDEWALK},
+                 "autumn": {VEGETATION, TERRAIN, SIDEWALK, ROAD}, "clear": set()}  # fmt: skip
     for domain, style in DOMAINS.items():
         for seed in range(3):
             scene = generate_scene(seed, domain, 128, 256)
-            expected = np.isin(scene["label"], style.restyled)
-            np.testing.assert_array_equal(scene["shift_mask"], expected)
-            assert scene["shift_mask"].any() == bool(style.restyled)
-    assert not generate_scene(0, "clear")["shift_mask"].any()
+            mask, label = scene["shift_mask"], scene["label"]
+            assert mask[np.isin(label, list(covered[domain]))].all()
+            assert not mask[~np.isin(label, list(reachable[domain]))].any()
+            assert mask.any() == bool(style.restyled)
+    night = generate_scene(5, "night", 128, 256)
+    assert night["shift_mask"][~np.isin(night["label"], (CAR, LIGHT))].any(), "glare reaches beyond the lamps"
+
+
+def test_wet_road_mirrors_what_stands_on_it():
+    colours = np.zeros((6, 1, 3), np.float32)
+    colours[:3, 0] = [[0.1, 0.1, 0.1], [0.5, 0.5, 0.5], [0.9, 0.9, 0.9]]
+    label = np.array([[SKY], [CAR], [CAR], [ROAD], [ROAD], [ROAD]], np.uint8)
+    mirrored, distance = mirror_above(colours, label, np.random.default_rng(0))
+    # The scene above, mirrored about the car's contact line.
+    np.testing.assert_array_equal(mirrored[3:, 0], colours[[2, 1, 0], 0])
+    np.testing.assert_array_equal(distance[3:, 0], [0, 1, 2])
 
 
 def test_domains_differ_in_colour_statistics():

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..configuration_tmt import CITYSCAPES_CLASSES
 from ..image_processing_tmt import to_rgb8
-from .synthetic import DOMAINS, SPLIT_SEED_OFFSETS, generate_scene, scene_seed
+from .synthetic import DOMAINS, GENERATOR_VERSION, SPLIT_SEED_OFFSETS, generate_scene, scene_seed
 
 logger = datasets.logging.get_logger(__name__)
 
@@ -115,7 +115,8 @@ SPLIT_ALIASES = {"val": "validation", "valid": "validation", "eval": "validation
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def synthetic_rows(domain: str, split: str, num_samples: int, height: int, width: int):
+def synthetic_rows(domain: str, split: str, num_samples: int, height: int, width: int, generator_version: int):
+    """The scenes of a split; `generator_version` only keys the `datasets` cache, so that a changed generator regenerates."""
     for index in range(num_samples):
         scene = generate_scene(scene_seed(domain, split, index), domain, height, width)
         yield {
@@ -129,7 +130,7 @@ def load_synthetic(domain: str, split: str, num_samples: int | None, streaming: 
     """The generated benchmark: a `datasets.Dataset` with `image`, `label` and `shift_mask` columns."""
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Image(), "shift_mask": datasets.Image()})
     kwargs = {"domain": domain, "split": split, "num_samples": num_samples or SYNTHETIC_SPLIT_SIZES[split],
-              "height": size[0], "width": size[1]}  # fmt: skip
+              "height": size[0], "width": size[1], "generator_version": GENERATOR_VERSION}  # fmt: skip
     if streaming:
         return datasets.IterableDataset.from_generator(synthetic_rows, features=features, gen_kwargs=kwargs)
     return datasets.Dataset.from_generator(synthetic_rows, features=features, gen_kwargs=kwargs)

@@ -5,8 +5,9 @@ fences, poles with signs and traffic lights, cars, trucks, buses, trams, people,
 The five domains differ
 
 - globally: illumination, colour cast, sensor noise, fog, blur;
-- locally: particular classes are restyled (the *local shifts*); the generator returns a `shift_mask` marking exactly
-  the pixels these shifts altered, as ground truth for transferability estimation;
+- locally: particular classes are restyled, and the restyle spills over class boundaries as real shifts do (glare,
+  reflections on a wet road, leaf litter); the generator returns a `shift_mask` marking exactly the pixels these
+  *local shifts* altered, as ground truth for transferability estimation;
 - in geometry: horizon height, object scale, road width;
 - in class frequency and co-occurrence.
 
@@ -77,6 +78,8 @@ DOMAINS = {
     ),
 }  # fmt: skip
 
+# Bumped whenever a scene's pixels change for a given seed (2: local shifts that spill over class boundaries).
+GENERATOR_VERSION = 2
 # Disjoint seed ranges per split, so that train, validation and test never share a seed.
 SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
 DOMAIN_SEED_OFFSETS = {name: 10_000_000 * (index + 1) for index, name in enumerate(DOMAINS)}
@@ -271,13 +274,7 @@ def render(canvas: Canvas, style: DomainStyle, rng: np.random.Generator, horizon
     )
     colours[lane] = (0.92, 0.92, 0.88)
 
-    shift_mask = np.zeros((height, width), dtype=bool)
-    for cls in style.restyled:
-        region = label == cls
-        if not region.any():
-            continue
-        shift_mask |= region
-        colours[region] = restyle(cls, colours, region, rng, texture, yy, label)
+    colours, shift_mask = local_shifts(style, colours, label, rng, texture)
 
     # Global shifts: fog by depth, illumination and colour cast, blur, sensor noise.
     if style.fog > 0:
@@ -294,28 +291,97 @@ def render(canvas: Canvas, style: DomainStyle, rng: np.random.Generator, horizon
     return {"image": image, "label": label.copy(), "shift_mask": shift_mask}
 
 
-def restyle(cls: int, colours: np.ndarray, region: np.ndarray, rng, texture, yy, label) -> np.ndarray:
-    """The local shifts: new appearance of the pixels of class `cls` (returned for `region` only)."""
-    pixels = colours[region]
-    t = texture[region][:, None]
-    if cls == CAR:  # night: dark bodies with bright head and tail lights
-        lights = (np.abs(texture[region]) > 0.55)[:, None]
-        return np.where(lights, np.array([1.0, 0.95, 0.6], np.float32) * 2.4, pixels * 0.35 + 0.02)
-    if cls == LIGHT:  # night: glowing traffic lights
-        return np.array([[0.2, 1.0, 0.4]], np.float32) * 2.5 + 0 * pixels
-    if cls == BUILDING:  # fog domain: pale stucco with blue trims
-        return np.array([[0.80, 0.82, 0.90]], np.float32) + 0.25 * t * np.array([[-1.0, -0.6, 1.0]], np.float32)
-    if cls == ROAD:  # rain: wet, dark and reflective, with streaks
-        streaks = (np.sin(np.nonzero(region)[1] * 0.9) > 0.6)[:, None]
-        return pixels * 0.45 + 0.25 * np.abs(t) + streaks * np.array([[0.25, 0.25, 0.30]], np.float32)
-    if cls == SIDEWALK:  # rain: darker, shiny puddles
-        return pixels * 0.55 + (t > 0.3) * np.array([[0.35, 0.38, 0.45]], np.float32)
-    if cls == VEGETATION:  # autumn: orange, red and yellow leaves
-        hue = (t + 1) / 2
-        return np.concatenate([0.75 + 0.2 * hue, 0.25 + 0.45 * hue, 0.05 + 0.1 * hue], axis=1)
-    if cls == TERRAIN:  # autumn: brown leaf litter
-        return np.array([[0.45, 0.30, 0.15]], np.float32) + 0.15 * t
-    raise ValueError(f"No local shift defined for class {CITYSCAPES_CLASSES[cls]!r}")
+def local_shifts(style: DomainStyle, colours: np.ndarray, label: np.ndarray, rng, texture) -> tuple:
+    """
+    The domain's local shifts, each imitating a real one that changes texture and blurs class boundaries.
+
+    - night (cars, traffic lights): unlit car bodies sink into the dark road; only their lamps show, and the lamps and
+      traffic lights throw a glare halo over whatever surrounds them;
+    - rain (road, sidewalk): the wet road and the puddles on the sidewalk mirror what stands above them, rippled and
+      darkened, so a car's reflection lies on the road below it;
+    - autumn (vegetation, terrain): orange foliage, and leaf litter that covers the terrain and spills over the
+      sidewalk and the road's edge, hiding the boundary between them;
+    - fog (buildings): pale stucco facades.
+
+    Returns the new colours and `shift_mask`: every pixel whose appearance a local shift altered, halos and litter on
+    other classes included.
+    """
+    height, width = label.shape
+    colours = colours.copy()
+    shift_mask = np.zeros((height, width), dtype=bool)
+    t = texture[..., None]
+    restyled = set(style.restyled)
+    if CAR in restyled:
+        car = label == CAR
+        lamps = car & (np.abs(texture) > 0.55)
+        road_tone = np.float32(BASE_COLOURS[ROAD] * 0.9)
+        colours[car] = road_tone * 0.7 + colours[car] * 0.25 + 0.03 * t[car]
+        colours[lamps] = np.array([1.0, 0.95, 0.6], np.float32) * 2.4
+        shift_mask |= car
+    if LIGHT in restyled:
+        light = label == LIGHT
+        colours[light] = np.array([0.2, 1.0, 0.4], np.float32) * 2.5
+        shift_mask |= light
+    if restyled & {CAR, LIGHT}:
+        glowing = (label == LIGHT) | ((label == CAR) & (np.abs(texture) > 0.55))
+        glare = blur(glowing, 6) * 3.0
+        colours += np.clip(glare, 0, 1)[..., None] * np.array([0.9, 0.85, 0.6], np.float32)
+        shift_mask |= glare > 0.05
+    if BUILDING in restyled:
+        building = label == BUILDING
+        colours[building] = np.array([0.80, 0.82, 0.90], np.float32) + 0.25 * t[building] * np.array(
+            [-1.0, -0.6, 1.0], np.float32
+        )
+        shift_mask |= building
+    if ROAD in restyled or SIDEWALK in restyled:
+        mirrored, distance = mirror_above(colours, label, rng)
+        wet = np.zeros((height, width), dtype=bool)
+        if ROAD in restyled:
+            wet |= label == ROAD
+        if SIDEWALK in restyled:
+            wet |= (label == SIDEWALK) & (smooth_noise(rng, height, width, 6) > 0.0)
+        strength = (0.75 * np.exp(-distance / (0.25 * height)))[..., None]
+        dull = colours * 0.4 + 0.04 * t
+        colours = np.where(wet[..., None], dull * (1 - strength) + mirrored * strength * 0.8, colours)
+        shift_mask |= wet
+    if VEGETATION in restyled:
+        vegetation = label == VEGETATION
+        hue = (t[vegetation] + 1) / 2
+        colours[vegetation] = np.concatenate([0.75 + 0.2 * hue, 0.25 + 0.45 * hue, 0.05 + 0.1 * hue], axis=1)
+        shift_mask |= vegetation
+    if TERRAIN in restyled:
+        ground = np.isin(label, (TERRAIN, SIDEWALK, ROAD))
+        near_terrain = blur(label == TERRAIN, 10)
+        litter = ground & (1.4 * near_terrain + 0.5 * smooth_noise(rng, height, width, 4) > 0.75)
+        leaves = (t[litter] + 1) / 2
+        colours[litter] = np.concatenate([0.45 + 0.3 * leaves, 0.28 + 0.2 * leaves, 0.12 + 0.05 * leaves], axis=1)
+        shift_mask |= litter
+    unknown = restyled - {CAR, LIGHT, BUILDING, ROAD, SIDEWALK, VEGETATION, TERRAIN}
+    if unknown:
+        raise ValueError(f"No local shift defined for {sorted(CITYSCAPES_CLASSES[c] for c in unknown)}")
+    return colours, shift_mask
+
+
+def blur(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian blur of a boolean (H, W) mask, as floats in [0, 1]."""
+    image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L").filter(ImageFilter.GaussianBlur(radius))
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def mirror_above(colours: np.ndarray, label: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """
+    A wet surface's reflection: each pixel takes the colour mirrored about the nearest pixel above it (same column) of
+    another class, with a horizontal ripple. Returns the mirrored colours and each pixel's distance to that edge.
+    """
+    height, width = label.shape
+    rows = np.arange(height)[:, None]
+    differs = np.ones_like(label, dtype=bool)
+    differs[1:] = label[1:] != label[:-1]
+    edge = np.maximum.accumulate(np.where(differs, rows, 0), axis=0)
+    source_rows = np.clip(2 * edge - rows - 1, 0, height - 1)
+    ripple = np.rint(2.5 * np.sin(rows * 0.8 + rng.uniform(0, 2 * np.pi))).astype(np.int64)
+    source_cols = np.clip(np.arange(width)[None, :] + ripple, 0, width - 1)
+    return colours[source_rows, source_cols], (rows - edge).astype(np.float32)
 
 
 def scene_seed(domain: str, split: str, index: int) -> int:
