@@ -30,6 +30,7 @@ import sys
 import time
 
 import datasets
+import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
@@ -303,20 +304,16 @@ def validate_args(args):
                  "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones.")  # fmt: skip
 
 
-def segmentation_loss(model, batch, focus_fn=None):
+def segmentation_loss(model, batch):
     """
-    The source and transfer stages' loss: cross-entropy on the labelled images. The map TMA gets: `focus_fn(labels)`
-    (see `oracle_focus`), else the batch's cached `focus` (see `with_focus_maps`), else none (or the attached ACTE's).
+    The source and transfer stages' loss: cross-entropy on the labelled images. The map TMA gets is the batch's
+    `focus` (ACTE's cached map, see `with_focus_maps`, or the oracle's, see `domain_split`), else none (or the
+    attached ACTE's).
     """
-    focus = focus_fn(batch["labels"]) if focus_fn else batch.get("focus")
-    loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=focus).loss
+    loss = model(
+        pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=batch.get("focus")
+    ).loss
     return loss, {"loss": loss.item()}
-
-
-def oracle_focus(target):
-    """The generator's shift mask of a generated target, read off the labels: 1 on the classes its domain restyles."""
-    restyled = torch.tensor(DOMAINS[target.split("/", 1)[1]].restyled)
-    return lambda labels: torch.isin(labels, restyled.to(labels.device)).float()
 
 
 class GradientReversal(torch.autograd.Function):
@@ -379,13 +376,13 @@ class AdversarialAlignment(torch.nn.Module):
         return out.loss + self.weight * domain_loss, logs
 
 
-def alignment_loss(auxiliary, auxiliary_transform, args, accelerator, focus_fn=None):
+def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
     """
     The loss of the alignment methods: each labelled target batch is extended with `batch_size // 2` labelled source
     and as many unlabelled target images, drawn with the global RNG (which Accelerate checkpoints, so a resumed run
     draws the same; every process draws for all and keeps its own share). `auxiliary` holds both, with
-    `domain_labels`; the unlabelled target images carry their labels only for `focus_fn` (the oracle map), never for
-    the loss.
+    `domain_labels` (and `focus`, the map of the TMA methods); the labels of the unlabelled target images are
+    dropped.
     """
     domains = torch.tensor(auxiliary["domain_labels"])
     pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
@@ -400,7 +397,6 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator, focus_fn=N
         pixel_values = torch.cat([batch["pixel_values"], extra["pixel_values"].to(device)])
         labels = torch.cat([batch["labels"], extra["labels"].to(device)])
         focus = torch.cat([batch["focus"], extra["focus"].to(device)]) if "focus" in batch else None
-        focus = focus_fn(labels) if focus_fn else focus
         labels[len(batch["labels"]) + count :] = IGNORE_INDEX  # the unlabelled target images
         domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
         return model(pixel_values, labels, domain_labels.to(device), focus)
@@ -447,12 +443,28 @@ class EpochShuffleSampler(Sampler):
         return self.size
 
 
-def domain_split(name, split, num_samples, args, with_labels=True):
-    """One domain's split, with a `sample_index` column for reproducible augmentation."""
+def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=False):
+    """
+    One domain's split, with a `sample_index` column for reproducible augmentation. `oracle_maps` adds the oracle's
+    map for the generated `--target` as a `focus` column: the generator's shift mask on target images, and on another
+    domain's images (which the target's shifts never touched) the pixels of the classes the target restyles.
+    """
     dataset = load_domain(name, split, image_column=args.image_column, label_column=args.label_column,
                           num_samples=num_samples, synthetic_size=tuple(args.image_size),
                           on_bad_sample=args.on_bad_sample)  # fmt: skip
-    dataset = dataset.select_columns(["image", "label"] if with_labels else ["image"])
+    columns = ["image", "label"] if with_labels else ["image"]
+    if oracle_maps and name == args.target:
+        dataset = dataset.select_columns([*columns, "shift_mask"]).rename_column("shift_mask", "focus")
+    elif oracle_maps:
+        restyled = DOMAINS[args.target.split("/", 1)[1]].restyled
+        dataset = dataset.select_columns(columns).map(
+            lambda example: {
+                "focus": Image.fromarray(np.isin(np.asarray(example["label"]), restyled).astype(np.uint8) * 255)
+            },
+            features=datasets.Features({**dataset.select_columns(columns).features, "focus": datasets.Image()}),
+        )
+    else:
+        dataset = dataset.select_columns(columns)
     return dataset.add_column("sample_index", list(range(len(dataset))))
 
 
@@ -482,13 +494,15 @@ def eval_loader(dataset, args):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, num_labels, focus_fn=None):
-    """Target mIoU of a segmenter; predictions and labels are gathered across processes once per pixel."""
+def evaluate(model, loader, accelerator, num_labels):
+    """
+    Target mIoU of a segmenter (fed the batches' `focus` maps where the loader has them, the oracle's); predictions and
+    labels are gathered across processes once per pixel.
+    """
     model.eval()
     metric = MeanIoU(num_labels)
     for batch in loader:
-        focus = focus_fn(batch["labels"]) if focus_fn else None
-        logits = model(pixel_values=batch["pixel_values"], transferability_map=focus).logits
+        logits = model(pixel_values=batch["pixel_values"], transferability_map=batch.get("focus")).logits
         predictions, references = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
         metric.update(predictions, references)
     model.train()
@@ -849,7 +863,7 @@ def main(argv=None):
             }
         auxiliary = None  # source + unlabelled target images of the alignment methods, loaded once
         for method in args.method:
-            focus_fn = oracle_focus(args.target) if method == "oracle" else None
+            oracle = method == "oracle"
             if args.resume_from_checkpoint and finished(dirs[method]):
                 results[method] = finished(dirs[method])
                 continue
@@ -885,32 +899,40 @@ def main(argv=None):
                     },
                 ]
             level = ALIGNMENT_LEVEL.get(method, args.alignment if args.alignment != "none" and uses_tma else "")
-            if level != "" and auxiliary is None:
+            if level != "" and (auxiliary is None or oracle):
                 with accelerator.main_process_first():
-                    auxiliary = two_domains(domain_split(args.source, args.train_split, args.num_source_train, args),
-                                            domain_split(args.target, args.train_split, args.num_target_unlabeled,
-                                                         args))  # fmt: skip
-            train_data, auxiliary_data = target_train, auxiliary if level != "" else None
+                    splits = [domain_split(name, args.train_split, count, args, oracle_maps=oracle) for name, count
+                              in ((args.source, args.num_source_train), (args.target, args.num_target_unlabeled))]  # fmt: skip
+                auxiliary_data = two_domains(*splits)
+                auxiliary = auxiliary if oracle else auxiliary_data
+            else:
+                auxiliary_data = auxiliary if level != "" else None
+            train_data, eval_loader_of_method = target_train, target_eval_loader
+            if oracle:
+                with accelerator.main_process_first():
+                    train_data = domain_split(args.target, args.train_split, len(target_train), args, oracle_maps=True)
+                    oracle_eval = domain_split(args.target, args.eval_split, args.num_eval, args, oracle_maps=True)
+                eval_loader_of_method = accelerator.prepare(eval_loader(oracle_eval, args))
             if model.acte is not None:  # ACTE's maps, computed once per image instead of on every batch
                 train_data = with_focus_maps(target_train, model.acte, args)
                 auxiliary_data = auxiliary_data and with_focus_maps(auxiliary_data, model.acte, args)
             loader, sampler, transform = train_loader(train_data, args, args.seed + 2)
             if level == "":
                 trained = model
-                compute_loss = lambda m, batch: segmentation_loss(m, batch, focus_fn)  # noqa: E731
+                compute_loss = segmentation_loss
             else:
                 _, _, auxiliary_transform = train_loader(auxiliary_data, args, args.seed + 3)
                 trained = AdversarialAlignment(model, level, args.alignment_weight, args.transfer_steps)
                 groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
-                compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, accelerator, focus_fn)
+                compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, accelerator)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
 
             trained, history = run_training(method, trained, loader, sampler, transform, compute_loss, optimizer,
                                             args.transfer_steps, args, accelerator,
                                             lambda m: evaluate(getattr(accelerator.unwrap_model(m), "segmenter", m),
-                                                               target_eval_loader, accelerator, num_labels, focus_fn))  # fmt: skip
+                                                               eval_loader_of_method, accelerator, num_labels))  # fmt: skip
             model = getattr(trained, "segmenter", trained)
-            metrics = evaluate(model, target_eval_loader, accelerator, num_labels, focus_fn)
+            metrics = evaluate(model, eval_loader_of_method, accelerator, num_labels)
             lambdas = [p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             results[method] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas}
             results[method]["labelled_target_images"] = len(target_train)

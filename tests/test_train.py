@@ -87,13 +87,20 @@ def test_all_stages_produce_reloadable_models(trained, tmp_path):
 
 def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import oracle_focus
+    from train import domain_split, parse_args
 
-    from tmt_hf.data import generate_scene
+    from tmt_hf.data import DOMAINS, generate_scene, scene_seed
 
-    scene = generate_scene(seed=3, domain="night", height=64, width=128)
-    focus = oracle_focus("synthetic/night")(torch.from_numpy(scene["label"]).long())
-    assert scene["shift_mask"].any() and np.array_equal(focus.bool().numpy(), scene["shift_mask"])
+    args = parse_args(["--source", "synthetic/clear", "--target", "synthetic/night", "--output_dir", str(tmp_path),
+                       "--image_size", "64", "128", "--crop_size", "64", "128"])  # fmt: skip
+    target = domain_split("synthetic/night", "train", 3, args, oracle_maps=True)
+    source = domain_split("synthetic/clear", "train", 3, args, oracle_maps=True)
+    for index in range(3):
+        scene = generate_scene(scene_seed("night", "train", index), "night", 64, 128)
+        np.testing.assert_array_equal(np.asarray(target[index]["focus"]) > 0, scene["shift_mask"])
+        label = np.asarray(source[index]["label"])  # no shift on source images: the classes the target restyles
+        np.testing.assert_array_equal(np.asarray(source[index]["focus"]) > 0, np.isin(label, DOMAINS["night"].restyled))
+    assert not np.array_equal(scene["shift_mask"], np.isin(scene["label"], DOMAINS["night"].restyled))  # glare
 
     output, _ = trained
     launch(["--stage", "transfer", "--method", "oracle", "--tma_form", "output_film", "--source_model",
