@@ -7,7 +7,8 @@ Variants, interleaved in one process (medians over `--repeats`):
   tmt_acte      ACTE's focus map + TMTModel with it (what TMTForSemanticSegmentation adds to the encoder)
 Forward (no grad) and forward+backward times, and on CUDA the peak memory one forward+backward allocates on top of
 the resident weights (CPU peak memory is not measured: the process's peak RSS is dominated by building the models).
-Also ACTE's clustering (unfold/fold) against a naive dense positions x regions implementation at growing sizes.
+Before timing, the agreements that must hold on the device: TMT without a map against the ViT, TMT's sdpa route
+against its eager route with a map (fp32, and bf16 under autocast on CUDA). Also ACTE's clustering (unfold/fold) against a naive dense positions x regions implementation at growing sizes.
 
     python examples/benchmark_speed.py                        # base preset, 512x512, batch 1 and 4, CPU
     python examples/benchmark_speed.py --device cuda --repeats 20
@@ -50,6 +51,23 @@ def runner(variant, vit, tmt, acte, pixels, focus):
     if variant == "tmt_map":
         return lambda: tmt(pixels, transferability_map=focus).last_hidden_state
     return lambda: tmt(pixels, transferability_map=acte(pixels).focus_map.detach()).last_hidden_state
+
+
+@torch.no_grad()
+def agreement(vit, tmt, pixels, focus):
+    """Max |difference| between encoder outputs that must agree on this device."""
+    reference = vit(pixels, interpolate_pos_encoding=True).last_hidden_state
+    result = {"tmt_no_map_vs_vit_fp32": (tmt(pixels).last_hidden_state - reference).abs().max().item()}
+    dtypes = [("fp32", None)] + ([("bf16", torch.bfloat16)] if pixels.is_cuda else [])
+    for name, dtype in dtypes:
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            routes = {}
+            for implementation in ("sdpa", "eager"):
+                tmt.config._attn_implementation = implementation
+                routes[implementation] = tmt(pixels, transferability_map=focus).last_hidden_state.float()
+        tmt.config._attn_implementation = "sdpa"
+        result[f"tmt_map_sdpa_vs_eager_{name}"] = (routes["sdpa"] - routes["eager"]).abs().max().item()
+    return result
 
 
 def timed(fn, device, backward):
@@ -136,6 +154,7 @@ def main(argv=None):
     for batch in args.batch_sizes:
         pixels = torch.randn(batch, 3, args.size, args.size, device=device)
         focus = torch.rand(batch, args.size // 8, args.size // 8, device=device)
+        report.setdefault("agreement", {})[f"batch_{batch}"] = agreement(vit, tmt, pixels, focus)
         fns = {v: runner(v, vit, tmt, acte, pixels, focus) for v in VARIANTS}
         times = {(v, mode): [] for v in VARIANTS for mode in ("forward", "forward_backward")}
         for v in VARIANTS:  # warm-up

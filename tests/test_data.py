@@ -15,7 +15,20 @@ from tmt_hf.data import (
     registry,
     scene_seed,
 )
-from tmt_hf.data.synthetic import BUILDING, CAR, LIGHT, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION, mirror_above
+from tmt_hf.data.synthetic import (
+    BUILDING,
+    BUS,
+    CAR,
+    LIGHT,
+    ROAD,
+    SIDEWALK,
+    SKY,
+    TERRAIN,
+    TRAIN,
+    TRUCK,
+    VEGETATION,
+    mirror_above,
+)
 from tmt_hf.metrics import MeanIoU, binary_auroc, shift_auroc
 
 
@@ -201,7 +214,13 @@ def test_split_seeds_never_overlap():
 
 def test_shift_masks_follow_local_shifts_only():
     # Classes whose every pixel a shift alters, and the classes a shift may spill onto (glare, puddles, leaf litter).
-    covered = {"night": {CAR, LIGHT}, "fog": {BUILDING}, "rain": {ROAD}, "autumn": {VEGETATION}, "clear": set()}
+    covered = {
+        "night": {CAR, TRUCK, BUS, TRAIN, LIGHT},
+        "fog": {BUILDING},
+        "rain": {ROAD},
+        "autumn": {VEGETATION},
+        "clear": set(),
+    }
     reachable = {"night": set(range(19)), "fog": {BUILDING}, "rain": {ROAD, SIDEWALK},
                  "autumn": {VEGETATION, TERRAIN, SIDEWALK, ROAD}, "clear": set()}  # fmt: skip
     for domain, style in DOMAINS.items():
@@ -212,7 +231,7 @@ def test_shift_masks_follow_local_shifts_only():
             assert not mask[~np.isin(label, list(reachable[domain]))].any()
             assert mask.any() == bool(style.restyled)
     night = generate_scene(5, "night", 128, 256)
-    assert night["shift_mask"][~np.isin(night["label"], (CAR, LIGHT))].any(), "glare reaches beyond the lamps"
+    assert night["shift_mask"][~np.isin(night["label"], DOMAINS["night"].restyled)].any(), "glare spills over"
 
 
 def test_wet_road_mirrors_what_stands_on_it():

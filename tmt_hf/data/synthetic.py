@@ -62,7 +62,7 @@ DOMAINS = {
     "clear": DomainStyle("clear"),
     "night": DomainStyle(
         "night", brightness=0.38, colour_cast=(0.80, 0.85, 1.20), noise=0.05, horizon=0.46, object_scale=1.15,
-        frequency={"person": 0.5, "car": 1.3, "bus": 0.5, "vegetation": 0.8}, restyled=(CAR, LIGHT),
+        frequency={"person": 0.5, "car": 1.3, "bus": 0.5, "vegetation": 0.8}, restyled=(CAR, TRUCK, BUS, TRAIN, LIGHT),
     ),
     "fog": DomainStyle(
         "fog", brightness=0.95, colour_cast=(0.95, 0.98, 1.02), fog=0.65, blur=1.0, horizon=0.38, object_scale=0.85,
@@ -78,8 +78,8 @@ DOMAINS = {
     ),
 }  # fmt: skip
 
-# Bumped whenever a scene's pixels change for a given seed (2: local shifts that spill over class boundaries).
-GENERATOR_VERSION = 2
+# Bumped whenever a scene's pixels change for a given seed (3: local shifts that spill over class boundaries).
+GENERATOR_VERSION = 3
 # Disjoint seed ranges per split, so that train, validation and test never share a seed.
 SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
 DOMAIN_SEED_OFFSETS = {name: 10_000_000 * (index + 1) for index, name in enumerate(DOMAINS)}
@@ -295,8 +295,8 @@ def local_shifts(style: DomainStyle, colours: np.ndarray, label: np.ndarray, rng
     """
     The domain's local shifts, each imitating a real one that changes texture and blurs class boundaries.
 
-    - night (cars, traffic lights): unlit car bodies sink into the dark road; only their lamps show, and the lamps and
-      traffic lights throw a glare halo over whatever surrounds them;
+    - night (vehicles, traffic lights): vehicle bodies sink into the dark road; their lamps show, buses and trams
+      show a band of lit windows, and lamps, windows and traffic lights throw a glare halo over their surroundings;
     - rain (road, sidewalk): the wet road and the puddles on the sidewalk mirror what stands above them, rippled and
       darkened, so a car's reflection lies on the road below it;
     - autumn (vegetation, terrain): orange foliage, and leaf litter that covers the terrain and spills over the
@@ -311,19 +311,22 @@ def local_shifts(style: DomainStyle, colours: np.ndarray, label: np.ndarray, rng
     shift_mask = np.zeros((height, width), dtype=bool)
     t = texture[..., None]
     restyled = set(style.restyled)
-    if CAR in restyled:
-        car = label == CAR
-        lamps = car & (np.abs(texture) > 0.55)
-        road_tone = np.float32(BASE_COLOURS[ROAD] * 0.9)
-        colours[car] = road_tone * 0.7 + colours[car] * 0.25 + 0.03 * t[car]
+    vehicles = np.isin(label, [c for c in (CAR, TRUCK, BUS, TRAIN) if c in restyled])
+    glowing = np.zeros((height, width), dtype=bool)
+    if vehicles.any():
+        lamps = vehicles & (np.abs(texture) > 0.55)
+        windows = np.isin(label, [c for c in (BUS, TRAIN) if c in restyled]) & lit_window_band(label)
+        colours[vehicles] = np.float32(BASE_COLOURS[ROAD] * 0.63) + colours[vehicles] * 0.25 + 0.03 * t[vehicles]
         colours[lamps] = np.array([1.0, 0.95, 0.6], np.float32) * 2.4
-        shift_mask |= car
+        colours[windows] = np.array([1.0, 0.85, 0.5], np.float32) * 1.6
+        glowing |= lamps | windows
+        shift_mask |= vehicles
     if LIGHT in restyled:
         light = label == LIGHT
         colours[light] = np.array([0.2, 1.0, 0.4], np.float32) * 2.5
+        glowing |= light
         shift_mask |= light
-    if restyled & {CAR, LIGHT}:
-        glowing = (label == LIGHT) | ((label == CAR) & (np.abs(texture) > 0.55))
+    if glowing.any():
         glare = blur(glowing, 6) * 3.0
         colours += np.clip(glare, 0, 1)[..., None] * np.array([0.9, 0.85, 0.6], np.float32)
         shift_mask |= glare > 0.05
@@ -356,7 +359,7 @@ def local_shifts(style: DomainStyle, colours: np.ndarray, label: np.ndarray, rng
         leaves = (t[litter] + 1) / 2
         colours[litter] = np.concatenate([0.45 + 0.3 * leaves, 0.28 + 0.2 * leaves, 0.12 + 0.05 * leaves], axis=1)
         shift_mask |= litter
-    unknown = restyled - {CAR, LIGHT, BUILDING, ROAD, SIDEWALK, VEGETATION, TERRAIN}
+    unknown = restyled - {CAR, TRUCK, BUS, TRAIN, LIGHT, BUILDING, ROAD, SIDEWALK, VEGETATION, TERRAIN}
     if unknown:
         raise ValueError(f"No local shift defined for {sorted(CITYSCAPES_CLASSES[c] for c in unknown)}")
     return colours, shift_mask
@@ -366,6 +369,20 @@ def blur(mask: np.ndarray, radius: float) -> np.ndarray:
     """Gaussian blur of a boolean (H, W) mask, as floats in [0, 1]."""
     image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L").filter(ImageFilter.GaussianBlur(radius))
     return np.asarray(image, dtype=np.float32) / 255
+
+
+def lit_window_band(label: np.ndarray) -> np.ndarray:
+    """Window panes in the upper part of every vertical run of one class: 15-50% down the run, 2 of every 3 columns."""
+    height, width = label.shape
+    rows = np.arange(height)[:, None]
+    starts = np.ones_like(label, dtype=bool)
+    starts[1:] = label[1:] != label[:-1]
+    ends = np.ones_like(label, dtype=bool)
+    ends[:-1] = label[:-1] != label[1:]
+    top = np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
+    bottom = np.minimum.accumulate(np.where(ends, rows, height - 1)[::-1], axis=0)[::-1]
+    depth = (rows - top) / np.maximum(bottom - top + 1, 1)
+    return (depth > 0.15) & (depth < 0.5) & ((np.arange(width)[None, :] // 3) % 3 != 0)
 
 
 def mirror_above(colours: np.ndarray, label: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:

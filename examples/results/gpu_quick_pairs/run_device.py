@@ -1,0 +1,127 @@
+"""The quick-pairs benchmark on one GPU machine, as run for examples/results/gpu_quick_pairs (generator v2).
+
+Every (pair, seed, method) is its own train.py process, so that a machine taken back mid-run still returns every
+finished run; processes share the GPU (`--jobs` at a time). Order: the source models (one per source domain and seed),
+then seed by seed ACTE and the transfer runs (TMT after its ACTE), then the all-target headroom runs. Each finished
+run's results.json is copied to OUTPUT/results/; summarise with examples/results/gpu_quick_pairs/summarise.py.
+
+    python examples/results/gpu_quick_pairs/run_device.py --output /tmp/bench --jobs 14
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+PAIRS = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
+METHODS = ("finetune", "oracle", "align_patch", "tmt")
+TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "train.py")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--jobs", type=int, default=14)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--transfer_steps", type=int, default=1800)
+    args = parser.parse_args()
+    results = os.path.join(args.output, "results")
+    os.makedirs(results, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["--eval_split", "test", "--overwrite_output_dir"]
+    futures, lock, started = {}, threading.Lock(), time.time()
+
+    def run(name, argv, needs=()):
+        for need in needs:
+            futures[need].result()
+        out = os.path.join(args.output, name)
+        log = open(os.path.join(args.output, f"{name}.log"), "w")
+        begun = time.time()
+        code = subprocess.run(
+            [sys.executable, TRAIN, *argv, "--output_dir", out, *common], env=env, stdout=log, stderr=subprocess.STDOUT
+        ).returncode
+        with lock:
+            print(f"{time.time() - started:6.0f} s  {name}: rc {code} in {time.time() - begun:.0f} s", flush=True)
+        if os.path.isfile(os.path.join(out, "results.json")):
+            shutil.copy(os.path.join(out, "results.json"), os.path.join(results, f"{name}.json"))
+        if code != 0:
+            raise RuntimeError(f"{name} failed; see {name}.log")
+
+    jobs = []
+    for seed in range(args.seeds):
+        for source in sorted({s for s, _ in PAIRS}):
+            target = next(t for s, t in PAIRS if s == source)
+            jobs.append(
+                (
+                    f"source-{source}-seed{seed}",
+                    [
+                        "--stage",
+                        "source",
+                        "--source",
+                        f"synthetic/{source}",
+                        "--target",
+                        f"synthetic/{target}",
+                        "--seed",
+                        str(seed),
+                    ],
+                    (),
+                )
+            )
+    for seed in range(args.seeds):
+        for source, target in PAIRS:
+            pair = ["--source", f"synthetic/{source}", "--target", f"synthetic/{target}", "--seed", str(seed)]
+            source_model = os.path.join(args.output, f"source-{source}-seed{seed}", "source")
+            tag = f"{source}2{target}-seed{seed}"
+            jobs.append((f"acte-{tag}", ["--stage", "acte", *pair], ()))
+            for method in METHODS:
+                argv = [
+                    "--stage",
+                    "transfer",
+                    "--method",
+                    method,
+                    "--source_model",
+                    source_model,
+                    *pair,
+                    "--transfer_steps",
+                    str(args.transfer_steps),
+                ]
+                needs = (f"source-{source}-seed{seed}",)
+                if method in ("tmt", "oracle"):
+                    argv += ["--alignment", "focus"]
+                if method == "tmt":
+                    argv += ["--acte_model", os.path.join(args.output, f"acte-{tag}", "acte")]
+                    needs += (f"acte-{tag}",)
+                jobs.append((f"{method}-{tag}", argv, needs))
+            if seed == 0:
+                jobs.append(
+                    (
+                        f"alltarget-{tag}",
+                        [
+                            "--stage",
+                            "transfer",
+                            "--method",
+                            "finetune",
+                            "--source_model",
+                            source_model,
+                            *pair,
+                            "--transfer_steps",
+                            str(args.transfer_steps),
+                            "--target_train_fraction",
+                            "1.0",
+                        ],
+                        (f"source-{source}-seed{seed}",),
+                    )
+                )
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for name, argv, needs in jobs:  # submitted in dependency order: a job only waits on earlier ones
+            futures[name] = pool.submit(run, name, argv, needs)
+    failed = [name for name, future in futures.items() if future.exception()]
+    print(f"wall time {time.time() - started:.0f} s; failed: {failed}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
