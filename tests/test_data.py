@@ -27,6 +27,7 @@ from tmt_hf.data.synthetic import (
     TRAIN,
     TRUCK,
     VEGETATION,
+    lit_window_band,
     mirror_above,
 )
 from tmt_hf.metrics import MeanIoU, binary_auroc, shift_auroc
@@ -232,6 +233,14 @@ def test_shift_masks_follow_local_shifts_only():
             assert mask.any() == bool(style.restyled)
     night = generate_scene(5, "night", 128, 256)
     assert night["shift_mask"][~np.isin(night["label"], DOMAINS["night"].restyled)].any(), "glare spills over"
+
+
+def test_lit_windows_sit_in_the_upper_part_of_each_vehicle():
+    label = np.full((20, 9), SKY, np.uint8)
+    label[5:15] = BUS  # a bus 10 rows tall
+    band = lit_window_band(label) & (label == BUS)
+    assert band[7:10].any(axis=1).all() and not band[:7].any() and not band[10:].any()  # rows 15-50% down the bus
+    assert not band[7, :3].any() and band[7, 3:].all()  # panes 3 columns wide, 2 of every 3 lit
 
 
 def test_wet_road_mirrors_what_stands_on_it():

@@ -372,7 +372,7 @@ def blur(mask: np.ndarray, radius: float) -> np.ndarray:
 
 
 def lit_window_band(label: np.ndarray) -> np.ndarray:
-    """Window panes in the upper part of every vertical run of one class: 15-50% down the run, 2 of every 3 columns."""
+    """Window panes in the upper part of every vertical run of one class: 15-50% down the run, 3 columns wide, 2 in 3 lit."""
     height, width = label.shape
     rows = np.arange(height)[:, None]
     starts = np.ones_like(label, dtype=bool)

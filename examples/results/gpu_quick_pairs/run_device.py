@@ -1,9 +1,10 @@
-"""The quick-pairs benchmark on one GPU machine, as run for examples/results/gpu_quick_pairs (generator v2).
+"""The benchmark on one GPU machine, as run for examples/results/gpu_quick_pairs (generator v3), in priority order.
 
 Every (pair, seed, method) is its own train.py process, so that a machine taken back mid-run still returns every
-finished run; processes share the GPU (`--jobs` at a time). Order: the source models (one per source domain and seed),
-then seed by seed ACTE and the transfer runs (TMT after its ACTE), then the all-target headroom runs. Each finished
-run's results.json is copied to OUTPUT/results/; summarise with examples/results/gpu_quick_pairs/summarise.py.
+finished run; processes share the GPU (`--jobs` at a time). Order: the source models, then seed by seed the four quick
+pairs (ACTE; finetune, oracle + focus alignment, align_patch, TMT + focus alignment), then the all-target headroom
+runs (seed 0), then the other 16 pairs with seed 0 (ACTE, finetune, TMT + focus alignment). Each finished run's
+results.json is copied to OUTPUT/results/; summarise with examples/results/gpu_quick_pairs/summarise.py.
 
     python examples/results/gpu_quick_pairs/run_device.py --output /tmp/bench --jobs 14
 """
@@ -18,6 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 PAIRS = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
+DOMAINS = ("clear", "night", "fog", "rain", "autumn")
+OTHER_PAIRS = [(s, t) for s in DOMAINS for t in DOMAINS if s != t and (s, t) not in PAIRS]
 METHODS = ("finetune", "oracle", "align_patch", "tmt")
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "train.py")
 
@@ -51,71 +54,37 @@ def main():
         if code != 0:
             raise RuntimeError(f"{name} failed; see {name}.log")
 
-    jobs = []
+    def pair_jobs(source, target, seed, methods):
+        pair = ["--source", f"synthetic/{source}", "--target", f"synthetic/{target}", "--seed", str(seed)]
+        source_job, tag = f"source-{source}-seed{seed}", f"{source}2{target}-seed{seed}"
+        transfer = ["--stage", "transfer", "--source_model", os.path.join(args.output, source_job, "source"), *pair,
+                    "--transfer_steps", str(args.transfer_steps)]  # fmt: skip
+        jobs = [(f"acte-{tag}", ["--stage", "acte", *pair], ())]
+        for method in methods:
+            argv, needs = [*transfer, "--method", method], (source_job,)
+            if method in ("tmt", "oracle"):
+                argv += ["--alignment", "focus"]
+            if method == "tmt":
+                argv += ["--acte_model", os.path.join(args.output, f"acte-{tag}", "acte")]
+                needs += (f"acte-{tag}",)
+            jobs.append((f"{method}-{tag}", argv, needs))
+        return jobs
+
+    def source_job(source, seed):
+        target = next(t for s, t in PAIRS + OTHER_PAIRS if s == source)
+        argv = ["--stage", "source", "--source", f"synthetic/{source}", "--target", f"synthetic/{target}"]
+        return (f"source-{source}-seed{seed}", [*argv, "--seed", str(seed)], ())
+
+    jobs = [source_job(source, seed) for seed in range(args.seeds) for source in ("clear", "fog", "autumn")]
     for seed in range(args.seeds):
-        for source in sorted({s for s, _ in PAIRS}):
-            target = next(t for s, t in PAIRS if s == source)
-            jobs.append(
-                (
-                    f"source-{source}-seed{seed}",
-                    [
-                        "--stage",
-                        "source",
-                        "--source",
-                        f"synthetic/{source}",
-                        "--target",
-                        f"synthetic/{target}",
-                        "--seed",
-                        str(seed),
-                    ],
-                    (),
-                )
-            )
-    for seed in range(args.seeds):
-        for source, target in PAIRS:
-            pair = ["--source", f"synthetic/{source}", "--target", f"synthetic/{target}", "--seed", str(seed)]
-            source_model = os.path.join(args.output, f"source-{source}-seed{seed}", "source")
-            tag = f"{source}2{target}-seed{seed}"
-            jobs.append((f"acte-{tag}", ["--stage", "acte", *pair], ()))
-            for method in METHODS:
-                argv = [
-                    "--stage",
-                    "transfer",
-                    "--method",
-                    method,
-                    "--source_model",
-                    source_model,
-                    *pair,
-                    "--transfer_steps",
-                    str(args.transfer_steps),
-                ]
-                needs = (f"source-{source}-seed{seed}",)
-                if method in ("tmt", "oracle"):
-                    argv += ["--alignment", "focus"]
-                if method == "tmt":
-                    argv += ["--acte_model", os.path.join(args.output, f"acte-{tag}", "acte")]
-                    needs += (f"acte-{tag}",)
-                jobs.append((f"{method}-{tag}", argv, needs))
-            if seed == 0:
-                jobs.append(
-                    (
-                        f"alltarget-{tag}",
-                        [
-                            "--stage",
-                            "transfer",
-                            "--method",
-                            "finetune",
-                            "--source_model",
-                            source_model,
-                            *pair,
-                            "--transfer_steps",
-                            str(args.transfer_steps),
-                            "--target_train_fraction",
-                            "1.0",
-                        ],
-                        (f"source-{source}-seed{seed}",),
-                    )
-                )
+        jobs += [job for source, target in PAIRS for job in pair_jobs(source, target, seed, METHODS)]
+    for source, target in PAIRS:
+        argv = ["--stage", "transfer", "--method", "finetune", "--target_train_fraction", "1.0", "--source_model",
+                os.path.join(args.output, f"source-{source}-seed0", "source"), "--source", f"synthetic/{source}",
+                "--target", f"synthetic/{target}", "--transfer_steps", str(args.transfer_steps)]  # fmt: skip
+        jobs.append((f"alltarget-{source}2{target}-seed0", argv, (f"source-{source}-seed0",)))
+    jobs += [source_job(source, 0) for source in ("night", "rain")]
+    jobs += [job for source, target in OTHER_PAIRS for job in pair_jobs(source, target, 0, ("finetune", "tmt"))]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for name, argv, needs in jobs:  # submitted in dependency order: a job only waits on earlier ones
             futures[name] = pool.submit(run, name, argv, needs)

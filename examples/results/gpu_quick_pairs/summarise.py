@@ -1,0 +1,90 @@
+"""Tables of the device benchmark (run_device.py) from its results/*.json: prints Markdown, writes summary.json.
+
+python examples/results/gpu_quick_pairs/summarise.py examples/results/gpu_quick_pairs/results
+"""
+
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from benchmark import summarise  # noqa: E402
+
+from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES  # noqa: E402
+from tmt_hf.data.synthetic import DOMAINS  # noqa: E402
+
+QUICK = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
+
+
+def main(folder):
+    results = {os.path.basename(p)[: -len(".json")]: json.load(open(p)) for p in glob.glob(f"{folder}/*.json")}
+    units = {}  # (source, target, seed) -> method -> metrics
+    for name, result in results.items():
+        kind, tag = name.split("-", 1)
+        pair, seed = tag.rsplit("-seed", 1)
+        source, target = pair.split("2")
+        if kind in ("finetune", "oracle", "align_patch", "tmt"):
+            unit = units.setdefault((f"synthetic/{source}", f"synthetic/{target}", int(seed)), {})
+            unit[kind] = result[kind]["target_val"]
+            unit["source"] = result["source"]["target_val"]
+    lines, summary = [], {}
+    for title, pairs, methods in (
+        ("Quick pairs", QUICK, ["finetune", "oracle", "align_patch", "tmt"]),
+        ("All pairs with finetune and TMT", None, ["finetune", "tmt"]),
+    ):
+        rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
+                for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
+                and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)]  # fmt: skip
+        wanted = sorted({(r["source_domain"], r["target_domain"]) for r in rows})
+        table, summary[title] = summarise(rows, wanted, methods)
+        lines += [f"## {title}", "", table]
+
+    lines += ["## Headroom (seed 0): all 400 target images against finetune's 20", "",
+              "| pair | source-only | finetune | all-target | gap | gap in restyled classes | gap elsewhere |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    summary["headroom"] = {}
+    for source, target in QUICK:
+        tag = f"{source}2{target}-seed0"
+        if f"alltarget-{tag}" not in results or f"finetune-{tag}" not in results:
+            continue
+        full, few = results[f"alltarget-{tag}"]["finetune"]["target_val"], results[f"finetune-{tag}"]
+        few, source_only = few["finetune"]["target_val"], few["source"]["target_val"]
+        present = [i for i, v in enumerate(full["per_category_iou"]) if v is not None]
+        gaps = {i: 100 * (full["per_category_iou"][i] - (few["per_category_iou"][i] or 0)) / len(present)
+                for i in present}  # fmt: skip
+        restyled = sum(g for i, g in gaps.items() if i in DOMAINS[target].restyled)
+        gap = 100 * (full["mean_iou"] - few["mean_iou"])
+        summary["headroom"][f"{source}->{target}"] = {
+            "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
+            "all_target": 100 * full["mean_iou"], "gap": gap, "gap_restyled": restyled,
+            "per_class_gap": {CITYSCAPES_CLASSES[i]: g for i, g in gaps.items()},
+        }  # fmt: skip
+        lines.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} | "
+                     f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |")  # fmt: skip
+    if summary["headroom"]:
+        mean = lambda key: np.mean([h[key] for h in summary["headroom"].values()])  # noqa: E731
+        lines.append(f"| **mean** | | | | {mean('gap'):.2f} | {mean('gap_restyled'):.2f} | |")
+
+    lines += ["", "## ACTE focus map against the shift mask (test scenes)", "",
+              "| pair | seed | AUROC pooled | AUROC per image |", "|---|---|---|---|"]  # fmt: skip
+    summary["acte"] = {}
+    for name in sorted(n for n in results if n.startswith("acte-")):
+        acte, tag = results[name]["acte"], name.split("-", 1)[1]
+        summary["acte"][tag] = {k: acte[k] for k in ("focus_shift_auroc", "focus_shift_auroc_per_image") if k in acte}
+        if "focus_shift_auroc" in acte:
+            pair, seed = tag.rsplit("-seed", 1)
+            lines.append(f"| {pair} | {seed} | {acte['focus_shift_auroc']:.3f} | "
+                         f"{acte['focus_shift_auroc_per_image']:.3f} |")  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(os.path.dirname(os.path.abspath(folder)), "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(os.path.dirname(os.path.abspath(folder)), "benchmark.md"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
