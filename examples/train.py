@@ -9,12 +9,14 @@ Stages (`--stage`):
   acte      ACTE on source + target images (domain discriminator), with source labels for its auxiliary head;
   transfer  from the source model, fine-tune on the labelled target images: `--method tmt` attaches the frozen ACTE
             and trains with TMA; `--method finetune` is the vanilla baseline (same model and budget, TMA off);
-  all       (default) source, acte, then transfer with both methods, and a table of target mIoU.
+  all       (default) source, acte, then transfer (by default finetune, align_patch and tmt), and a table of target
+            mIoU.
 `--method oracle` (generated targets only) is an ablation: TMA fed the generator's ground-truth shift mask instead of
 ACTE's map, at training and evaluation, an upper bound on what a better estimator could give TMA.
 `--method source_replay align_global align_patch` also train on the source labels and unlabelled target images (none,
 image-level or patch-level adversarial alignment); `--alignment focus` gives the TMA methods the focus-weighted
-alignment (see AdversarialAlignment). TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
+alignment (see AdversarialAlignment), their default: TMT is then the paper's three parts (ACTE, TMA and region-level
+alignment). TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
 OUTPUT_DIR/results.json, and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
@@ -63,7 +65,8 @@ def parse_args(argv=None):
         "--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run"
     )
     parser.add_argument("--method", nargs="+", choices=["both", "all", *STAGES[2:]], default=None,
-                        help="transfer-stage methods (default: both): both = finetune + tmt; all = finetune + tmt + "
+                        help="transfer-stage methods (default: finetune align_patch tmt): both = finetune + tmt; "
+                             "all = finetune + tmt + "
                              "patch, TMA fed ACTE's discriminator on an equal-sized patch grid instead of adaptive "
                              "regions; oracle: see above; source_replay = finetune that also trains on source labels; "
                              "align_global / align_patch = source_replay + adversarial alignment of image-level / "
@@ -126,10 +129,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--alignment",
         choices=["none", "global", "patch", "focus"],
-        default="none",
-        help="transfer stage of tmt/patch/oracle: also train on source labels and unlabelled target images with an "
-        "adversarial alignment of token features (see AdversarialAlignment): 'focus' weights each token by the focus "
-        "map; 'global' and 'patch' are the map-free levels, for ablation",
+        default=None,
+        help="transfer stage of tmt/patch/oracle (default: focus): also train on source labels and unlabelled target "
+        "images with an adversarial alignment of token features (see AdversarialAlignment): 'focus' weights each "
+        "token by the focus map; 'global' and 'patch' are the map-free levels, for ablation; 'none': TMA alone",
     )
     parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
@@ -244,7 +247,8 @@ def validate_args(args):
     if args.method is not None and args.stage in ("source", "acte"):
         sys.exit(f"--method chooses the transfer-stage methods; --stage {args.stage} does not use it")
     expand = {"both": ["finetune", "tmt"], "all": ["finetune", "tmt", "patch"]}
-    args.method = list(dict.fromkeys(m for given in args.method or ["both"] for m in expand.get(given, [given])))
+    given = args.method or ["finetune", "align_patch", "tmt"]
+    args.method = list(dict.fromkeys(m for name in given for m in expand.get(name, [name])))
     stage_dirs = {name: os.path.join(args.output_dir, name) for name in STAGES}
     if args.stage == "transfer":
         source = args.source_model or stage_dirs["source"]
@@ -256,6 +260,8 @@ def validate_args(args):
         if with_acte and not os.path.isfile(os.path.join(acte, "config.json")):
             sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
                      "run --stage acte first.")  # fmt: skip
+    if args.alignment is None:
+        args.alignment = "focus" if set(TMA_METHODS) & set(args.method) else "none"
     if args.alignment != "none" and not set(TMA_METHODS) & set(args.method):
         sys.exit(f"--alignment {args.alignment} applies to the TMA methods (tmt, patch, oracle), not to "
                  f"{' '.join(args.method)}; align_global / align_patch are the comparators without a map")  # fmt: skip

@@ -1,6 +1,6 @@
 """Tables of the device benchmark (run_device.py) from its results/*.json: prints Markdown, writes summary.json.
 
-python examples/results/gpu_quick_pairs/summarise.py examples/results/gpu_quick_pairs/results
+python examples/results/v3_quick_pairs/summarise.py examples/results/v3_quick_pairs/results
 """
 
 import glob
@@ -24,9 +24,9 @@ def main(folder):
     units = {}  # (source, target, seed) -> method -> metrics
     for name, result in results.items():
         kind, tag = name.split("-", 1)
-        pair, seed = tag.rsplit("-seed", 1)
-        source, target = pair.split("2")
         if kind in ("finetune", "oracle", "align_patch", "tmt"):
+            pair, seed = tag.rsplit("-seed", 1)
+            source, target = pair.split("2")
             unit = units.setdefault((f"synthetic/{source}", f"synthetic/{target}", int(seed)), {})
             unit[kind] = result[kind]["target_val"]
             unit["source"] = result["source"]["target_val"]
@@ -38,13 +38,14 @@ def main(folder):
         rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
                 for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
                 and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)]  # fmt: skip
-        wanted = sorted({(r["source_domain"], r["target_domain"]) for r in rows})
-        table, summary[title] = summarise(rows, wanted, methods)
-        lines += [f"## {title}", "", table]
+        if rows:
+            wanted = sorted({(r["source_domain"], r["target_domain"]) for r in rows})
+            table, summary[title] = summarise(rows, wanted, methods)
+            lines += [f"## {title}", "", table]
 
-    lines += ["## Headroom (seed 0): all 400 target images against finetune's 20", "",
-              "| pair | source-only | finetune | all-target | gap | gap in restyled classes | gap elsewhere |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    headroom = ["## Headroom (seed 0): all 400 target images against finetune's 20", "",
+                "| pair | source-only | finetune | all-target | gap | gap in restyled classes | gap elsewhere |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
     summary["headroom"] = {}
     for source, target in QUICK:
         tag = f"{source}2{target}-seed0"
@@ -62,22 +63,25 @@ def main(folder):
             "all_target": 100 * full["mean_iou"], "gap": gap, "gap_restyled": restyled,
             "per_class_gap": {CITYSCAPES_CLASSES[i]: g for i, g in gaps.items()},
         }  # fmt: skip
-        lines.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} | "
+        headroom.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} | "
                      f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |")  # fmt: skip
     if summary["headroom"]:
         mean = lambda key: np.mean([h[key] for h in summary["headroom"].values()])  # noqa: E731
-        lines.append(f"| **mean** | | | | {mean('gap'):.2f} | {mean('gap_restyled'):.2f} | |")
+        headroom.append(f"| **mean** | | | | {mean('gap'):.2f} | {mean('gap_restyled'):.2f} | |")
+        lines += [*headroom, ""]
 
-    lines += ["", "## ACTE focus map against the shift mask (test scenes)", "",
-              "| pair | seed | AUROC pooled | AUROC per image |", "|---|---|---|---|"]  # fmt: skip
+    acte_lines = ["## ACTE focus map against the shift mask (held-out scenes)", "",
+                  "| pair | seed | AUROC pooled | AUROC per image |", "|---|---|---|---|"]  # fmt: skip
     summary["acte"] = {}
     for name in sorted(n for n in results if n.startswith("acte-")):
         acte, tag = results[name]["acte"], name.split("-", 1)[1]
         summary["acte"][tag] = {k: acte[k] for k in ("focus_shift_auroc", "focus_shift_auroc_per_image") if k in acte}
         if "focus_shift_auroc" in acte:
             pair, seed = tag.rsplit("-seed", 1)
-            lines.append(f"| {pair} | {seed} | {acte['focus_shift_auroc']:.3f} | "
+            acte_lines.append(f"| {pair} | {seed} | {acte['focus_shift_auroc']:.3f} | "
                          f"{acte['focus_shift_auroc_per_image']:.3f} |")  # fmt: skip
+    if summary["acte"]:
+        lines += acte_lines
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(os.path.dirname(os.path.abspath(folder)), "summary.json"), "w") as f:
