@@ -689,6 +689,8 @@ def write_model_cards(args, results, dirs, source_dir, widget_image):
                 training={"source model": source_dir, "labelled target images": results[method].get("labelled_target_images"),
                           "steps": args.transfer_steps, "batch size": args.batch_size,
                           "learning rate": args.transfer_learning_rate,
+                          "adversarial alignment on source + unlabelled target images":
+                              args.alignment if method != "finetune" else "none",
                           "source-only target mIoU": round(target_miou("source"), 4)},
             )  # fmt: skip
     for stage, card in cards.items():
@@ -905,14 +907,15 @@ def main(argv=None):
                     },
                 ]
             level = ALIGNMENT_LEVEL.get(method, args.alignment if args.alignment != "none" and uses_tma else "")
-            if level != "" and (auxiliary is None or oracle):
+            auxiliary_data = None
+            if level != "" and (oracle or auxiliary is None):  # the oracle's copy carries its maps
                 with accelerator.main_process_first():
                     splits = [domain_split(name, args.train_split, count, args, oracle_maps=oracle) for name, count
                               in ((args.source, args.num_source_train), (args.target, args.num_target_unlabeled))]  # fmt: skip
                 auxiliary_data = two_domains(*splits)
                 auxiliary = auxiliary if oracle else auxiliary_data
-            else:
-                auxiliary_data = auxiliary if level != "" else None
+            elif level != "":
+                auxiliary_data = auxiliary
             train_data, eval_loader_of_method = target_train, target_eval_loader
             if oracle:
                 with accelerator.main_process_first():
