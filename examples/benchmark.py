@@ -4,8 +4,8 @@ For every pair and seed: a source model (trained once per source domain and seed
 needs it), then the same fine-tuning budget on the same labelled target images for `finetune` (TMA off) and every
 method of `--methods`: `tmt` (TMA fed ACTE's map), `patch` (ACTE's discriminator on an equal-sized patch grid) and
 `oracle` (TMA fed the generator's ground-truth shift mask), and the comparators that also train on source labels and
-unlabelled target images: `source_replay`, `align_global`, `align_patch` (see train.py; `-- --alignment focus` gives
-the TMA methods the focus-weighted alignment). Writes OUTPUT_DIR/benchmark.json (every run's per-class
+unlabelled target images: `source_replay`, `align_global`, `align_patch` (see train.py; the TMA methods train with
+the focus-weighted alignment unless `-- --alignment none`). Writes OUTPUT_DIR/benchmark.json (every run's per-class
 IoU; finished runs are kept when the script is run again), OUTPUT_DIR/benchmark.md and summary.json (mIoU per pair,
 every method's gain over finetune with a paired bootstrap 95% interval over the (pair, seed) runs, and finetune's
 seed-to-seed noise) and OUTPUT_DIR/gains.png.
