@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from benchmark import summarise  # noqa: E402
+from benchmark import paired_bootstrap, summarise  # noqa: E402
 
 from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES  # noqa: E402
 from tmt_hf.data.synthetic import DOMAINS  # noqa: E402
@@ -42,6 +42,14 @@ def main(folder):
             wanted = sorted({(r["source_domain"], r["target_domain"]) for r in rows})
             table, summary[title] = summarise(rows, wanted, methods)
             lines += [f"## {title}", "", table]
+            for better, worse in [
+                (a, b) for a, b in (("tmt", "align_patch"), ("oracle", "tmt")) if {a, b} <= set(methods)
+            ]:
+                differences = np.array([100 * (r[better]["mean_iou"] - r[worse]["mean_iou"]) for r in rows])
+                low, high = paired_bootstrap(differences)
+                summary[title][f"{better} - {worse}"] = {"mean": float(differences.mean()), "ci95": [low, high]}
+                lines.append(f"{better} − {worse}: {differences.mean():+.2f} [{low:+.2f}, {high:+.2f}] (paired, "
+                             f"{len(rows)} units)\n")  # fmt: skip
 
     headroom = ["## Headroom (seed 0): all 400 target images against finetune's 20", "",
                 "| pair | source-only | finetune | all-target | gap | gap in restyled classes | gap elsewhere |",
