@@ -371,16 +371,20 @@ def blur(mask: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255
 
 
+def run_starts(label: np.ndarray) -> np.ndarray:
+    """For every pixel, the first row of the vertical run of its class that it belongs to (same column)."""
+    rows = np.arange(label.shape[0])[:, None]
+    starts = np.ones_like(label, dtype=bool)
+    starts[1:] = label[1:] != label[:-1]
+    return np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
+
+
 def lit_window_band(label: np.ndarray) -> np.ndarray:
     """Window panes in the upper part of every vertical run of one class: 15-50% down the run, 3 columns wide, 2 in 3 lit."""
     height, width = label.shape
     rows = np.arange(height)[:, None]
-    starts = np.ones_like(label, dtype=bool)
-    starts[1:] = label[1:] != label[:-1]
-    ends = np.ones_like(label, dtype=bool)
-    ends[:-1] = label[:-1] != label[1:]
-    top = np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
-    bottom = np.minimum.accumulate(np.where(ends, rows, height - 1)[::-1], axis=0)[::-1]
+    top = run_starts(label)
+    bottom = height - 1 - run_starts(label[::-1])[::-1]
     depth = (rows - top) / np.maximum(bottom - top + 1, 1)
     return (depth > 0.15) & (depth < 0.5) & ((np.arange(width)[None, :] // 3) % 3 != 0)
 
@@ -392,9 +396,7 @@ def mirror_above(colours: np.ndarray, label: np.ndarray, rng) -> tuple[np.ndarra
     """
     height, width = label.shape
     rows = np.arange(height)[:, None]
-    differs = np.ones_like(label, dtype=bool)
-    differs[1:] = label[1:] != label[:-1]
-    edge = np.maximum.accumulate(np.where(differs, rows, 0), axis=0)
+    edge = run_starts(label)
     source_rows = np.clip(2 * edge - rows - 1, 0, height - 1)
     ripple = np.rint(2.5 * np.sin(rows * 0.8 + rng.uniform(0, 2 * np.pi))).astype(np.int64)
     source_cols = np.clip(np.arange(width)[None, :] + ripple, 0, width - 1)
