@@ -869,7 +869,8 @@ def main(argv=None):
             results["source"] = {
                 "target_val": evaluate(accelerator.prepare(model), target_eval_loader, accelerator, num_labels)
             }
-        auxiliary = None  # source + unlabelled target images of the alignment methods, loaded once
+        # Source + unlabelled target images of the alignment methods, loaded once; the oracle's copy carries its maps.
+        auxiliaries = {}
         for method in args.method:
             oracle = method == "oracle"
             if args.resume_from_checkpoint and finished(dirs[method]):
@@ -907,15 +908,12 @@ def main(argv=None):
                     },
                 ]
             level = ALIGNMENT_LEVEL.get(method, args.alignment if args.alignment != "none" and uses_tma else "")
-            auxiliary_data = None
-            if level != "" and (oracle or auxiliary is None):  # the oracle's copy carries its maps
+            if level != "" and oracle not in auxiliaries:
                 with accelerator.main_process_first():
                     splits = [domain_split(name, args.train_split, count, args, oracle_maps=oracle) for name, count
                               in ((args.source, args.num_source_train), (args.target, args.num_target_unlabeled))]  # fmt: skip
-                auxiliary_data = two_domains(*splits)
-                auxiliary = auxiliary if oracle else auxiliary_data
-            elif level != "":
-                auxiliary_data = auxiliary
+                auxiliaries[oracle] = two_domains(*splits)
+            auxiliary_data = auxiliaries[oracle] if level != "" else None
             train_data, eval_loader_of_method = target_train, target_eval_loader
             if oracle:
                 with accelerator.main_process_first():
