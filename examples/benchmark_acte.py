@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tmt_hf import ACTEConfig, ACTEModel
+from tmt_hf.configuration_acte import NORMALIZATIONS
 from tmt_hf.data import SegmentationTransform, load_domain
 from tmt_hf.metrics import shift_auroc
 
@@ -186,8 +187,8 @@ def main(argv=None):
     parser.add_argument("--kappa", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--encoder_channels", type=int, nargs="+", default=[32, 64, 96])
-    parser.add_argument("--input_normalization", choices=["instance", "image", "none"], default="instance")
-    parser.add_argument("--discriminator_input_normalization", choices=["instance", "image", "none"], default="image")
+    parser.add_argument("--input_normalization", choices=NORMALIZATIONS, default="instance")
+    parser.add_argument("--discriminator_input_normalization", choices=NORMALIZATIONS, default="image")
     parser.add_argument(
         "--appearance_jitter",
         action=argparse.BooleanOptionalAction,

@@ -233,3 +233,21 @@ def test_source_like_regions_score_as_transferable():
     # Relative scoring: an image-wide offset of every logit moves no region's score.
     relative = ACTEModel(tiny_acte_config())
     assert torch.allclose(relative.transferability(logits), relative.transferability(logits + 3.0))
+
+
+def test_local_normalisation_removes_a_veil_and_keeps_colour():
+    """`"local"` standardisation: invariant to a gain and a grey offset (haze), not to a colour difference."""
+    from tmt_hf.modeling_acte import normalize_input
+
+    image = torch.rand(1, 3, 32, 48)
+    veiled = 0.4 * image + 0.7  # a uniform veil: lower contrast, lifted towards grey, the same on every channel
+    assert torch.allclose(normalize_input(image, "local"), normalize_input(veiled, "local"), atol=1e-4)
+    tinted = image.clone()
+    tinted[:, 0] += 0.3  # a red cast is colour, not a veil
+    assert not torch.allclose(normalize_input(image, "local"), normalize_input(tinted, "local"), atol=1e-2)
+    # "image+local" stacks both standardisations, and an ACTE built on it runs with twice the input channels.
+    both = normalize_input(image, "image+local")
+    assert both.shape == (1, 6, 32, 48) and torch.equal(both[:, 3:], normalize_input(image, "local"))
+    model = ACTEModel(tiny_acte_config(discriminator_input_normalization="image+local", input_normalization="local"))
+    out = model(pixel_values=torch.randn(2, 3, 32, 64), domain_labels=torch.tensor([0, 1]))
+    assert out.focus_map.shape == (2, 8, 16) and torch.isfinite(out.loss)

@@ -3,6 +3,9 @@
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
+# Per-image input standardisations of the encoder and the local discriminator (see `ACTEConfig.input_normalization`).
+NORMALIZATIONS = ("instance", "image", "local", "image+local", "none")
+
 
 @strict
 class ACTEConfig(PreTrainedConfig):
@@ -31,7 +34,10 @@ class ACTEConfig(PreTrainedConfig):
             Per-image standardisation before the clustering encoder: `"instance"` standardises every channel by its
             own mean and standard deviation, which removes global illumination and colour-cast differences between
             domains; `"image"` standardises all channels jointly (removes brightness and contrast, keeps colour);
-            `"none"` feeds the pixels as they are.
+            `"local"` standardises each pixel jointly over channels against its 15 x 15 neighbourhood (also removes
+            a veil that varies across the image, such as haze thickening with depth; keeps colour and texture);
+            `"image+local"` stacks the `"image"` and `"local"` versions (twice the channels); `"none"` feeds the
+            pixels as they are.
         discriminator_input_normalization (`str`, *optional*, defaults to `"image"`):
             The same choice for the local discriminator's input (`discriminator_input="local"`). `"image"` keeps
             the colour of each local patch (orange leaves against green ones) while removing brightness and contrast
@@ -115,8 +121,8 @@ class ACTEConfig(PreTrainedConfig):
                 f"cell_size must be >= 1 and num_iterations >= 0, got {self.cell_size}, {self.num_iterations}"
             )
         for name in ("input_normalization", "discriminator_input_normalization"):
-            if getattr(self, name) not in ("instance", "image", "none"):
-                raise ValueError(f"{name} must be 'instance', 'image' or 'none', got {getattr(self, name)!r}")
+            if getattr(self, name) not in NORMALIZATIONS:
+                raise ValueError(f"{name} must be one of {NORMALIZATIONS}, got {getattr(self, name)!r}")
         if self.transferability_score not in ("density_ratio", "entropy"):
             raise ValueError(
                 f"transferability_score must be 'density_ratio' or 'entropy', got {self.transferability_score!r}"

@@ -71,13 +71,31 @@ class ACTEOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-def normalize_input(pixel_values: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-image standardisation: `"instance"` per channel, `"image"` jointly over channels, `"none"` not at all."""
+def normalize_input(pixel_values: torch.Tensor, mode: str, window: int = 15) -> torch.Tensor:
+    """
+    Per-image standardisation: `"instance"` per channel, `"image"` jointly over channels, `"none"` not at all.
+    `"local"`: each pixel against the mean and standard deviation, joint over channels, of the `window` x `window`
+    pixels around it (the deviation floored at a tenth of the image's), which removes a spatially varying veil such as
+    haze that thickens with depth while keeping colour and texture. `"image+local"`: both, stacked on channels.
+    """
     if mode == "none":
         return pixel_values
+    if mode == "image+local":
+        return torch.cat([normalize_input(pixel_values, "image"), normalize_input(pixel_values, "local", window)], 1)
+    if mode == "local":
+        pool = lambda x: F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)  # noqa: E731
+        mean = pool(pixel_values.mean(dim=1, keepdim=True))
+        variance = (pool(pixel_values.pow(2).mean(dim=1, keepdim=True)) - mean.pow(2)).clamp_min(0.0)
+        floor = 0.1 * pixel_values.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+        return (pixel_values - mean) / (variance.sqrt() + floor)
     dims = (2, 3) if mode == "instance" else (1, 2, 3)
     mean = pixel_values.mean(dim=dims, keepdim=True)
     return (pixel_values - mean) / pixel_values.std(dim=dims, keepdim=True).clamp_min(1e-3)
+
+
+def normalized_channels(mode: str, num_channels: int) -> int:
+    """Channels of `normalize_input(pixel_values, mode)` for images with `num_channels` channels."""
+    return 2 * num_channels if mode == "image+local" else num_channels
 
 
 class ACTEConvEncoder(nn.Module):
@@ -86,7 +104,7 @@ class ACTEConvEncoder(nn.Module):
     def __init__(self, config: ACTEConfig):
         super().__init__()
         self.stages = nn.ModuleList()
-        in_channels = config.num_channels
+        in_channels = normalized_channels(config.input_normalization, config.num_channels)
         for out_channels in config.encoder_channels:
             self.stages.append(
                 nn.Sequential(
@@ -238,7 +256,7 @@ class ACTELocalDiscriminator(nn.Module):
 
     def __init__(self, config: ACTEConfig):
         super().__init__()
-        layers, in_channels = [], config.num_channels
+        layers, in_channels = [], normalized_channels(config.discriminator_input_normalization, config.num_channels)
         for out_channels in config.encoder_channels:
             layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             in_channels = out_channels
