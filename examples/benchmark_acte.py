@@ -167,9 +167,34 @@ def report(paths) -> str:
     return "\n".join(lines)
 
 
+def report_by_variant(paths) -> str:
+    """Markdown: per discriminator variant and pair, the mean (and lowest) focus AUROC over the runs (seeds) given."""
+    runs = {}
+    for path in paths:
+        with open(path) as f:
+            for result in json.load(f):
+                config = result["config"]
+                variant = (f"{config['discriminator_input_normalization']}"
+                           f"{', class-conditional' if config['class_conditional_discriminator'] else ''}"
+                           f", {result.get('steps', 300)} steps")  # fmt: skip
+                pair = f"{result['source'].split('/')[-1]} → {result['target'].split('/')[-1]}"
+                auroc = result["shift_auroc"]["default"]
+                runs.setdefault((pair, variant), []).append((auroc["focus pooled"], auroc["focus per_image"]))
+    lines = ["| pair | discriminator input, conditioning, steps | runs | focus AUROC pooled, mean (lowest) | "
+             "per image, mean (lowest) |", "|---|---|---|---|---|"]  # fmt: skip
+    for (pair, variant), values in sorted(runs.items()):
+        pooled, per_image = np.array(values).T
+        lines.append(f"| {pair} | {variant} | {len(values)} | {pooled.mean():.3f} ({pooled.min():.3f}) | "
+                     f"{per_image.mean():.3f} ({per_image.min():.3f}) |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", nargs="+", default=None, help="only print the table of these result files")
+    parser.add_argument(
+        "--by_variant", action="store_true", help="with --report: average over runs per discriminator variant and pair"
+    )
     parser.add_argument("--source", default="synthetic/clear")
     parser.add_argument("--targets", nargs="+", default=[f"synthetic/{d}" for d in ("night", "fog", "rain", "autumn")])
     parser.add_argument(
@@ -203,7 +228,7 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.report:
-        print(report(args.report))
+        print(report_by_variant(args.report) if args.by_variant else report(args.report))
         return None
     if args.acte and len(args.targets) != 1:
         parser.error("--acte measures one trained ACTE: give exactly one --targets")
@@ -219,7 +244,7 @@ def main(argv=None):
             "discriminator_input_normalization",
             "discriminator_input", "class_conditional_discriminator", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
             "focus_mixing")}  # fmt: skip
-        result["wall_time_s"] = round(time.time() - started, 1)
+        result.update(seed=args.seed, steps=args.steps, wall_time_s=round(time.time() - started, 1))
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
     if args.output:

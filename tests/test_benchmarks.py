@@ -63,3 +63,13 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
         for variant in report["shift_auroc"].values():  # focus map and 1 - t, pooled and per image
             assert 0 <= variant["focus pooled"] <= 1 and 0 <= variant["1 - t pooled"] <= 1
             assert all(variant[k] is None or 0 <= variant[k] <= 1 for k in ("focus per_image", "1 - t per_image"))
+    # A second seed: the by-variant report averages the two runs of each pair.
+    run("benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
+        "--targets", "synthetic/night", "--seed", "1", "--output", str(tmp_path / "acte_seed1.json"))  # fmt: skip
+    second = json.loads((tmp_path / "acte_seed1.json").read_text())[0]
+    assert (second["seed"], second["steps"]) == (1, 2)
+    table = run("benchmark_acte.py", "--report", str(tmp_path / "acte.json"), str(tmp_path / "acte_seed1.json"),
+                "--by_variant")  # fmt: skip
+    night = [reports[0]["shift_auroc"]["default"]["focus pooled"], second["shift_auroc"]["default"]["focus pooled"]]
+    assert f"| clear → night | image, 2 steps | 2 | {sum(night) / 2:.3f} ({min(night):.3f}) |" in table
+    assert "| clear → autumn | image, 2 steps | 1 |" in table
