@@ -54,6 +54,7 @@ SCORING_VARIANTS = {
     "default": {},
     "absolute (no relative scoring)": {"relative_scoring": False},
     "focus = 1 - t (alpha 1)": {"focus_alpha": 1.0},
+    "gated mixing": {"focus_mixing": "gated"},
     "sum mixing": {"focus_mixing": "sum"},
     "entropy t, sum mixing (v0.1)": {"transferability_score": "entropy", "focus_mixing": "sum", "relative_scoring": False},
 }  # fmt: skip
@@ -167,8 +168,11 @@ def report(paths) -> str:
     return "\n".join(lines)
 
 
-def report_by_variant(paths) -> str:
-    """Markdown: per discriminator variant and pair, the mean (and lowest) focus AUROC over the runs (seeds) given."""
+def report_by_variant(paths, scoring: str = "default") -> str:
+    """
+    Markdown: per discriminator variant and pair, the mean (and lowest) focus AUROC over the runs (seeds) given,
+    under one of `SCORING_VARIANTS`.
+    """
     runs = {}
     for path in paths:
         with open(path) as f:
@@ -178,7 +182,11 @@ def report_by_variant(paths) -> str:
                            f"{', class-conditional' if config['class_conditional_discriminator'] else ''}"
                            f", {result.get('steps', 300)} steps")  # fmt: skip
                 pair = f"{result['source'].split('/')[-1]} → {result['target'].split('/')[-1]}"
-                auroc = result["shift_auroc"]["default"]
+                # Files written before "gated mixing" was its own variant: their config's formula is "default".
+                formula = scoring if scoring in result["shift_auroc"] else "default"
+                if formula != scoring and f"{result['config']['focus_mixing']} mixing" != scoring:
+                    raise ValueError(f"{path} has no {scoring!r} scores")
+                auroc = result["shift_auroc"][formula]
                 runs.setdefault((pair, variant), []).append((auroc["focus pooled"], auroc["focus per_image"]))
     lines = ["| pair | discriminator input, conditioning, steps | runs | focus AUROC pooled, mean (lowest) | "
              "per image, mean (lowest) |", "|---|---|---|---|---|"]  # fmt: skip
@@ -194,6 +202,9 @@ def main(argv=None):
     parser.add_argument("--report", nargs="+", default=None, help="only print the table of these result files")
     parser.add_argument(
         "--by_variant", action="store_true", help="with --report: average over runs per discriminator variant and pair"
+    )
+    parser.add_argument(
+        "--scoring", default="default", choices=list(SCORING_VARIANTS), help="with --by_variant: the focus formula"
     )
     parser.add_argument("--source", default="synthetic/clear")
     parser.add_argument("--targets", nargs="+", default=[f"synthetic/{d}" for d in ("night", "fog", "rain", "autumn")])
@@ -213,7 +224,11 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--encoder_channels", type=int, nargs="+", default=[32, 64, 96])
     parser.add_argument("--input_normalization", choices=NORMALIZATIONS, default="instance")
-    parser.add_argument("--discriminator_input_normalization", choices=NORMALIZATIONS, default="image")
+    parser.add_argument(
+        "--discriminator_input_normalization",
+        choices=NORMALIZATIONS,
+        default=ACTEConfig.discriminator_input_normalization,
+    )
     parser.add_argument(
         "--appearance_jitter",
         action=argparse.BooleanOptionalAction,
@@ -222,13 +237,17 @@ def main(argv=None):
     )
     parser.add_argument("--center_region_features", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--discriminator_input", choices=["local", "regions"], default="local")
-    parser.add_argument("--class_conditional_discriminator", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--class_conditional_discriminator",
+        action=argparse.BooleanOptionalAction,
+        default=ACTEConfig.class_conditional_discriminator,
+    )
     parser.add_argument("--detach_discriminator_input", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.report:
-        print(report_by_variant(args.report) if args.by_variant else report(args.report))
+        print(report_by_variant(args.report, args.scoring) if args.by_variant else report(args.report))
         return None
     if args.acte and len(args.targets) != 1:
         parser.error("--acte measures one trained ACTE: give exactly one --targets")

@@ -69,10 +69,11 @@ class ACTEConfig(PreTrainedConfig):
             Score each region against its own image: the discriminator logit minus the image's median region logit.
             An image-wide domain signature then moves no region; what remains is which regions look *more*
             target-like than the rest of their image.
-        focus_mixing (`str`, *optional*, defaults to `"gated"`):
-            How transferability and semantic uncertainty form the focus map. `"gated"`: `m = (1 - t) (α + (1 - α) u)`,
-            uncertainty only re-weights regions that do not transfer, so it cannot swamp transferability. `"sum"`:
-            `m = α (1 - t) + (1 - α) u`.
+        focus_mixing (`str`, *optional*, defaults to `"sum"`):
+            How transferability and semantic uncertainty form the focus map. `"sum"`: `m = α (1 - t) + (1 - α) u`, so
+            a region the source-trained head is unsure of is focused on even where the discriminator misses it (the
+            head is confused by the wet road's reflections, which a 15-pixel discriminator does not see). `"gated"`:
+            `m = (1 - t) (α + (1 - α) u)`, uncertainty only re-weights regions that do not transfer.
         num_semantic_classes (`int`, *optional*, defaults to 19):
             Number of semantic classes of the auxiliary segmentation head; 0 disables the head, and the focus map is
             then `1 - transferability`.
@@ -105,7 +106,7 @@ class ACTEConfig(PreTrainedConfig):
     detach_discriminator_input: bool = True
     transferability_score: str = "density_ratio"
     relative_scoring: bool = True
-    focus_mixing: str = "gated"
+    focus_mixing: str = "sum"
     num_semantic_classes: int = 19
     focus_alpha: float | int = 0.5
     domain_loss_weight: float | int = 1.0

@@ -24,7 +24,7 @@ def main(folder):
     units = {}  # (source, target, seed) -> method -> metrics
     for name, result in results.items():
         kind, tag = name.split("-", 1)
-        if kind in ("finetune", "oracle", "align_patch", "tmt"):
+        if kind in ("finetune", "oracle", "align_patch", "align_global", "tmt"):
             pair, seed = tag.rsplit("-seed", 1)
             source, target = pair.split("2")
             unit = units.setdefault((f"synthetic/{source}", f"synthetic/{target}", int(seed)), {})
@@ -33,6 +33,7 @@ def main(folder):
     lines, summary = [], {}
     for title, pairs, methods in (
         ("Quick pairs", QUICK, ["finetune", "oracle", "align_patch", "tmt"]),
+        ("Quick pairs with image-level alignment", QUICK, ["finetune", "align_global", "align_patch", "tmt"]),
         ("All pairs with finetune and TMT", None, ["finetune", "tmt"]),
     ):
         rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
@@ -43,7 +44,9 @@ def main(folder):
             table, summary[title] = summarise(rows, wanted, methods)
             lines += [f"## {title}", "", table]
             for better, worse in [
-                (a, b) for a, b in (("tmt", "align_patch"), ("oracle", "tmt")) if {a, b} <= set(methods)
+                (a, b)
+                for a, b in (("tmt", "align_patch"), ("tmt", "align_global"), ("oracle", "tmt"))
+                if {a, b} <= set(methods)
             ]:
                 differences = np.array([100 * (r[better]["mean_iou"] - r[worse]["mean_iou"]) for r in rows])
                 low, high = paired_bootstrap(differences)
