@@ -154,14 +154,24 @@ def measure(acte, source_name, target_name, args, size):
     }  # fmt: skip
 
 
-def report(paths) -> str:
-    """Markdown: the focus-map AUROC (pooled / per image) of the default scoring, per file and target domain."""
+def focus_auroc(result: dict, scoring: str, path: str) -> dict:
+    """One result's AUROCs under one of `SCORING_VARIANTS` (for files written before "gated mixing" was its own
+    variant, their config's own formula is the "default" entry)."""
+    if scoring in result["shift_auroc"]:
+        return result["shift_auroc"][scoring]
+    if f"{result['config']['focus_mixing']} mixing" == scoring:
+        return result["shift_auroc"]["default"]
+    raise ValueError(f"{path} has no {scoring!r} scores")
+
+
+def report(paths, scoring: str = "default") -> str:
+    """Markdown: the focus-map AUROC (pooled / per image) under one of `SCORING_VARIANTS`, per file and target."""
     lines = ["| results file | split | target | focus AUROC pooled | focus AUROC per image | discriminator accuracy |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for path in paths:
         with open(path) as f:
             for result in json.load(f):
-                auroc = result["shift_auroc"]["default"]
+                auroc = focus_auroc(result, scoring, path)
                 lines.append(f"| {os.path.basename(path)} | {result['eval_split']} | {result['target']} | "
                              f"{auroc['focus pooled']:.3f} | {auroc['focus per_image']:.3f} | "
                              f"{result['discriminator_accuracy']:.3f} |")  # fmt: skip
@@ -182,11 +192,7 @@ def report_by_variant(paths, scoring: str = "default") -> str:
                            f"{', class-conditional' if config['class_conditional_discriminator'] else ''}"
                            f", {result.get('steps', 300)} steps")  # fmt: skip
                 pair = f"{result['source'].split('/')[-1]} → {result['target'].split('/')[-1]}"
-                # Files written before "gated mixing" was its own variant: their config's formula is "default".
-                formula = scoring if scoring in result["shift_auroc"] else "default"
-                if formula != scoring and f"{result['config']['focus_mixing']} mixing" != scoring:
-                    raise ValueError(f"{path} has no {scoring!r} scores")
-                auroc = result["shift_auroc"][formula]
+                auroc = focus_auroc(result, scoring, path)
                 runs.setdefault((pair, variant), []).append((auroc["focus pooled"], auroc["focus per_image"]))
     lines = ["| pair | discriminator input, conditioning, steps | runs | focus AUROC pooled, mean (lowest) | "
              "per image, mean (lowest) |", "|---|---|---|---|---|"]  # fmt: skip
@@ -204,7 +210,7 @@ def main(argv=None):
         "--by_variant", action="store_true", help="with --report: average over runs per discriminator variant and pair"
     )
     parser.add_argument(
-        "--scoring", default="default", choices=list(SCORING_VARIANTS), help="with --by_variant: the focus formula"
+        "--scoring", default="default", choices=list(SCORING_VARIANTS), help="with --report: the focus formula"
     )
     parser.add_argument("--source", default="synthetic/clear")
     parser.add_argument("--targets", nargs="+", default=[f"synthetic/{d}" for d in ("night", "fog", "rain", "autumn")])
@@ -247,7 +253,7 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.report:
-        print(report_by_variant(args.report, args.scoring) if args.by_variant else report(args.report))
+        print(report_by_variant(args.report, args.scoring) if args.by_variant else report(args.report, args.scoring))
         return None
     if args.acte and len(args.targets) != 1:
         parser.error("--acte measures one trained ACTE: give exactly one --targets")
