@@ -231,7 +231,7 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
     from tmt_hf.data import SegmentationTransform, collate, load_domain
 
     torch.manual_seed(0)
-    acte = ACTEModel(ACTEConfig()).eval()
+    acte = ACTEModel(ACTEConfig(focus_alpha=1.0)).eval()  # m = 1 - t: structured even untrained
     dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
     cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte,
                              argparse.Namespace(image_size=[64, 128], eval_batch_size=2))  # fmt: skip
