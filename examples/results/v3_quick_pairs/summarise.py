@@ -19,6 +19,21 @@ from tmt_hf.data.synthetic import DOMAINS  # noqa: E402
 QUICK = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
 
 
+def gain_split(rows, method) -> tuple[float, float]:
+    """Mean over units of the mIoU gain over finetune, split into the target's restyled classes and the others: each
+    class's IoU gain divided by the number of classes present, summed per group (the two add up to the gain)."""
+    split = []
+    for row in rows:
+        gains, finetune = row[method]["per_category_iou"], row["finetune"]["per_category_iou"]
+        present = [i for i, v in enumerate(gains) if v is not None]
+        per_class = {i: 100 * (gains[i] - (finetune[i] or 0)) / len(present) for i in present}
+        restyled = DOMAINS[row["target_domain"].split("/")[1]].restyled
+        split.append((sum(g for i, g in per_class.items() if i in restyled),
+                      sum(g for i, g in per_class.items() if i not in restyled)))  # fmt: skip
+    restyled, other = np.mean(split, axis=0)
+    return float(restyled), float(other)
+
+
 def main(folder):
     results = {os.path.basename(p)[: -len(".json")]: json.load(open(p)) for p in glob.glob(f"{folder}/*.json")}
     units = {}  # (source, target, seed) -> method -> metrics
@@ -53,6 +68,11 @@ def main(folder):
                 summary[title][f"{better} - {worse}"] = {"mean": float(differences.mean()), "ci95": [low, high]}
                 lines.append(f"{better} − {worse}: {differences.mean():+.2f} [{low:+.2f}, {high:+.2f}] (paired, "
                              f"{len(rows)} units)\n")  # fmt: skip
+            for method in methods[1:]:
+                restyled, other = gain_split(rows, method)
+                summary[title][f"{method} - finetune by class"] = {"restyled": restyled, "other": other}
+                lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
+                             f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
                 "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
