@@ -19,17 +19,22 @@ from tmt_hf.data.synthetic import DOMAINS  # noqa: E402
 QUICK = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
 
 
+def class_gaps(better: dict, worse: dict, target: str) -> tuple[dict, float, float]:
+    """Each class's IoU gap (better − worse, a missing IoU as 0) divided by the number of classes `better` scores, in
+    mIoU points, and their sums over the target's restyled classes and over the others (together, the mIoU gap)."""
+    present = [i for i, v in enumerate(better["per_category_iou"]) if v is not None]
+    gaps = {i: 100 * (better["per_category_iou"][i] - (worse["per_category_iou"][i] or 0)) / len(present)
+            for i in present}  # fmt: skip
+    restyled = DOMAINS[target].restyled
+    return (gaps, sum(g for i, g in gaps.items() if i in restyled),
+            sum(g for i, g in gaps.items() if i not in restyled))  # fmt: skip
+
+
 def gain_split(rows, method) -> tuple[float, float]:
-    """Mean over units of the mIoU gain over finetune, split into the target's restyled classes and the others: each
-    class's IoU gain divided by the number of classes present, summed per group (the two add up to the gain)."""
+    """Mean over units of the mIoU gain over finetune in the target's restyled classes and in the others."""
     split = []
     for row in rows:
-        gains, finetune = row[method]["per_category_iou"], row["finetune"]["per_category_iou"]
-        present = [i for i, v in enumerate(gains) if v is not None]
-        per_class = {i: 100 * (gains[i] - (finetune[i] or 0)) / len(present) for i in present}
-        restyled = DOMAINS[row["target_domain"].split("/")[1]].restyled
-        split.append((sum(g for i, g in per_class.items() if i in restyled),
-                      sum(g for i, g in per_class.items() if i not in restyled)))  # fmt: skip
+        split.append(class_gaps(row[method], row["finetune"], row["target_domain"].split("/")[1])[1:])
     restyled, other = np.mean(split, axis=0)
     return float(restyled), float(other)
 
@@ -88,10 +93,7 @@ def main(folder):
             few["finetune"]["target_val"],
             few["source"]["target_val"],
         )
-        present = [i for i, v in enumerate(full["per_category_iou"]) if v is not None]
-        gaps = {i: 100 * (full["per_category_iou"][i] - (few["per_category_iou"][i] or 0)) / len(present)
-                for i in present}  # fmt: skip
-        restyled = sum(g for i, g in gaps.items() if i in DOMAINS[target].restyled)
+        gaps, restyled, _ = class_gaps(full, few, target)
         gap = 100 * (full["mean_iou"] - few["mean_iou"])
         summary["headroom"][f"{source}->{target}"] = {
             "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
