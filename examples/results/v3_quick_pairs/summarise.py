@@ -1,4 +1,6 @@
-"""Tables of the device benchmark (run_device.py) from its results/*.json: prints Markdown, writes summary.json.
+"""Tables of the v3 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each: the
+device benchmark of run_device.py and the CPU runs): the quick pairs with every method, and for each seed that has
+runs beyond the quick pairs, finetune against TMT over all its pairs. Prints Markdown, writes summary.json.
 
 python examples/results/v3_quick_pairs/summarise.py examples/results/v3_quick_pairs/results
 """
@@ -51,14 +53,16 @@ def main(folder):
             unit[kind] = result[kind]["target_val"]
             unit["source"] = result["source"]["target_val"]
     lines, summary = [], {}
-    for title, pairs, methods in (
-        ("Quick pairs", QUICK, ["finetune", "oracle", "align_patch", "tmt"]),
-        ("Quick pairs with image-level alignment", QUICK, ["finetune", "align_global", "align_patch", "tmt"]),
-        ("All pairs with finetune and TMT", None, ["finetune", "tmt"]),
+    beyond_quick = sorted({seed for (s, t, seed) in units if (s.split("/")[1], t.split("/")[1]) not in QUICK})
+    for title, pairs, seeds, methods in (
+        ("Quick pairs", QUICK, None, ["finetune", "oracle", "align_patch", "tmt"]),
+        ("Quick pairs with image-level alignment", QUICK, None, ["finetune", "align_global", "align_patch", "tmt"]),
+        *((f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"]) for seed in beyond_quick),
     ):
         rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
                 for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
-                and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)]  # fmt: skip
+                and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)
+                and (seeds is None or seed in seeds)]  # fmt: skip
         if rows:
             wanted = sorted({(r["source_domain"], r["target_domain"]) for r in rows})
             table, summary[title] = summarise(rows, wanted, methods)
