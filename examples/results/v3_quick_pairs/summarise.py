@@ -57,7 +57,10 @@ def main(folder):
     for title, pairs, seeds, methods in (
         ("Quick pairs", QUICK, None, ["finetune", "oracle", "align_patch", "tmt"]),
         ("Quick pairs with image-level alignment", QUICK, None, ["finetune", "align_global", "align_patch", "tmt"]),
-        *((f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"]) for seed in beyond_quick),
+        *(
+            (f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"])
+            for seed in beyond_quick
+        ),
     ):
         rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
                 for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
