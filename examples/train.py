@@ -522,7 +522,8 @@ def evaluate(model, loader, accelerator, num_labels):
 def evaluate_acte(model, loader, accelerator, shift_loader=None):
     """
     Held-out discriminator accuracy of ACTE (region-level, both domains) and, given `shift_loader` (held-out target
-    images whose labels are the generator's shift masks, 255 = shifted), the AUROC of the focus map against them.
+    images whose labels are the generator's shift masks, 255 = shifted), the AUROC of the focus map against them
+    (left out for a target without local shifts, such as synthetic/clear).
     """
     model.eval()
     correct = total = 0
@@ -541,7 +542,8 @@ def evaluate_acte(model, loader, accelerator, shift_loader=None):
             maps += list(focus.cpu().numpy())
             masks += list(shifted.cpu().numpy())
         auroc = shift_auroc(maps, masks)
-        result |= {"focus_shift_auroc": auroc["pooled"], "focus_shift_auroc_per_image": auroc["per_image"]}
+        if auroc["pooled"] is not None:
+            result |= {"focus_shift_auroc": auroc["pooled"], "focus_shift_auroc_per_image": auroc["per_image"]}
     model.train()
     return result
 

@@ -112,6 +112,15 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
     assert config["tma_form"] == "output_film"
 
 
+def test_acte_stage_on_a_target_without_local_shifts(tmp_path):
+    # synthetic/clear has no local shifts: the focus map has nothing to be scored against, the stage still finishes
+    result = launch(["--stage", "acte", "--source", "synthetic/fog", "--target", "synthetic/clear",
+                     "--output_dir", str(tmp_path), *TINY])  # fmt: skip
+    acte = json.loads((tmp_path / "results.json").read_text())["acte"]
+    assert 0.0 <= acte["discriminator_accuracy"] <= 1.0 and "focus_shift_auroc" not in acte
+    assert "[acte] held-out discriminator accuracy" in result.stdout and "AUROC" not in result.stdout
+
+
 def test_too_few_images_for_one_batch_fail_clearly(trained, tmp_path):
     output, _ = trained
     result = launch(["--stage", "transfer", "--method", "finetune", "--source_model", str(output / "source"),
