@@ -41,6 +41,32 @@ def gain_split(rows, method) -> tuple[float, float]:
     return float(restyled), float(other)
 
 
+def gain_by_target_and_map(rows, results, summary) -> list[str]:
+    """TMT − finetune averaged per target domain, and its Pearson correlation over pairs with the test focus-map
+    AUROC of the ACTE that TMT used (pairs whose target has no shifted pixels have none)."""
+    gains = {}
+    for row in rows:
+        gains.setdefault(row["target_domain"].split("/")[1], []).append(
+            100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])
+        )
+    by_target = {target: float(np.mean(values)) for target, values in sorted(gains.items())}
+    summary["tmt - finetune by target"] = by_target
+    lines = ["TMT − finetune by target domain: " + ", ".join(
+        f"{target} {gain:+.2f} ({len(gains[target])} pairs)" for target, gain in by_target.items()) + "\n"]  # fmt: skip
+    paired = []
+    for row in rows:
+        tag = f"{row['source_domain'].split('/')[1]}2{row['target_domain'].split('/')[1]}-seed{row['seed']}"
+        auroc = results.get(f"acte-{tag}", {}).get("acte", {}).get("focus_shift_auroc")
+        if auroc is not None:
+            paired.append((auroc, 100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])))
+    if len(paired) >= 3:
+        correlation = float(np.corrcoef(np.array(paired).T)[0, 1])
+        summary["pearson r (acte auroc, tmt - finetune)"] = {"r": correlation, "pairs": len(paired)}
+        lines.append(f"Pearson r between the pair's ACTE focus AUROC (test) and TMT − finetune: {correlation:+.2f} "
+                     f"over {len(paired)} pairs with a shifted target\n")  # fmt: skip
+    return lines
+
+
 def main(folder):
     results = {os.path.basename(p)[: -len(".json")]: json.load(open(p)) for p in glob.glob(f"{folder}/*.json")}
     units = {}  # (source, target, seed) -> method -> metrics
@@ -85,6 +111,8 @@ def main(folder):
                 summary[title][f"{method} - finetune by class"] = {"restyled": restyled, "other": other}
                 lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
                              f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
+            if seeds is not None:
+                lines += gain_by_target_and_map(rows, results, summary[title])
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
                 "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
