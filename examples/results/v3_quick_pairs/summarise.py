@@ -41,18 +41,20 @@ def gain_split(rows, method) -> tuple[float, float]:
     return float(restyled), float(other)
 
 
-def gain_by_target_and_map(rows, results, summary) -> list[str]:
-    """TMT − finetune averaged per target domain, and its Pearson correlation over pairs with the test focus-map
-    AUROC of the ACTE that TMT used (pairs whose target has no shifted pixels have none)."""
-    gains = {}
-    for row in rows:
-        gains.setdefault(row["target_domain"].split("/")[1], []).append(
-            100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])
-        )
-    by_target = {target: float(np.mean(values)) for target, values in sorted(gains.items())}
-    summary["tmt - finetune by target"] = by_target
-    lines = ["TMT − finetune by target domain: " + ", ".join(
-        f"{target} {gain:+.2f} ({len(gains[target])} pairs)" for target, gain in by_target.items()) + "\n"]  # fmt: skip
+def gain_by_domain_and_map(rows, results, summary) -> list[str]:
+    """TMT − finetune averaged per target and per source domain, and its Pearson correlation over pairs with the
+    test focus-map AUROC of the ACTE that TMT used (pairs whose target has no shifted pixels have none)."""
+    lines = []
+    for side in ("target", "source"):
+        gains = {}
+        for row in rows:
+            gains.setdefault(row[f"{side}_domain"].split("/")[1], []).append(
+                100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])
+            )
+        by_domain = {domain: float(np.mean(values)) for domain, values in sorted(gains.items())}
+        summary[f"tmt - finetune by {side}"] = by_domain
+        lines.append(f"TMT − finetune by {side} domain: " + ", ".join(
+            f"{domain} {gain:+.2f} ({len(gains[domain])} pairs)" for domain, gain in by_domain.items()) + "\n")  # fmt: skip
     paired = []
     for row in rows:
         tag = f"{row['source_domain'].split('/')[1]}2{row['target_domain'].split('/')[1]}-seed{row['seed']}"
@@ -112,7 +114,7 @@ def main(folder):
                 lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
                              f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
             if seeds is not None:
-                lines += gain_by_target_and_map(rows, results, summary[title])
+                lines += gain_by_domain_and_map(rows, results, summary[title])
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
                 "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
