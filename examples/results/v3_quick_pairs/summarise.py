@@ -54,7 +54,7 @@ def gain_by_domain_and_map(rows, results, summary) -> list[str]:
         by_domain = {domain: float(np.mean(values)) for domain, values in sorted(gains.items())}
         summary[f"tmt - finetune by {side}"] = by_domain
         lines.append(f"TMT − finetune by {side} domain: " + ", ".join(
-            f"{domain} {gain:+.2f} ({len(gains[domain])} pairs)" for domain, gain in by_domain.items()) + "\n")  # fmt: skip
+            f"{domain} {gain:+.2f} ({len(gains[domain])} runs)" for domain, gain in by_domain.items()) + "\n")  # fmt: skip
     paired = []
     for row in rows:
         tag = f"{row['source_domain'].split('/')[1]}2{row['target_domain'].split('/')[1]}-seed{row['seed']}"
@@ -65,7 +65,7 @@ def gain_by_domain_and_map(rows, results, summary) -> list[str]:
         correlation = float(np.corrcoef(np.array(paired).T)[0, 1])
         summary["pearson r (acte auroc, tmt - finetune)"] = {"r": correlation, "pairs": len(paired)}
         lines.append(f"Pearson r between the pair's ACTE focus AUROC (test) and TMT − finetune: {correlation:+.2f} "
-                     f"over {len(paired)} pairs with a shifted target\n")  # fmt: skip
+                     f"over {len(paired)} runs with a shifted target\n")  # fmt: skip
     return lines
 
 
@@ -89,6 +89,7 @@ def main(folder):
             (f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"])
             for seed in beyond_quick
         ),
+        *([("Every pair and seed with finetune and TMT", None, None, ["finetune", "tmt"])] if beyond_quick else []),
     ):
         rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
                 for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
@@ -113,7 +114,7 @@ def main(folder):
                 summary[title][f"{method} - finetune by class"] = {"restyled": restyled, "other": other}
                 lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
                              f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
-            if seeds is not None:
+            if pairs is None:
                 lines += gain_by_domain_and_map(rows, results, summary[title])
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
