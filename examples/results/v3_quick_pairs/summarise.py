@@ -1,6 +1,8 @@
 """Tables of the v3 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each: the
-device benchmark of run_device.py and the CPU runs): the quick pairs with every method, and for each seed that has
-runs beyond the quick pairs, finetune against TMT over all its pairs. Prints Markdown, writes summary.json.
+device benchmark of run_device.py and the CPU runs): the quick pairs with every method; for each seed that has
+runs beyond the quick pairs, finetune against TMT over all its pairs, and then over every pair and seed, each with
+TMT's gain by source and target domain and its correlation with the ACTE map's AUROC. Prints Markdown, writes
+summary.json.
 
 python examples/results/v3_quick_pairs/summarise.py examples/results/v3_quick_pairs/results
 """
@@ -42,8 +44,8 @@ def gain_split(rows, method) -> tuple[float, float]:
 
 
 def gain_by_domain_and_map(rows, results, summary) -> list[str]:
-    """TMT − finetune averaged per target and per source domain, and its Pearson correlation over pairs with the
-    test focus-map AUROC of the ACTE that TMT used (pairs whose target has no shifted pixels have none)."""
+    """TMT − finetune averaged per target and per source domain, and its Pearson correlation over runs with the
+    test focus-map AUROC of the ACTE that TMT used (runs whose target has no shifted pixels have none)."""
     lines = []
     for side in ("target", "source"):
         gains = {}
@@ -63,7 +65,7 @@ def gain_by_domain_and_map(rows, results, summary) -> list[str]:
             paired.append((auroc, 100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])))
     if len(paired) >= 3:
         correlation = float(np.corrcoef(np.array(paired).T)[0, 1])
-        summary["pearson r (acte auroc, tmt - finetune)"] = {"r": correlation, "pairs": len(paired)}
+        summary["pearson r (acte auroc, tmt - finetune)"] = {"r": correlation, "runs": len(paired)}
         lines.append(f"Pearson r between the pair's ACTE focus AUROC (test) and TMT − finetune: {correlation:+.2f} "
                      f"over {len(paired)} runs with a shifted target\n")  # fmt: skip
     return lines
