@@ -46,23 +46,21 @@ def gain_split(rows, method) -> tuple[float, float]:
 def gain_by_domain_and_map(rows, results, summary) -> list[str]:
     """TMT − finetune averaged per target and per source domain, and its Pearson correlation over runs with the
     test focus-map AUROC of the ACTE that TMT used (runs whose target has no shifted pixels have none)."""
+    gains = [100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"]) for row in rows]
     lines = []
     for side in ("target", "source"):
-        gains = {}
-        for row in rows:
-            gains.setdefault(row[f"{side}_domain"].split("/")[1], []).append(
-                100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])
-            )
-        by_domain = {domain: float(np.mean(values)) for domain, values in sorted(gains.items())}
-        summary[f"tmt - finetune by {side}"] = by_domain
+        by_domain = {}
+        for row, gain in zip(rows, gains):
+            by_domain.setdefault(row[f"{side}_domain"].split("/")[1], []).append(gain)
+        summary[f"tmt - finetune by {side}"] = {domain: float(np.mean(v)) for domain, v in sorted(by_domain.items())}
         lines.append(f"TMT − finetune by {side} domain: " + ", ".join(
-            f"{domain} {gain:+.2f} ({len(gains[domain])} runs)" for domain, gain in by_domain.items()) + "\n")  # fmt: skip
+            f"{domain} {np.mean(v):+.2f} ({len(v)} runs)" for domain, v in sorted(by_domain.items())) + "\n")  # fmt: skip
     paired = []
-    for row in rows:
+    for row, gain in zip(rows, gains):
         tag = f"{row['source_domain'].split('/')[1]}2{row['target_domain'].split('/')[1]}-seed{row['seed']}"
         auroc = results.get(f"acte-{tag}", {}).get("acte", {}).get("focus_shift_auroc")
         if auroc is not None:
-            paired.append((auroc, 100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])))
+            paired.append((auroc, gain))
     if len(paired) >= 3:
         correlation = float(np.corrcoef(np.array(paired).T)[0, 1])
         summary["pearson r (acte auroc, tmt - finetune)"] = {"r": correlation, "runs": len(paired)}
