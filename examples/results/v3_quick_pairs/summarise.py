@@ -1,7 +1,8 @@
 """Tables of the v3 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each: the
 device benchmark of run_device.py and the CPU runs): the quick pairs with every method; for each seed that has
 runs beyond the quick pairs, finetune against TMT over all its pairs, and then over every pair and seed, each with
-TMT's gain by source and target domain and its correlation with the ACTE map's AUROC. Prints Markdown, writes
+TMT's gain by source and target domain and its correlation with the ACTE map's AUROC; the pooled table also with
+each pair weighted once and with the per-pair gains of two seeds correlated. Prints Markdown, writes
 summary.json.
 
 python examples/results/v3_quick_pairs/summarise.py examples/results/v3_quick_pairs/results
@@ -69,6 +70,32 @@ def gain_by_domain_and_map(rows, results, summary) -> list[str]:
     return lines
 
 
+def pair_level(rows, summary) -> list[str]:
+    """TMT − finetune with each pair weighted once (its seeds averaged) and a 95% interval that resamples pairs, each
+    with all its seeds; and, for every two seeds that share pairs, the correlation of their per-pair gains (does a
+    pair's gain repeat under a new seed?)."""
+    gains = {}  # (source, target) -> seed -> gain
+    for row in rows:
+        pair = (row["source_domain"].split("/")[1], row["target_domain"].split("/")[1])
+        gains.setdefault(pair, {})[row["seed"]] = 100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])
+    per_pair = np.array([np.mean(list(by_seed.values())) for by_seed in gains.values()])
+    low, high = paired_bootstrap(per_pair)
+    summary["tmt - finetune, pairs weighted equally"] = {"mean": float(per_pair.mean()), "ci95": [low, high],
+                                                           "pairs": len(per_pair)}  # fmt: skip
+    lines = [f"TMT − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
+             f"(bootstrap over {len(per_pair)} pairs)\n"]  # fmt: skip
+    seeds = sorted({seed for by_seed in gains.values() for seed in by_seed})
+    for i, first in enumerate(seeds):
+        for second in seeds[i + 1 :]:
+            shared = [(g[first], g[second]) for g in gains.values() if first in g and second in g]
+            if len(shared) >= 3:
+                correlation = float(np.corrcoef(np.array(shared).T)[0, 1])
+                summary[f"pearson r (gain seed {first}, gain seed {second})"] = {"r": correlation, "pairs": len(shared)}
+                lines.append(f"Pearson r between the per-pair TMT − finetune of seed {first} and seed {second}: "
+                             f"{correlation:+.2f} over {len(shared)} pairs\n")  # fmt: skip
+    return lines
+
+
 def main(folder):
     results = {os.path.basename(p)[: -len(".json")]: json.load(open(p)) for p in glob.glob(f"{folder}/*.json")}
     units = {}  # (source, target, seed) -> method -> metrics
@@ -116,6 +143,8 @@ def main(folder):
                              f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
             if pairs is None:
                 lines += gain_by_domain_and_map(rows, results, summary[title])
+            if pairs is None and seeds is None:
+                lines += pair_level(rows, summary[title])
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
                 "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
