@@ -1,12 +1,12 @@
-"""The benchmark on one GPU machine, as run for examples/results/v3_quick_pairs (generator v3), in priority order.
+"""The benchmark on one GPU machine, as run for examples/results/v3_benchmark (generator v3), in priority order.
 
 Every (pair, seed, method) is its own train.py process, so that a machine taken back mid-run still returns every
 finished run; processes share the GPU (`--jobs` at a time). Order: the source models, then seed by seed the four quick
 pairs (ACTE; finetune, oracle + focus alignment, align_patch, TMT + focus alignment), then the all-target headroom
 runs (seed 0), then the other 16 pairs with seed 0 (ACTE, finetune, TMT + focus alignment). Each finished run's
-results.json is copied to OUTPUT/results/; summarise with examples/results/v3_quick_pairs/summarise.py.
+results.json is copied to OUTPUT/results/; summarise with examples/results/v3_benchmark/summarise.py.
 
-    python examples/results/v3_quick_pairs/run_device.py --output /tmp/bench --jobs 14
+    python examples/results/v3_benchmark/run_device.py --output /tmp/bench --jobs 14
 """
 
 import argparse

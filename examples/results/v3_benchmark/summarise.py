@@ -5,7 +5,7 @@ TMT's gain by source and target domain and its correlation with the ACTE map's A
 each pair weighted once and with the per-pair gains of two seeds correlated. Prints Markdown, writes
 summary.json.
 
-python examples/results/v3_quick_pairs/summarise.py examples/results/v3_quick_pairs/results
+python examples/results/v3_benchmark/summarise.py examples/results/v3_benchmark/results
 """
 
 import glob
