@@ -136,6 +136,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
+        "--ignore_source_labels",
+        action="store_true",
+        help="methods that train on source images (align_*, and tmt/patch/oracle with alignment): show them to the "
+        "domain discriminator only, without their labels (ablation of the source-label replay)",
+    )
+    parser.add_argument(
         "--transfer_tma_init",
         type=float,
         default=None,
@@ -267,6 +273,10 @@ def validate_args(args):
                  f"{' '.join(args.method)}; align_global / align_patch are the comparators without a map")  # fmt: skip
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
+    with_source_images = {"align_global", "align_patch"} | (set(TMA_METHODS) if args.alignment != "none" else set())
+    if args.ignore_source_labels and not with_source_images & set(args.method):
+        sys.exit("--ignore_source_labels applies to the methods that train on source images: align_global, align_patch, "
+                 "or tmt / patch / oracle with an --alignment other than none")  # fmt: skip
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
@@ -388,7 +398,7 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
     and as many unlabelled target images, drawn with the global RNG (which Accelerate checkpoints, so a resumed run
     draws the same; every process draws for all and keeps its own share). `auxiliary` holds both, with
     `domain_labels` (and `focus`, the map of the TMA methods); the labels of the unlabelled target images are
-    dropped.
+    dropped, and those of the source images too with --ignore_source_labels.
     """
     domains = torch.tensor(auxiliary["domain_labels"])
     pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
@@ -403,7 +413,8 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
         pixel_values = torch.cat([batch["pixel_values"], extra["pixel_values"].to(device)])
         labels = torch.cat([batch["labels"], extra["labels"].to(device)])
         focus = torch.cat([batch["focus"], extra["focus"].to(device)]) if "focus" in batch else None
-        labels[len(batch["labels"]) + count :] = IGNORE_INDEX  # the unlabelled target images
+        first_unlabelled = len(batch["labels"]) + (0 if args.ignore_source_labels else count)
+        labels[first_unlabelled:] = IGNORE_INDEX  # the unlabelled target images (and the source ones, if asked)
         domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
         return model(pixel_values, labels, domain_labels.to(device), focus)
 

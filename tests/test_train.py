@@ -232,6 +232,33 @@ def test_adversarial_alignment_reverses_the_domain_gradient(monkeypatch):
         wrapper(pixel_values, unlabelled, domains)
 
 
+@pytest.mark.parametrize("ignore_source_labels", [False, True])
+def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, ignore_source_labels):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import alignment_loss
+
+    from tmt_hf.data import collate
+
+    # Every image's label map is filled with its domain + 1 (source 1, target 2), the labelled target batch with 3.
+    auxiliary = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d}
+                 for d in (0, 0, 1, 1, 1)]  # fmt: skip
+
+    class Auxiliary(list):
+        def __getitem__(self, key):
+            return [e["domain_labels"] for e in self] if key == "domain_labels" else super().__getitem__(key)
+
+    args = argparse.Namespace(batch_size=4, ignore_source_labels=ignore_source_labels)
+    accelerator = argparse.Namespace(process_index=0, num_processes=1)
+    compute_loss = alignment_loss(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), args,
+                                  accelerator)  # fmt: skip
+    batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3)}] * 4)
+    seen = compute_loss(lambda pixel_values, labels, domains, focus: (labels, domains), batch)
+    labels, domains = seen
+    assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
+    expected = [3] * 4 + [255 if ignore_source_labels else 1] * 2 + [255] * 2
+    assert labels[:, 0, 0].tolist() == expected and (labels == labels[:, :1, :1]).all()
+
+
 def test_cached_focus_maps_are_actes_maps(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import with_focus_maps
@@ -381,6 +408,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--acte_overrides", "kappa"], "KEY=VALUE"),
         (["--method", "finetune", "--alignment", "focus"], "applies to the TMA methods"),
         (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
+        (["--method", "finetune", "--ignore_source_labels"], "--ignore_source_labels applies"),
+        (["--method", "tmt", "--alignment", "none", "--ignore_source_labels"], "--ignore_source_labels applies"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
