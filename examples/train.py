@@ -274,9 +274,10 @@ def validate_args(args):
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
     with_source_images = {"align_global", "align_patch"} | (set(TMA_METHODS) if args.alignment != "none" else set())
-    if args.ignore_source_labels and not with_source_images & set(args.method):
-        sys.exit("--ignore_source_labels applies to the methods that train on source images: align_global, align_patch, "
-                 "or tmt / patch / oracle with an --alignment other than none")  # fmt: skip
+    if args.ignore_source_labels and ("source_replay" in args.method or not with_source_images & set(args.method)):
+        sys.exit("--ignore_source_labels applies to the methods that align source images: align_global, align_patch, "
+                 "or tmt / patch / oracle with an --alignment other than none (source_replay without its source "
+                 "labels would be finetune)")  # fmt: skip
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip

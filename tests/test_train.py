@@ -410,6 +410,7 @@ def test_stock_vit_initialisation(tmp_path):
         (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
         (["--method", "finetune", "--ignore_source_labels"], "--ignore_source_labels applies"),
         (["--method", "tmt", "--alignment", "none", "--ignore_source_labels"], "--ignore_source_labels applies"),
+        (["--method", "source_replay", "tmt", "--ignore_source_labels"], "--ignore_source_labels applies"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
