@@ -16,7 +16,8 @@ ACTE's map, at training and evaluation, an upper bound on what a better estimato
 `--method source_replay align_global align_patch` also train on the source labels and unlabelled target images (none,
 image-level or patch-level adversarial alignment); `--alignment focus` gives the TMA methods the focus-weighted
 alignment (see AdversarialAlignment), their default: TMT is then the paper's three parts (ACTE, TMA and region-level
-alignment). TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
+alignment). `--ignore_source_labels` keeps the source images for the alignment but drops their labels (ablation).
+TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
 OUTPUT_DIR/results.json, and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
