@@ -237,7 +237,7 @@ def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, ignor
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import alignment_loss
 
-    from tmt_hf.data import collate
+    from tmt_hf.data import IGNORE_INDEX, collate
 
     # Every image's label map is filled with its domain + 1 (source 1, target 2), the labelled target batch with 3.
     auxiliary = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d}
@@ -252,10 +252,9 @@ def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, ignor
     compute_loss = alignment_loss(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), args,
                                   accelerator)  # fmt: skip
     batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3)}] * 4)
-    seen = compute_loss(lambda pixel_values, labels, domains, focus: (labels, domains), batch)
-    labels, domains = seen
+    labels, domains = compute_loss(lambda pixel_values, labels, domains, focus: (labels, domains), batch)
     assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
-    expected = [3] * 4 + [255 if ignore_source_labels else 1] * 2 + [255] * 2
+    expected = [3] * 4 + [IGNORE_INDEX if ignore_source_labels else 1] * 2 + [IGNORE_INDEX] * 2
     assert labels[:, 0, 0].tolist() == expected and (labels == labels[:, :1, :1]).all()
 
 

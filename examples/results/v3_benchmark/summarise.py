@@ -44,10 +44,10 @@ def gain_split(rows, method) -> tuple[float, float]:
     return float(restyled), float(other)
 
 
-def gain_by_domain_and_map(rows, results, summary) -> list[str]:
-    """TMT − finetune averaged per target and per source domain, and its Pearson correlation over runs with the
-    test focus-map AUROC of the ACTE that TMT used (runs whose target has no shifted pixels have none)."""
-    gains = [100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"]) for row in rows]
+def gain_by_domain_and_map(rows, gains, results, summary) -> list[str]:
+    """TMT − finetune (`gains`, one per row) averaged per target and per source domain, and its Pearson correlation
+    over runs with the test focus-map AUROC of the ACTE that TMT used (runs whose target has no shifted pixels have
+    none)."""
     lines = []
     for side in ("target", "source"):
         by_domain = {}
@@ -70,24 +70,23 @@ def gain_by_domain_and_map(rows, results, summary) -> list[str]:
     return lines
 
 
-def pair_level(rows, summary) -> list[str]:
-    """TMT − finetune with each pair weighted once (its seeds averaged) and a 95% interval that resamples pairs, each
+def pair_level(rows, gains, summary) -> list[str]:
+    """TMT − finetune (`gains`, one per row) with each pair weighted once (its seeds averaged) and a 95% interval that resamples pairs, each
     with all its seeds; and, for every two seeds that share pairs, the correlation of their per-pair gains (does a
     pair's gain repeat under a new seed?)."""
-    gains = {}  # (source, target) -> seed -> gain
-    for row in rows:
-        pair = (row["source_domain"].split("/")[1], row["target_domain"].split("/")[1])
-        gains.setdefault(pair, {})[row["seed"]] = 100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"])
-    per_pair = np.array([np.mean(list(by_seed.values())) for by_seed in gains.values()])
+    by_pair = {}  # (source, target) -> seed -> gain
+    for row, gain in zip(rows, gains):
+        by_pair.setdefault((row["source_domain"], row["target_domain"]), {})[row["seed"]] = gain
+    per_pair = np.array([np.mean(list(by_seed.values())) for by_seed in by_pair.values()])
     low, high = paired_bootstrap(per_pair)
     summary["tmt - finetune, pairs weighted equally"] = {"mean": float(per_pair.mean()), "ci95": [low, high],
                                                            "pairs": len(per_pair)}  # fmt: skip
     lines = [f"TMT − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
              f"(bootstrap over {len(per_pair)} pairs)\n"]  # fmt: skip
-    seeds = sorted({seed for by_seed in gains.values() for seed in by_seed})
+    seeds = sorted({seed for by_seed in by_pair.values() for seed in by_seed})
     for i, first in enumerate(seeds):
         for second in seeds[i + 1 :]:
-            shared = [(g[first], g[second]) for g in gains.values() if first in g and second in g]
+            shared = [(g[first], g[second]) for g in by_pair.values() if first in g and second in g]
             if len(shared) >= 3:
                 correlation = float(np.corrcoef(np.array(shared).T)[0, 1])
                 summary[f"pearson r (gain seed {first}, gain seed {second})"] = {"r": correlation, "pairs": len(shared)}
@@ -142,9 +141,10 @@ def main(folder):
                 lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
                              f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
             if pairs is None:
-                lines += gain_by_domain_and_map(rows, results, summary[title])
-            if pairs is None and seeds is None:
-                lines += pair_level(rows, summary[title])
+                gains = [100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"]) for row in rows]
+                lines += gain_by_domain_and_map(rows, gains, results, summary[title])
+                if seeds is None:
+                    lines += pair_level(rows, gains, summary[title])
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
                 "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
