@@ -17,7 +17,8 @@ import numpy as np
 from tmt_hf.data import DOMAINS
 
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
-            "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "ignore_source_labels")  # fmt: skip
+            "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
+            "ignore_source_labels")  # fmt: skip
 METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle")
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
 FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
@@ -67,8 +68,10 @@ def table(rows):
             form = (row["tma_form"] or "source model's") if with_map else "—"
             scale = row["tma_lr_scale"] if with_map else "—"
             alignment = FIXED_ALIGNMENT.get(method) or row.get("alignment") or "—"
-            if row.get("ignore_source_labels") and alignment not in ("—", "none"):
-                alignment += ", source labels ignored"
+            # runs before `--source_labels` recorded the boolean `ignore_source_labels`
+            source_labels = row.get("source_labels") or ("none" if row.get("ignore_source_labels") else "all")
+            if source_labels != "all" and alignment not in ("—", "none"):
+                alignment += ", source labels ignored" if source_labels == "none" else ", source labels focus-weighted"
             lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
                          f"| {row['transfer_steps']} "
                          f"| {labelled} | {100 * metrics['mean_iou']:.2f} "

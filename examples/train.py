@@ -16,7 +16,8 @@ ACTE's map, at training and evaluation, an upper bound on what a better estimato
 `--method source_replay align_global align_patch` also train on the source labels and unlabelled target images (none,
 image-level or patch-level adversarial alignment); `--alignment focus` gives the TMA methods the focus-weighted
 alignment (see AdversarialAlignment), their default: TMT is then the paper's three parts (ACTE, TMA and region-level
-alignment). `--ignore_source_labels` keeps the source images for the alignment but drops their labels (ablation).
+alignment). `--source_labels none` keeps the source images for the alignment but drops their labels; `focused` weights
+each source pixel's loss by its focus map (ablations).
 TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
@@ -137,10 +138,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
-        "--ignore_source_labels",
-        action="store_true",
-        help="methods that train on source images (align_*, and tmt/patch/oracle with alignment): show them to the "
-        "domain discriminator only, without their labels (ablation of the source-label replay)",
+        "--source_labels",
+        choices=["all", "none", "focused"],
+        default="all",
+        help="how the methods that train on source images (align_*, and tmt/patch/oracle with alignment) use the source "
+        "labels: 'none' shows the source images to the domain discriminator only; 'focused' (map methods only) "
+        "weights each source pixel's loss by its focus map, normalised to mean 1 over the batch's labelled source "
+        "pixels: importance weighting towards the regions ACTE finds target-like (ablations of the source-label "
+        "replay)",
     )
     parser.add_argument(
         "--transfer_tma_init",
@@ -275,10 +280,13 @@ def validate_args(args):
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
     with_source_images = {"align_global", "align_patch"} | (set(TMA_METHODS) if args.alignment != "none" else set())
-    if args.ignore_source_labels and ("source_replay" in args.method or not with_source_images & set(args.method)):
-        sys.exit("--ignore_source_labels applies to the methods that align source images: align_global, align_patch, "
-                 "or tmt / patch / oracle with an --alignment other than none (source_replay without its source "
-                 "labels would be finetune)")  # fmt: skip
+    if args.source_labels != "all" and ("source_replay" in args.method or not with_source_images & set(args.method)):
+        sys.exit(f"--source_labels {args.source_labels} applies to the methods that align source images: "
+                 "align_global, align_patch, or tmt / patch / oracle with an --alignment other than none "
+                 "(source_replay without its source labels would be finetune)")  # fmt: skip
+    if args.source_labels == "focused" and not set(args.method) <= set(TMA_METHODS):
+        sys.exit(f"--source_labels focused needs a focus map: only the TMA methods (tmt, patch, oracle) have one, "
+                 f"got {' '.join(args.method)}")  # fmt: skip
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
@@ -369,13 +377,20 @@ class AdversarialAlignment(torch.nn.Module):
         )
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # checkpointed: the ramp resumes
 
-    def forward(self, pixel_values, labels, domain_labels, transferability_map=None):
+    def forward(self, pixel_values, labels, domain_labels, transferability_map=None, pixel_weights=None):
+        """`pixel_weights` (optional, like `labels`) weights each labelled pixel's cross-entropy."""
         last = self.segmenter.config.num_hidden_layers
-        out = self.segmenter(pixel_values=pixel_values, labels=labels, transferability_map=transferability_map,
+        out = self.segmenter(pixel_values=pixel_values, labels=labels if pixel_weights is None else None,
+                             transferability_map=transferability_map,
                              output_hidden_states=[last] if self.level else None)  # fmt: skip
-        logs = {"segmentation_loss": out.loss.item()}
+        loss = out.loss
+        if pixel_weights is not None:
+            valid = (labels != IGNORE_INDEX).sum().clamp_min(1)
+            pixel_losses = F.cross_entropy(out.logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+            loss = (pixel_weights * pixel_losses).sum() / valid
+        logs = {"segmentation_loss": loss.item()}
         if not self.level:
-            return out.loss, logs
+            return loss, logs
         progress = min(1.0, self.step.item() / self.steps)
         self.step += 1
         tokens = GradientReversal.apply(out.hidden_states[last][:, 1:], 2 / (1 + math.exp(-10 * progress)) - 1)
@@ -391,7 +406,7 @@ class AdversarialAlignment(torch.nn.Module):
         domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domains, reduction="none")
         domain_loss = (weights * domain_loss).sum() / weights.sum().clamp_min(1e-6)
         logs["domain_loss"] = domain_loss.item()
-        return out.loss + self.weight * domain_loss, logs
+        return loss + self.weight * domain_loss, logs
 
 
 def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
@@ -400,7 +415,8 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
     and as many unlabelled target images, drawn with the global RNG (which Accelerate checkpoints, so a resumed run
     draws the same; every process draws for all and keeps its own share). `auxiliary` holds both, with
     `domain_labels` (and `focus`, the map of the TMA methods); the labels of the unlabelled target images are
-    dropped, and those of the source images too with --ignore_source_labels.
+    dropped, and those of the source images too with --source_labels none; with `focused` the source pixels' losses
+    are weighted by their focus (see --source_labels).
     """
     domains = torch.tensor(auxiliary["domain_labels"])
     pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
@@ -415,10 +431,17 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
         pixel_values = torch.cat([batch["pixel_values"], extra["pixel_values"].to(device)])
         labels = torch.cat([batch["labels"], extra["labels"].to(device)])
         focus = torch.cat([batch["focus"], extra["focus"].to(device)]) if "focus" in batch else None
-        first_unlabelled = len(batch["labels"]) + (0 if args.ignore_source_labels else count)
-        labels[first_unlabelled:] = IGNORE_INDEX  # the unlabelled target images (and the source ones, if asked)
+        sources = slice(len(batch["labels"]), len(batch["labels"]) + count)
+        labels[sources.stop :] = IGNORE_INDEX  # the unlabelled target images
+        weights = None
+        if args.source_labels == "none":
+            labels[sources] = IGNORE_INDEX
+        elif args.source_labels == "focused":
+            weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
+            labelled = labels[sources] != IGNORE_INDEX
+            weights[sources] = focus[sources] / focus[sources][labelled].mean().clamp_min(1e-6)
         domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
-        return model(pixel_values, labels, domain_labels.to(device), focus)
+        return model(pixel_values, labels, domain_labels.to(device), focus, weights)
 
     return compute_loss
 

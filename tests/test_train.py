@@ -232,30 +232,60 @@ def test_adversarial_alignment_reverses_the_domain_gradient(monkeypatch):
         wrapper(pixel_values, unlabelled, domains)
 
 
-@pytest.mark.parametrize("ignore_source_labels", [False, True])
-def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, ignore_source_labels):
+def test_pixel_weights_weight_each_labelled_pixels_loss(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import AdversarialAlignment
+
+    from tmt_hf import TMTConfig, TMTForSemanticSegmentation
+
+    torch.manual_seed(0)
+    model = TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32)).eval()
+    wrapper = AdversarialAlignment(model, None, weight=0.5, steps=10)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    labels = torch.randint(19, (2, 32, 32))
+    labels[:, :8] = 255
+    loss, _ = wrapper(pixel_values, labels, torch.tensor([1, 0]))
+    unit, _ = wrapper(pixel_values, labels, torch.tensor([1, 0]), pixel_weights=torch.ones(2, 32, 32))
+    torch.testing.assert_close(unit, loss)  # weights of 1: the segmenter's own loss
+
+    weights = torch.rand(2, 32, 32)
+    weighted, _ = wrapper(pixel_values, labels, torch.tensor([1, 0]), pixel_weights=weights)
+    pixel_losses = F.cross_entropy(model(pixel_values).logits, labels, ignore_index=255, reduction="none")
+    torch.testing.assert_close(weighted, (weights * pixel_losses).sum() / (labels != 255).sum())
+
+
+@pytest.mark.parametrize("source_labels", ["all", "none", "focused"])
+def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, source_labels):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import alignment_loss
 
     from tmt_hf.data import IGNORE_INDEX, collate
 
     # Every image's label map is filled with its domain + 1 (source 1, target 2), the labelled target batch with 3.
-    auxiliary = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d}
-                 for d in (0, 0, 1, 1, 1)]  # fmt: skip
+    # Every focus map is 0 on the left half and 0.5 on the right half.
+    focus = torch.cat([torch.zeros(8, 4), torch.full((8, 4), 0.5)], dim=1)
+    auxiliary = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d,
+                  "focus": focus} for d in (0, 0, 1, 1, 1)]  # fmt: skip
 
     class Auxiliary(list):
         def __getitem__(self, key):
             return [e["domain_labels"] for e in self] if key == "domain_labels" else super().__getitem__(key)
 
-    args = argparse.Namespace(batch_size=4, ignore_source_labels=ignore_source_labels)
+    args = argparse.Namespace(batch_size=4, source_labels=source_labels)
     accelerator = argparse.Namespace(process_index=0, num_processes=1)
     compute_loss = alignment_loss(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), args,
                                   accelerator)  # fmt: skip
-    batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3)}] * 4)
-    labels, domains = compute_loss(lambda pixel_values, labels, domains, focus: (labels, domains), batch)
+    batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3), "focus": focus}] * 4)
+    labels, domains, maps, weights = compute_loss(lambda *inputs: inputs[1:], batch)
     assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
-    expected = [3] * 4 + [IGNORE_INDEX if ignore_source_labels else 1] * 2 + [IGNORE_INDEX] * 2
-    assert labels[:, 0, 0].tolist() == expected and (labels == labels[:, :1, :1]).all()
+    assert torch.equal(maps, focus.expand(8, 8, 8))
+    assert (labels[:4] == 3).all() and (labels[6:] == IGNORE_INDEX).all()
+    assert (labels[4:6] == (IGNORE_INDEX if source_labels == "none" else 1)).all()
+    if source_labels == "focused":  # source pixels weighted by focus / its mean over the source pixels (0.25)
+        assert (weights[4:6, :, :4] == 0).all() and (weights[4:6, :, 4:] == 2).all()
+        assert (weights[:4] == 1).all() and (weights[6:] == 1).all()
+    else:
+        assert weights is None
 
 
 def test_cached_focus_maps_are_actes_maps(monkeypatch):
@@ -407,9 +437,10 @@ def test_stock_vit_initialisation(tmp_path):
         (["--acte_overrides", "kappa"], "KEY=VALUE"),
         (["--method", "finetune", "--alignment", "focus"], "applies to the TMA methods"),
         (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
-        (["--method", "finetune", "--ignore_source_labels"], "--ignore_source_labels applies"),
-        (["--method", "tmt", "--alignment", "none", "--ignore_source_labels"], "--ignore_source_labels applies"),
-        (["--method", "source_replay", "tmt", "--ignore_source_labels"], "--ignore_source_labels applies"),
+        (["--method", "finetune", "--source_labels", "none"], "--source_labels none applies"),
+        (["--method", "tmt", "--alignment", "none", "--source_labels", "none"], "--source_labels none applies"),
+        (["--method", "source_replay", "tmt", "--source_labels", "none"], "--source_labels none applies"),
+        (["--method", "align_patch", "tmt", "--source_labels", "focused"], "--source_labels focused needs a focus"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
