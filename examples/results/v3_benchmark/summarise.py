@@ -71,19 +71,29 @@ def gain_by_domain_and_map(rows, gains, results, summary) -> list[str]:
 
 
 def pair_level(rows, gains, summary) -> list[str]:
-    """TMT − finetune (`gains`, one per row) with each pair weighted once (its seeds averaged) and a 95% interval that resamples pairs, each
-    with all its seeds; and, for every two seeds that share pairs, the correlation of their per-pair gains (does a
-    pair's gain repeat under a new seed?)."""
+    """TMT − finetune (`gains`, one per row) per pair and seed; with each pair weighted once (its seeds averaged) and a
+    95% interval that resamples pairs, each with all its seeds; and, for every two seeds that share pairs, the
+    correlation of their per-pair gains (does a pair's gain repeat under a new seed?)."""
     by_pair = {}  # (source, target) -> seed -> gain
     for row, gain in zip(rows, gains):
         by_pair.setdefault((row["source_domain"], row["target_domain"]), {})[row["seed"]] = gain
+    seeds = sorted({seed for by_seed in by_pair.values() for seed in by_seed})
+    lines = ["| pair | " + " | ".join(f"Δ seed {seed}" for seed in seeds) + " | mean Δ |",
+             "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
+    for (source, target), by_seed in sorted(by_pair.items()):
+        cells = [f"{by_seed[seed]:+.2f}" if seed in by_seed else "—" for seed in seeds]
+        lines.append(f"| {source.split('/')[1]} → {target.split('/')[1]} | {' | '.join(cells)} "
+                     f"| {np.mean(list(by_seed.values())):+.2f} |")  # fmt: skip
+    summary["tmt - finetune per pair and seed"] = {
+        f"{source.split('/')[1]}->{target.split('/')[1]}": {str(seed): gain for seed, gain in sorted(by_seed.items())}
+        for (source, target), by_seed in sorted(by_pair.items())
+    }
     per_pair = np.array([np.mean(list(by_seed.values())) for by_seed in by_pair.values()])
     low, high = paired_bootstrap(per_pair)
     summary["tmt - finetune, pairs weighted equally"] = {"mean": float(per_pair.mean()), "ci95": [low, high],
                                                            "pairs": len(per_pair)}  # fmt: skip
-    lines = [f"TMT − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
-             f"(bootstrap over {len(per_pair)} pairs)\n"]  # fmt: skip
-    seeds = sorted({seed for by_seed in by_pair.values() for seed in by_seed})
+    lines += ["", f"TMT − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
+              f"(bootstrap over {len(per_pair)} pairs)\n"]  # fmt: skip
     for i, first in enumerate(seeds):
         for second in seeds[i + 1 :]:
             shared = [(g[first], g[second]) for g in by_pair.values() if first in g and second in g]
