@@ -945,13 +945,16 @@ def main(argv=None):
                         "weight_decay": 0.0,
                     },
                 ]
-            level = ALIGNMENT_LEVEL.get(method, args.alignment if args.alignment != "none" and uses_tma else "")
-            if level != "" and oracle not in auxiliaries:
+            # source_replay and align_* always train on source and unlabelled target images, the TMA methods unless
+            # --alignment none; `level` is then the discriminator's (None: source labels only)
+            with_source_images = method in ALIGNMENT_LEVEL or (uses_tma and args.alignment != "none")
+            level = ALIGNMENT_LEVEL.get(method, args.alignment)
+            if with_source_images and oracle not in auxiliaries:
                 with accelerator.main_process_first():
                     splits = [domain_split(name, args.train_split, count, args, oracle_maps=oracle) for name, count
                               in ((args.source, args.num_source_train), (args.target, args.num_target_unlabeled))]  # fmt: skip
                 auxiliaries[oracle] = two_domains(*splits)
-            auxiliary_data = auxiliaries[oracle] if level != "" else None
+            auxiliary_data = auxiliaries[oracle] if with_source_images else None
             train_data, eval_loader_of_method = target_train, target_eval_loader
             if oracle:
                 with accelerator.main_process_first():
@@ -962,7 +965,7 @@ def main(argv=None):
                 train_data = with_focus_maps(target_train, model.acte, args)
                 auxiliary_data = auxiliary_data and with_focus_maps(auxiliary_data, model.acte, args)
             loader, sampler, transform = train_loader(train_data, args, args.seed + 2)
-            if level == "":
+            if not with_source_images:
                 trained = model
                 compute_loss = segmentation_loss
             else:
