@@ -17,7 +17,7 @@ ACTE's map, at training and evaluation, an upper bound on what a better estimato
 image-level or patch-level adversarial alignment); `--alignment focus` gives the TMA methods the focus-weighted
 alignment (see AdversarialAlignment), their default: TMT is then the paper's three parts (ACTE, TMA and region-level
 alignment). `--source_labels none` keeps the source images for the alignment but drops their labels; `focused` weights
-each source pixel's loss by its focus map (ablations).
+each source pixel's loss by its focus map, `focused_shuffled` by another source image's (ablations).
 TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
@@ -139,12 +139,13 @@ def parse_args(argv=None):
     parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
         "--source_labels",
-        choices=["all", "none", "focused"],
+        choices=["all", "none", "focused", "focused_shuffled"],
         default="all",
         help="how the methods that train on source images (align_*, and tmt/patch/oracle with alignment) use the source "
         "labels: 'none' shows the source images to the domain discriminator only; 'focused' (map methods only) "
         "weights each source pixel's loss by its focus map, normalised to mean 1 over the batch's labelled source "
-        "pixels: importance weighting towards the regions ACTE finds target-like (ablations of the source-label "
+        "pixels: importance weighting towards the regions ACTE finds target-like; 'focused_shuffled' (its control) "
+        "gives each source image the weights of the next source image in the batch (ablations of the source-label "
         "replay)",
     )
     parser.add_argument(
@@ -284,8 +285,8 @@ def validate_args(args):
         sys.exit(f"--source_labels {args.source_labels} applies to the methods that align source images: "
                  "align_global, align_patch, or tmt / patch / oracle with an --alignment other than none "
                  "(source_replay without its source labels would be finetune)")  # fmt: skip
-    if args.source_labels == "focused" and not set(args.method) <= set(TMA_METHODS):
-        sys.exit(f"--source_labels focused needs a focus map: only the TMA methods (tmt, patch, oracle) have one, "
+    if args.source_labels.startswith("focused") and not set(args.method) <= set(TMA_METHODS):
+        sys.exit(f"--source_labels {args.source_labels} needs a focus map: only the TMA methods (tmt, patch, oracle) have one, "
                  f"got {' '.join(args.method)}")  # fmt: skip
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
@@ -436,10 +437,11 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
         weights = None
         if args.source_labels == "none":
             labels[sources] = IGNORE_INDEX
-        elif args.source_labels == "focused":
+        elif args.source_labels.startswith("focused"):
+            source_focus = focus[sources] if args.source_labels == "focused" else focus[sources].roll(1, dims=0)
             weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
             labelled = labels[sources] != IGNORE_INDEX
-            weights[sources] = focus[sources] / focus[sources][labelled].mean().clamp_min(1e-6)
+            weights[sources] = source_focus / source_focus[labelled].mean().clamp_min(1e-6)
         domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
         return model(pixel_values, labels, domain_labels.to(device), focus, weights)
 

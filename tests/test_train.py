@@ -254,7 +254,7 @@ def test_pixel_weights_weight_each_labelled_pixels_loss(monkeypatch):
     torch.testing.assert_close(weighted, (weights * pixel_losses).sum() / (labels != 255).sum())
 
 
-@pytest.mark.parametrize("source_labels", ["all", "none", "focused"])
+@pytest.mark.parametrize("source_labels", ["all", "none", "focused", "focused_shuffled"])
 def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, source_labels):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import alignment_loss
@@ -262,10 +262,11 @@ def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, sourc
     from tmt_hf.data import IGNORE_INDEX, collate
 
     # Every image's label map is filled with its domain + 1 (source 1, target 2), the labelled target batch with 3.
-    # Every focus map is 0 on the left half and 0.5 on the right half.
+    # Every focus map is 0 on the left half and 0.5 on the right half, except the second source image's (0.5 on the
+    # left, 0 on the right).
     focus = torch.cat([torch.zeros(8, 4), torch.full((8, 4), 0.5)], dim=1)
     auxiliary = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d,
-                  "focus": focus} for d in (0, 0, 1, 1, 1)]  # fmt: skip
+                  "focus": focus.flip(1) if i == 1 else focus} for i, d in enumerate((0, 0, 1, 1, 1))]  # fmt: skip
 
     class Auxiliary(list):
         def __getitem__(self, key):
@@ -276,13 +277,15 @@ def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, sourc
     compute_loss = alignment_loss(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), args,
                                   accelerator)  # fmt: skip
     batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3), "focus": focus}] * 4)
+    torch.manual_seed(0)  # draws source images 0 and 1, in this order
     labels, domains, maps, weights = compute_loss(lambda *inputs: inputs[1:], batch)
     assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
-    assert torch.equal(maps, focus.expand(8, 8, 8))
+    assert torch.equal(maps[4:6], torch.stack([focus, focus.flip(1)]))
     assert (labels[:4] == 3).all() and (labels[6:] == IGNORE_INDEX).all()
     assert (labels[4:6] == (IGNORE_INDEX if source_labels == "none" else 1)).all()
-    if source_labels == "focused":  # source pixels weighted by focus / its mean over the source pixels (0.25)
-        assert (weights[4:6, :, :4] == 0).all() and (weights[4:6, :, 4:] == 2).all()
+    if source_labels.startswith("focused"):  # source pixels weighted by focus / its mean over them (0.25)
+        own = torch.stack([focus, focus.flip(1)]) * 4
+        torch.testing.assert_close(weights[4:6], own if source_labels == "focused" else own.flip(0))
         assert (weights[:4] == 1).all() and (weights[6:] == 1).all()
     else:
         assert weights is None
