@@ -70,8 +70,9 @@ def table(rows):
             alignment = FIXED_ALIGNMENT.get(method) or row.get("alignment") or "—"
             # runs before `--source_labels` recorded the boolean `ignore_source_labels`
             source_labels = row.get("source_labels") or ("none" if row.get("ignore_source_labels") else "all")
+            suffix = {"none": "ignored", "focused": "focus-weighted", "focused_shuffled": "weighted by a shuffled map"}
             if source_labels != "all" and alignment not in ("—", "none"):
-                alignment += ", source labels ignored" if source_labels == "none" else ", source labels focus-weighted"
+                alignment += f", source labels {suffix[source_labels]}"
             lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
                          f"| {row['transfer_steps']} "
                          f"| {labelled} | {100 * metrics['mean_iou']:.2f} "
