@@ -145,7 +145,7 @@ def parse_args(argv=None):
         "labels: 'none' shows the source images to the domain discriminator only; 'focused' (map methods only) "
         "weights each source pixel's loss by its focus map, normalised to mean 1 over the batch's labelled source "
         "pixels: importance weighting towards the regions ACTE finds target-like; 'focused_shuffled' (its control) "
-        "gives each source image the weights of the next source image in the batch (ablations of the source-label "
+        "gives each source image the weights of the one before it in the batch, cyclically (ablations of the source-label "
         "replay)",
     )
     parser.add_argument(
@@ -286,8 +286,8 @@ def validate_args(args):
                  "align_global, align_patch, or tmt / patch / oracle with an --alignment other than none "
                  "(source_replay without its source labels would be finetune)")  # fmt: skip
     if args.source_labels.startswith("focused") and not set(args.method) <= set(TMA_METHODS):
-        sys.exit(f"--source_labels {args.source_labels} needs a focus map: only the TMA methods (tmt, patch, oracle) have one, "
-                 f"got {' '.join(args.method)}")  # fmt: skip
+        sys.exit(f"--source_labels {args.source_labels} needs a focus map: only the TMA methods (tmt, patch, "
+                 f"oracle) have one, got {' '.join(args.method)}")  # fmt: skip
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
