@@ -57,6 +57,12 @@ TMA_METHODS = ("tmt", "patch", "oracle")
 ALIGNMENT_LEVEL = {"source_replay": None, "align_global": "global", "align_patch": "patch"}
 
 
+def trains_on_source_images(method, args):
+    """source_replay and align_* always train on source and unlabelled target images, the TMA methods unless
+    --alignment none."""
+    return method in ALIGNMENT_LEVEL or (method in TMA_METHODS and args.alignment != "none")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written, and every flag's default."""
 
@@ -145,8 +151,8 @@ def parse_args(argv=None):
         "labels: 'none' shows the source images to the domain discriminator only; 'focused' (map methods only) "
         "weights each source pixel's loss by its focus map, normalised to mean 1 over the batch's labelled source "
         "pixels: importance weighting towards the regions ACTE finds target-like; 'focused_shuffled' (its control) "
-        "gives each source image the weights of the one before it in the batch, cyclically (ablations of the source-label "
-        "replay)",
+        "gives each source image the weights of the one before it in the batch, cyclically (ablations of the "
+        "source-label replay)",
     )
     parser.add_argument(
         "--transfer_tma_init",
@@ -280,8 +286,9 @@ def validate_args(args):
                  f"{' '.join(args.method)}; align_global / align_patch are the comparators without a map")  # fmt: skip
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
-    with_source_images = {"align_global", "align_patch"} | (set(TMA_METHODS) if args.alignment != "none" else set())
-    if args.source_labels != "all" and ("source_replay" in args.method or not with_source_images & set(args.method)):
+    if args.source_labels != "all" and (
+        "source_replay" in args.method or not any(trains_on_source_images(m, args) for m in args.method)
+    ):
         sys.exit(f"--source_labels {args.source_labels} applies to the methods that align source images: "
                  "align_global, align_patch, or tmt / patch / oracle with an --alignment other than none "
                  "(source_replay without its source labels would be finetune)")  # fmt: skip
@@ -947,10 +954,8 @@ def main(argv=None):
                         "weight_decay": 0.0,
                     },
                 ]
-            # source_replay and align_* always train on source and unlabelled target images, the TMA methods unless
-            # --alignment none; `level` is then the discriminator's (None: source labels only)
-            with_source_images = method in ALIGNMENT_LEVEL or (uses_tma and args.alignment != "none")
-            level = ALIGNMENT_LEVEL.get(method, args.alignment)
+            with_source_images = trains_on_source_images(method, args)
+            level = ALIGNMENT_LEVEL.get(method, args.alignment)  # the discriminator's (None: source labels only)
             if with_source_images and oracle not in auxiliaries:
                 with accelerator.main_process_first():
                     splits = [domain_split(name, args.train_split, count, args, oracle_maps=oracle) for name, count
