@@ -2,7 +2,8 @@
 device benchmark of run_device.py and the CPU runs): the quick pairs with every method; for each seed that has
 runs beyond the quick pairs, finetune against TMT over all its pairs, and then over every pair and seed, each with
 TMT's gain by source and target domain and its correlation with the ACTE map's AUROC; the pooled table also with
-each pair weighted once and with the per-pair gains of two seeds correlated. Prints Markdown, writes
+each pair weighted once and with the per-pair gains of two seeds correlated; the same for TMT with focus-weighted
+source labels (tmtfocused-*.json: `--source_labels focused`) against finetune and TMT. Prints Markdown, writes
 summary.json.
 
 python examples/results/v3_benchmark/summarise.py examples/results/v3_benchmark/results
@@ -22,6 +23,10 @@ from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES  # noqa: E402
 from tmt_hf.data.synthetic import DOMAINS  # noqa: E402
 
 QUICK = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
+# File prefix -> (method key in this script, key of the method in the run's results.json).
+KINDS = {kind: (kind, kind) for kind in ("finetune", "oracle", "align_patch", "align_global", "tmt")}
+KINDS["tmtfocused"] = ("tmt_focused", "tmt")  # train.py --method tmt --source_labels focused
+LABELS = {"tmt": "TMT", "tmt_focused": "TMT (focus-weighted source labels)"}
 
 
 def class_gaps(better: dict, worse: dict, target: str) -> tuple[dict, float, float]:
@@ -44,17 +49,19 @@ def gain_split(rows, method) -> tuple[float, float]:
     return float(restyled), float(other)
 
 
-def gain_by_domain_and_map(rows, gains, results, summary) -> list[str]:
-    """TMT − finetune (`gains`, one per row) averaged per target and per source domain, and its Pearson correlation
-    over runs with the test focus-map AUROC of the ACTE that TMT used (runs whose target has no shifted pixels have
-    none)."""
-    lines = []
+def gain_by_domain_and_map(rows, gains, results, summary, method="tmt") -> list[str]:
+    """`method` − finetune (`gains`, one per row) averaged per target and per source domain, and its Pearson
+    correlation over runs with the test focus-map AUROC of the ACTE that the run used (runs whose target has no
+    shifted pixels have none)."""
+    lines, name = [], LABELS[method]
     for side in ("target", "source"):
         by_domain = {}
         for row, gain in zip(rows, gains):
             by_domain.setdefault(row[f"{side}_domain"].split("/")[1], []).append(gain)
-        summary[f"tmt - finetune by {side}"] = {domain: float(np.mean(v)) for domain, v in sorted(by_domain.items())}
-        lines.append(f"TMT − finetune by {side} domain: " + ", ".join(
+        summary[f"{method} - finetune by {side}"] = {
+            domain: float(np.mean(v)) for domain, v in sorted(by_domain.items())
+        }
+        lines.append(f"{name} − finetune by {side} domain: " + ", ".join(
             f"{domain} {np.mean(v):+.2f} ({len(v)} runs)" for domain, v in sorted(by_domain.items())) + "\n")  # fmt: skip
     paired = []
     for row, gain in zip(rows, gains):
@@ -64,17 +71,17 @@ def gain_by_domain_and_map(rows, gains, results, summary) -> list[str]:
             paired.append((auroc, gain))
     if len(paired) >= 3:
         correlation = float(np.corrcoef(np.array(paired).T)[0, 1])
-        summary["pearson r (acte auroc, tmt - finetune)"] = {"r": correlation, "runs": len(paired)}
-        lines.append(f"Pearson r between the pair's ACTE focus AUROC (test) and TMT − finetune: {correlation:+.2f} "
+        summary[f"pearson r (acte auroc, {method} - finetune)"] = {"r": correlation, "runs": len(paired)}
+        lines.append(f"Pearson r between the pair's ACTE focus AUROC (test) and {name} − finetune: {correlation:+.2f} "
                      f"over {len(paired)} runs with a shifted target\n")  # fmt: skip
     return lines
 
 
-def pair_level(rows, gains, summary) -> list[str]:
-    """TMT − finetune (`gains`, one per row) per pair and seed; with each pair weighted once (its seeds averaged) and a
+def pair_level(rows, gains, summary, method="tmt") -> list[str]:
+    """`method` − finetune (`gains`, one per row) per pair and seed; with each pair weighted once (its seeds averaged) and a
     95% interval that resamples pairs, each with all its seeds; and, for every two seeds that share pairs, the
     correlation of their per-pair gains (does a pair's gain repeat under a new seed?)."""
-    by_pair = {}  # (source, target) -> seed -> gain
+    by_pair, name = {}, LABELS[method]  # (source, target) -> seed -> gain
     for row, gain in zip(rows, gains):
         by_pair.setdefault((row["source_domain"], row["target_domain"]), {})[row["seed"]] = gain
     seeds = sorted({seed for by_seed in by_pair.values() for seed in by_seed})
@@ -84,23 +91,26 @@ def pair_level(rows, gains, summary) -> list[str]:
         cells = [f"{by_seed[seed]:+.2f}" if seed in by_seed else "—" for seed in seeds]
         lines.append(f"| {source.split('/')[1]} → {target.split('/')[1]} | {' | '.join(cells)} "
                      f"| {np.mean(list(by_seed.values())):+.2f} |")  # fmt: skip
-    summary["tmt - finetune per pair and seed"] = {
+    summary[f"{method} - finetune per pair and seed"] = {
         f"{source.split('/')[1]}->{target.split('/')[1]}": {str(seed): gain for seed, gain in sorted(by_seed.items())}
         for (source, target), by_seed in sorted(by_pair.items())
     }
     per_pair = np.array([np.mean(list(by_seed.values())) for by_seed in by_pair.values()])
     low, high = paired_bootstrap(per_pair)
-    summary["tmt - finetune, pairs weighted equally"] = {"mean": float(per_pair.mean()), "ci95": [low, high],
+    summary[f"{method} - finetune, pairs weighted equally"] = {"mean": float(per_pair.mean()), "ci95": [low, high],
                                                            "pairs": len(per_pair)}  # fmt: skip
-    lines += ["", f"TMT − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
+    lines += ["", f"{name} − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
               f"(bootstrap over {len(per_pair)} pairs)\n"]  # fmt: skip
     for i, first in enumerate(seeds):
         for second in seeds[i + 1 :]:
             shared = [(g[first], g[second]) for g in by_pair.values() if first in g and second in g]
             if len(shared) >= 3:
                 correlation = float(np.corrcoef(np.array(shared).T)[0, 1])
-                summary[f"pearson r (gain seed {first}, gain seed {second})"] = {"r": correlation, "pairs": len(shared)}
-                lines.append(f"Pearson r between the per-pair TMT − finetune of seed {first} and seed {second}: "
+                summary[f"pearson r ({method} gain seed {first}, seed {second})"] = {
+                    "r": correlation,
+                    "pairs": len(shared),
+                }
+                lines.append(f"Pearson r between the per-pair {name} − finetune of seed {first} and seed {second}: "
                              f"{correlation:+.2f} over {len(shared)} pairs\n")  # fmt: skip
     return lines
 
@@ -110,14 +120,17 @@ def main(folder):
     units = {}  # (source, target, seed) -> method -> metrics
     for name, result in results.items():
         kind, tag = name.split("-", 1)
-        if kind in ("finetune", "oracle", "align_patch", "align_global", "tmt"):
+        if kind in KINDS:
+            method, key = KINDS[kind]
             pair, seed = tag.rsplit("-seed", 1)
             source, target = pair.split("2")
             unit = units.setdefault((f"synthetic/{source}", f"synthetic/{target}", int(seed)), {})
-            unit[kind] = result[kind]["target_val"]
+            unit[method] = result[key]["target_val"]
             unit["source"] = result["source"]["target_val"]
     lines, summary = [], {}
     beyond_quick = sorted({seed for (s, t, seed) in units if (s.split("/")[1], t.split("/")[1]) not in QUICK})
+    focused = sorted({seed for (s, t, seed), unit in units.items() if "tmt_focused" in unit})
+    focused_methods = ["finetune", "tmt", "tmt_focused"]
     for title, pairs, seeds, methods in (
         ("Quick pairs", QUICK, None, ["finetune", "oracle", "align_patch", "tmt"]),
         ("Quick pairs with image-level alignment", QUICK, None, ["finetune", "align_global", "align_patch", "tmt"]),
@@ -126,6 +139,15 @@ def main(folder):
             for seed in beyond_quick
         ),
         *([("Every pair and seed with finetune and TMT", None, None, ["finetune", "tmt"])] if beyond_quick else []),
+        *(
+            (f"All pairs with TMT's source labels focus-weighted, seed {seed}", None, {seed}, focused_methods)
+            for seed in focused
+        ),
+        *(
+            [("Every pair and seed with TMT's source labels focus-weighted", None, None, focused_methods)]
+            if len(focused) > 1
+            else []
+        ),  # fmt: skip
     ):
         rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
                 for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
@@ -137,7 +159,7 @@ def main(folder):
             lines += [f"## {title}", "", table]
             for better, worse in [
                 (a, b)
-                for a, b in (("tmt", "align_patch"), ("tmt", "align_global"), ("oracle", "tmt"))
+                for a, b in (("tmt", "align_patch"), ("tmt", "align_global"), ("oracle", "tmt"), ("tmt_focused", "tmt"))
                 if {a, b} <= set(methods)
             ]:
                 differences = np.array([100 * (r[better]["mean_iou"] - r[worse]["mean_iou"]) for r in rows])
@@ -151,10 +173,11 @@ def main(folder):
                 lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
                              f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
             if pairs is None:
-                gains = [100 * (row["tmt"]["mean_iou"] - row["finetune"]["mean_iou"]) for row in rows]
-                lines += gain_by_domain_and_map(rows, gains, results, summary[title])
+                headline = methods[-1]
+                gains = [100 * (row[headline]["mean_iou"] - row["finetune"]["mean_iou"]) for row in rows]
+                lines += gain_by_domain_and_map(rows, gains, results, summary[title], headline)
                 if seeds is None:
-                    lines += pair_level(rows, gains, summary[title])
+                    lines += pair_level(rows, gains, summary[title], headline)
 
     headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
                 "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
