@@ -78,8 +78,8 @@ def gain_by_domain_and_map(rows, gains, results, summary, method="tmt") -> list[
 
 
 def pair_level(rows, gains, summary, method="tmt") -> list[str]:
-    """`method` − finetune (`gains`, one per row) per pair and seed; with each pair weighted once (its seeds averaged) and a
-    95% interval that resamples pairs, each with all its seeds; and, for every two seeds that share pairs, the
+    """`method` − finetune (`gains`, one per row) per pair and seed; with each pair weighted once (its seeds averaged)
+    and a 95% interval that resamples pairs, each with all its seeds; and, for every two seeds that share pairs, the
     correlation of their per-pair gains (does a pair's gain repeat under a new seed?)."""
     by_pair, name = {}, LABELS[method]  # (source, target) -> seed -> gain
     for row, gain in zip(rows, gains):
