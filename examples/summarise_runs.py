@@ -23,6 +23,8 @@ METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch",
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
 FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
                    "align_patch": "patch"}  # fmt: skip
+# How the alignment column names a --source_labels setting other than "all".
+SOURCE_LABELS_NOTE = {"none": "ignored", "focused": "focus-weighted", "focused_shuffled": "weighted by a shuffled map"}
 
 
 def collect(folders):
@@ -70,9 +72,8 @@ def table(rows):
             alignment = FIXED_ALIGNMENT.get(method) or row.get("alignment") or "—"
             # runs before `--source_labels` recorded the boolean `ignore_source_labels`
             source_labels = row.get("source_labels") or ("none" if row.get("ignore_source_labels") else "all")
-            suffix = {"none": "ignored", "focused": "focus-weighted", "focused_shuffled": "weighted by a shuffled map"}
             if source_labels != "all" and alignment not in ("—", "none"):
-                alignment += f", source labels {suffix[source_labels]}"
+                alignment += f", source labels {SOURCE_LABELS_NOTE[source_labels]}"
             lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
                          f"| {row['transfer_steps']} "
                          f"| {labelled} | {100 * metrics['mean_iou']:.2f} "
