@@ -60,9 +60,48 @@ SCORING_VARIANTS = {
 }  # fmt: skip
 
 
+@torch.no_grad()
+def discriminator_accuracy(acte, parts, size) -> float:
+    """Region-level accuracy of ACTE's domain discriminator on (source, target) datasets."""
+    correct = total = 0
+    evaluation = SegmentationTransform(train=False, size=size)
+    for domain_label, part in enumerate(parts):
+        for pixels, _, _ in batches(part, evaluation, 16):
+            logits = acte(pixel_values=pixels).domain_logits
+            correct += ((logits > 0).long() == domain_label).sum().item()
+            total += logits.numel()
+    return correct / total
+
+
+@torch.no_grad()
+def focus_auroc_now(acte, shifted, size) -> dict:
+    """Focus-map AUROC (the config's own formula) against the shift masks of `shifted` target images."""
+    evaluation = SegmentationTransform(train=False, size=size)
+    maps, masks = [], []
+    for pixels, labels, extra in batches(shifted, evaluation, 16, columns=("image", "label", "shift_mask")):
+        focus = F.interpolate(acte(pixel_values=pixels).focus_map[:, None], size=labels.shape[-2:], mode="bilinear")
+        maps += list(focus[:, 0].flatten(1).numpy())
+        masks += [np.array(m).reshape(-1) > 127 for m in extra["shift_mask"]]
+    return {kind: None if value is None else round(value, 4) for kind, value in shift_auroc(maps, masks).items()}
+
+
 def train_acte(args, target_name, size):
+    """
+    Trains one ACTE for at most `args.steps` steps. With `--monitor_every N`, every N steps it records the
+    discriminator's accuracy on `--num_monitor` train-split images per domain that it does not train on (label-free)
+    and, for the record only, the focus AUROC on the evaluation split; with `--stop_accuracy`, training stops at the
+    first such step >= `--min_steps` whose monitor accuracy reaches it. Returns (acte, trajectory, steps trained).
+    """
     source = load_domain(args.source, "train", num_samples=args.num_train, synthetic_size=size)
     target = load_domain(target_name, "train", num_samples=args.num_train, synthetic_size=size)
+    if args.monitor_every:  # the next --num_monitor train-split scenes of each domain
+        monitor = [
+            load_domain(name, "train", num_samples=args.num_train + args.num_monitor, synthetic_size=size).select(
+                range(args.num_train, args.num_train + args.num_monitor)
+            )
+            for name in (args.source, target_name)
+        ]
+        shifted = load_domain(target_name, args.eval_split, num_samples=args.num_eval, synthetic_size=size)
     transform = SegmentationTransform(train=True, size=size, crop_size=size, scale_range=(0.75, 1.25),
                                       appearance_jitter=args.appearance_jitter)  # fmt: skip
     config = ACTEConfig(cell_size=args.cell_size, num_iterations=args.iterations, kappa=args.kappa,
@@ -77,7 +116,9 @@ def train_acte(args, target_name, size):
     optimizer = torch.optim.AdamW(acte.parameters(), lr=args.learning_rate, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed)
     half = args.batch_size // 2
-    for step in range(args.steps):
+    trajectory = []
+    step = 0
+    while step < args.steps:
         s_idx = torch.randint(0, len(source), (half,), generator=generator).tolist()
         t_idx = torch.randint(0, len(target), (half,), generator=generator).tolist()
         s = transform({"image": source[s_idx]["image"], "label": source[s_idx]["label"]})
@@ -93,7 +134,17 @@ def train_acte(args, target_name, size):
             print(
                 f"step {step}: domain {out.domain_loss.item():.3f} semantic {out.semantic_loss.item():.3f}", flush=True
             )
-    return acte.eval()
+        step += 1
+        if args.monitor_every and step % args.monitor_every == 0:
+            acte.eval()
+            accuracy = discriminator_accuracy(acte, monitor, size)
+            trajectory.append({"step": step, "monitor_discriminator_accuracy": round(accuracy, 4),
+                               "focus_auroc": focus_auroc_now(acte, shifted, size)})  # fmt: skip
+            acte.train()
+            print(f"step {step}: {trajectory[-1]}", flush=True)
+            if args.stop_accuracy is not None and step >= args.min_steps and accuracy >= args.stop_accuracy:
+                break
+    return acte.eval(), trajectory, step
 
 
 @torch.no_grad()
@@ -188,9 +239,14 @@ def report_by_variant(paths, scoring: str = "default") -> str:
         with open(path) as f:
             for result in json.load(f):
                 config = result["config"]
-                variant = (f"{config['discriminator_input_normalization']}"
-                           f"{', class-conditional' if config['class_conditional_discriminator'] else ''}"
-                           f", {result.get('steps', 300)} steps")  # fmt: skip
+                steps = f"{result.get('steps', 300)} steps"
+                if result.get("stop_accuracy") is not None:
+                    steps = (f"stop at monitor accuracy ≥ {result['stop_accuracy']} from step {result['min_steps']} "
+                             f"(≤ {result['max_steps']})")  # fmt: skip
+                variant = (
+                    f"{config['discriminator_input_normalization']}"
+                    f"{', class-conditional' if config['class_conditional_discriminator'] else ''}, {steps}"
+                )
                 pair = f"{result['source'].split('/')[-1]} → {result['target'].split('/')[-1]}"
                 auroc = focus_auroc(result, scoring, path)
                 runs.setdefault((pair, variant), []).append((auroc["focus pooled"], auroc["focus per_image"]))
@@ -203,11 +259,61 @@ def report_by_variant(paths, scoring: str = "default") -> str:
     return "\n".join(lines)
 
 
+# The stopping rules compared on recorded trajectories: stop at the first monitored step >= MIN_STEPS whose monitor
+# accuracy reaches STOP_ACCURACY, else at the last recorded step.
+STOP_ACCURACIES = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
+MIN_STEPS = (100, 200, 300)
+
+
+def stopping_point(trajectory: list, stop_accuracy: float | None, min_steps: int) -> dict:
+    """The trajectory entry at which a stopping rule stops (`stop_accuracy=None`: at `min_steps` exactly)."""
+    for entry in trajectory:
+        if stop_accuracy is None and entry["step"] == min_steps:
+            return entry
+        if stop_accuracy is not None and entry["step"] >= min_steps:
+            if entry["monitor_discriminator_accuracy"] >= stop_accuracy:
+                return entry
+    if stop_accuracy is None:
+        raise ValueError(f"no trajectory entry at step {min_steps}")
+    return trajectory[-1]
+
+
+def report_stopping_rules(paths) -> str:
+    """
+    Markdown: the focus AUROC (pooled / per image, mean over runs) at which each stopping rule, applied to the
+    recorded trajectories, would have stopped, per target, with the mean step; fixed step counts for reference.
+    """
+    runs = {}
+    for path in paths:
+        with open(path) as f:
+            for result in json.load(f):
+                runs.setdefault(result["target"].split("/")[-1], []).append(result["trajectory"])
+    targets = sorted(runs)
+    rules = [(None, steps) for steps in sorted({e["step"] for t in runs.values() for e in t[0]}) if steps % 300 == 0]
+    rules += [(accuracy, steps) for steps in MIN_STEPS for accuracy in STOP_ACCURACIES]
+    lines = ["| rule | " + " | ".join(f"{t}: pooled / per image (mean step)" for t in targets) + " | worst pooled |",
+             "|---|" + "---|" * (len(targets) + 1)]  # fmt: skip
+    for accuracy, steps in rules:
+        name = f"fixed {steps} steps" if accuracy is None else f"accuracy ≥ {accuracy:.2f} from step {steps}"
+        cells, means = [], []
+        for target in targets:
+            stops = [stopping_point(trajectory, accuracy, steps) for trajectory in runs[target]]
+            pooled = np.mean([s["focus_auroc"]["pooled"] for s in stops])
+            per_image = np.mean([s["focus_auroc"]["per_image"] for s in stops])
+            cells.append(f"{pooled:.3f} / {per_image:.3f} ({np.mean([s['step'] for s in stops]):.0f})")
+            means.append(pooled)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {min(means):.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", nargs="+", default=None, help="only print the table of these result files")
     parser.add_argument(
         "--by_variant", action="store_true", help="with --report: average over runs per discriminator variant and pair"
+    )
+    parser.add_argument(
+        "--stopping_rules", action="store_true", help="with --report: stopping rules applied to recorded trajectories"
     )
     parser.add_argument(
         "--scoring", default="default", choices=list(SCORING_VARIANTS), help="with --report: the focus formula"
@@ -221,7 +327,20 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, nargs=2, default=[128, 256])
     parser.add_argument("--num_train", type=int, default=200)
     parser.add_argument("--num_eval", type=int, default=40)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="training steps (the most, with --stop_accuracy)")
+    parser.add_argument(
+        "--monitor_every", type=int, default=0, help="every N steps: record the monitor accuracy and the focus AUROC"
+    )
+    parser.add_argument(
+        "--num_monitor", type=int, default=40, help="train-split images per domain held out as the monitor"
+    )
+    parser.add_argument(
+        "--stop_accuracy",
+        type=float,
+        default=None,
+        help="stop at the first monitored step >= --min_steps whose monitor discriminator accuracy reaches this",
+    )
+    parser.add_argument("--min_steps", type=int, default=0, help="with --stop_accuracy: never stop before this step")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--cell_size", type=int, default=2)
@@ -253,23 +372,37 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.report:
-        print(report_by_variant(args.report, args.scoring) if args.by_variant else report(args.report, args.scoring))
+        if args.stopping_rules:
+            print(report_stopping_rules(args.report))
+        elif args.by_variant:
+            print(report_by_variant(args.report, args.scoring))
+        else:
+            print(report(args.report, args.scoring))
         return None
     if args.acte and len(args.targets) != 1:
         parser.error("--acte measures one trained ACTE: give exactly one --targets")
+    if args.stop_accuracy is not None and not args.monitor_every:
+        parser.error("--stop_accuracy needs --monitor_every N (how often to check the monitor accuracy)")
     size = tuple(args.image_size)
     results = []
     for target in args.targets:
         started = time.time()
         torch.manual_seed(args.seed)
-        acte = ACTEModel.from_pretrained(args.acte).eval() if args.acte else train_acte(args, target, size)
+        trajectory, steps = [], None
+        if args.acte:
+            acte = ACTEModel.from_pretrained(args.acte).eval()
+        else:
+            acte, trajectory, steps = train_acte(args, target, size)
         result = measure(acte, args.source, target, args, size)
         result["config"] = {k: getattr(acte.config, k) for k in (
             "cell_size", "num_iterations", "kappa", "focus_alpha", "encoder_channels", "input_normalization",
             "discriminator_input_normalization",
             "discriminator_input", "class_conditional_discriminator", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
             "focus_mixing")}  # fmt: skip
-        result.update(seed=args.seed, steps=args.steps, wall_time_s=round(time.time() - started, 1))
+        result.update(seed=args.seed, steps=steps, wall_time_s=round(time.time() - started, 1))
+        if args.monitor_every:
+            result.update(max_steps=args.steps, stop_accuracy=args.stop_accuracy, min_steps=args.min_steps,
+                          trajectory=trajectory)  # fmt: skip
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
     if args.output:

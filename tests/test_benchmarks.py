@@ -73,3 +73,24 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
     night = [reports[0]["shift_auroc"]["default"]["focus pooled"], second["shift_auroc"]["default"]["focus pooled"]]
     assert f"| clear → night | image, 2 steps | 2 | {sum(night) / 2:.3f} ({min(night):.3f}) |" in table
     assert "| clear → autumn | image, 2 steps | 1 |" in table
+
+
+def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
+    tiny = ["--steps", "6", "--num_train", "4", "--num_monitor", "4", "--num_eval", "4", "--image_size", "64", "128",
+            "--targets", "synthetic/night", "--monitor_every", "2"]  # fmt: skip
+    run("benchmark_acte.py", *tiny, "--output", str(tmp_path / "full.json"))
+    full = json.loads((tmp_path / "full.json").read_text())[0]
+    assert full["steps"] == 6 and [entry["step"] for entry in full["trajectory"]] == [2, 4, 6]
+    assert full["trajectory"][-1]["focus_auroc"]["pooled"] == full["shift_auroc"]["default"]["focus pooled"]
+    # Every accuracy reaches 0: the run stops at the first monitored step from --min_steps on, as the same
+    # training's prefix (so a rule applied to a recorded trajectory gives the ACTE that stopping would have given).
+    run("benchmark_acte.py", *tiny, "--stop_accuracy", "0", "--min_steps", "3", "--output", str(tmp_path / "stop.json"))
+    stopped = json.loads((tmp_path / "stop.json").read_text())[0]
+    assert stopped["steps"] == 4 and stopped["trajectory"] == full["trajectory"][:2]
+    assert stopped["shift_auroc"]["default"]["focus pooled"] == full["trajectory"][1]["focus_auroc"]["pooled"]
+    table = run("benchmark_acte.py", "--report", str(tmp_path / "full.json"), "--stopping_rules")
+    last = full["trajectory"][-1]["focus_auroc"]  # every rule's --min_steps (>= 100) is past the 6 recorded steps
+    assert f"| accuracy ≥ 0.70 from step 100 | {last['pooled']:.3f} / {last['per_image']:.3f} (6) |" in table
+    refused = subprocess.run([sys.executable, str(REPO / "examples" / "benchmark_acte.py"), "--stop_accuracy", "0.8"],
+                             capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)  # fmt: skip
+    assert refused.returncode != 0 and "--stop_accuracy needs --monitor_every" in refused.stderr
