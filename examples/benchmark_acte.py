@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tmt_hf import ACTEConfig, ACTEModel
 from tmt_hf.configuration_acte import NORMALIZATIONS
@@ -90,7 +91,9 @@ def train_acte(args, target_name, size):
     Trains one ACTE for at most `args.steps` steps. With `--monitor_every N`, every N steps it records the
     discriminator's accuracy on `--num_monitor` train-split images per domain that it does not train on (label-free)
     and, for the record only, the focus AUROC on the evaluation split; with `--stop_accuracy`, training stops at the
-    first such step >= `--min_steps` whose monitor accuracy reaches it. Returns (acte, trajectory, steps trained).
+    first such step >= `--min_steps` whose monitor accuracy reaches it. With `--ema_decay`, the returned (and
+    monitored) ACTE is the exponential moving average of the weights; the trajectory also records the last iterate
+    under "iterate". Returns (acte, trajectory, steps trained).
     """
     source = load_domain(args.source, "train", num_samples=args.num_train, synthetic_size=size)
     target = load_domain(target_name, "train", num_samples=args.num_train, synthetic_size=size)
@@ -114,6 +117,9 @@ def train_acte(args, target_name, size):
                         class_conditional_discriminator=args.class_conditional_discriminator)  # fmt: skip
     acte = ACTEModel(config)
     optimizer = torch.optim.AdamW(acte.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    ema = None
+    if args.ema_decay is not None:
+        ema = AveragedModel(acte, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
     generator = torch.Generator().manual_seed(args.seed)
     half = args.batch_size // 2
     trajectory = []
@@ -130,6 +136,8 @@ def train_acte(args, target_name, size):
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(acte)
         if step % 50 == 0:
             print(
                 f"step {step}: domain {out.domain_loss.item():.3f} semantic {out.semantic_loss.item():.3f}", flush=True
@@ -137,14 +145,17 @@ def train_acte(args, target_name, size):
         step += 1
         if args.monitor_every and step % args.monitor_every == 0:
             acte.eval()
-            accuracy = discriminator_accuracy(acte, monitor, size)
-            trajectory.append({"step": step, "monitor_discriminator_accuracy": round(accuracy, 4),
-                               "focus_auroc": focus_auroc_now(acte, shifted, size)})  # fmt: skip
+            models = {"returned": acte} if ema is None else {"returned": ema.module.eval(), "iterate": acte}
+            entries = {name: {"monitor_discriminator_accuracy": round(discriminator_accuracy(model, monitor, size), 4),
+                              "focus_auroc": focus_auroc_now(model, shifted, size)}
+                       for name, model in models.items()}  # fmt: skip
+            trajectory.append({"step": step, **entries.pop("returned"), **entries})
             acte.train()
             print(f"step {step}: {trajectory[-1]}", flush=True)
+            accuracy = trajectory[-1]["monitor_discriminator_accuracy"]
             if args.stop_accuracy is not None and step >= args.min_steps and accuracy >= args.stop_accuracy:
                 break
-    return acte.eval(), trajectory, step
+    return (ema.module if ema is not None else acte).eval(), trajectory, step
 
 
 @torch.no_grad()
@@ -282,27 +293,37 @@ def report_stopping_rules(paths) -> str:
     """
     Markdown: the focus AUROC (pooled / per image, mean over runs) at which each stopping rule, applied to the
     recorded trajectories, would have stopped, per target, with the mean step; fixed step counts for reference.
+    Runs with `--ema_decay` give rows for the averaged weights and for the last iterate.
     """
     runs = {}
     for path in paths:
         with open(path) as f:
             for result in json.load(f):
-                runs.setdefault(result["target"].split("/")[-1], []).append(result["trajectory"])
-    targets = sorted(runs)
-    rules = [(None, steps) for steps in sorted({e["step"] for t in runs.values() for e in t[0]}) if steps % 300 == 0]
-    rules += [(accuracy, steps) for steps in MIN_STEPS for accuracy in STOP_ACCURACIES]
-    lines = ["| rule | " + " | ".join(f"{t}: pooled / per image (mean step)" for t in targets) + " | worst pooled |",
-             "|---|" + "---|" * (len(targets) + 1)]  # fmt: skip
-    for accuracy, steps in rules:
-        name = f"fixed {steps} steps" if accuracy is None else f"accuracy ≥ {accuracy:.2f} from step {steps}"
-        cells, means = [], []
-        for target in targets:
-            stops = [stopping_point(trajectory, accuracy, steps) for trajectory in runs[target]]
-            pooled = np.mean([s["focus_auroc"]["pooled"] for s in stops])
-            per_image = np.mean([s["focus_auroc"]["per_image"] for s in stops])
-            cells.append(f"{pooled:.3f} / {per_image:.3f} ({np.mean([s['step'] for s in stops]):.0f})")
-            means.append(pooled)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {min(means):.3f} |")
+                trajectory, target = result["trajectory"], result["target"].split("/")[-1]
+                if "iterate" in trajectory[0]:
+                    runs.setdefault(f"EMA {result['ema_decay']}", {}).setdefault(target, []).append(trajectory)
+                    trajectory = [{"step": entry["step"], **entry["iterate"]} for entry in trajectory]
+                runs.setdefault("iterate", {}).setdefault(target, []).append(trajectory)
+    targets = sorted({target for by_target in runs.values() for target in by_target})
+    lines = ["| weights | rule | " + " | ".join(f"{t}: pooled / per image (mean step)" for t in targets) +
+             " | worst pooled |", "|---|---|" + "---|" * (len(targets) + 1)]  # fmt: skip
+    for weights, by_target in sorted(runs.items()):
+        steps_recorded = sorted({entry["step"] for entry in next(iter(by_target.values()))[0]})
+        rules = [(None, steps) for steps in steps_recorded if steps % 150 == 0]
+        rules += [(accuracy, steps) for steps in MIN_STEPS for accuracy in STOP_ACCURACIES]
+        for accuracy, steps in rules:
+            name = f"fixed {steps} steps" if accuracy is None else f"accuracy ≥ {accuracy:.2f} from step {steps}"
+            cells, means = [], []
+            for target in targets:
+                if target not in by_target:
+                    cells.append("–")
+                    continue
+                stops = [stopping_point(trajectory, accuracy, steps) for trajectory in by_target[target]]
+                pooled = np.mean([s["focus_auroc"]["pooled"] for s in stops])
+                per_image = np.mean([s["focus_auroc"]["per_image"] for s in stops])
+                cells.append(f"{pooled:.3f} / {per_image:.3f} ({np.mean([s['step'] for s in stops]):.0f})")
+                means.append(pooled)
+            lines.append(f"| {weights} | {name} | " + " | ".join(cells) + f" | {min(means):.3f} |")
     return "\n".join(lines)
 
 
@@ -341,6 +362,9 @@ def main(argv=None):
         help="stop at the first monitored step >= --min_steps whose monitor discriminator accuracy reaches this",
     )
     parser.add_argument("--min_steps", type=int, default=0, help="with --stop_accuracy: never stop before this step")
+    parser.add_argument(
+        "--ema_decay", type=float, default=None, help="return the exponential moving average of ACTE's weights"
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--cell_size", type=int, default=2)
@@ -402,7 +426,7 @@ def main(argv=None):
         result.update(seed=args.seed, steps=steps, wall_time_s=round(time.time() - started, 1))
         if args.monitor_every:
             result.update(max_steps=args.steps, stop_accuracy=args.stop_accuracy, min_steps=args.min_steps,
-                          trajectory=trajectory)  # fmt: skip
+                          ema_decay=args.ema_decay, trajectory=trajectory)  # fmt: skip
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
     if args.output:
