@@ -10,6 +10,8 @@
     python examples/benchmark_acte.py                                   # clear -> night, fog, rain, autumn
     python examples/benchmark_acte.py --acte outputs/tmt-clear2night/acte --targets synthetic/night
     python examples/benchmark_acte.py --report examples/results/acte/*.json      # the README table from saved JSON
+    python examples/benchmark_acte.py --steps 450 --monitor_every 50 --ema_decay 0.99 --output F   # trajectories
+    python examples/benchmark_acte.py --report F --stopping_rules         # stopping rules read off the trajectories
 
 Selection uses `--eval_split validation` (the default); report with `--eval_split test`.
 """
@@ -254,6 +256,8 @@ def report_by_variant(paths, scoring: str = "default") -> str:
                 if result.get("stop_accuracy") is not None:
                     steps = (f"stop at monitor accuracy ≥ {result['stop_accuracy']} from step {result['min_steps']} "
                              f"(≤ {result['max_steps']})")  # fmt: skip
+                if result.get("ema_decay") is not None:
+                    steps += f", EMA {result['ema_decay']}"
                 variant = (
                     f"{config['discriminator_input_normalization']}"
                     f"{', class-conditional' if config['class_conditional_discriminator'] else ''}, {steps}"
