@@ -245,7 +245,7 @@ def report(paths, scoring: str = "default") -> str:
 def report_by_variant(paths, scoring: str = "default") -> str:
     """
     Markdown: per discriminator variant and pair, the mean (and lowest) focus AUROC over the runs (seeds) given,
-    under one of `SCORING_VARIANTS`.
+    under one of `SCORING_VARIANTS`, and a bootstrap 95% interval of the pooled mean over runs.
     """
     runs = {}
     for path in paths:
@@ -266,11 +266,15 @@ def report_by_variant(paths, scoring: str = "default") -> str:
                 auroc = focus_auroc(result, scoring, path)
                 runs.setdefault((pair, variant), []).append((auroc["focus pooled"], auroc["focus per_image"]))
     lines = ["| pair | discriminator input, conditioning, steps | runs | focus AUROC pooled, mean (lowest) | "
-             "per image, mean (lowest) |", "|---|---|---|---|---|"]  # fmt: skip
+             "per image, mean (lowest) | pooled mean, 95% bootstrap interval over runs |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    rng = np.random.default_rng(0)
     for (pair, variant), values in sorted(runs.items()):
         pooled, per_image = np.array(values).T
+        low, high = np.percentile(rng.choice(pooled, (10000, len(pooled))).mean(axis=1), [2.5, 97.5])
+        interval = f"[{low:.3f}, {high:.3f}]" if len(values) > 1 else "–"
         lines.append(f"| {pair} | {variant} | {len(values)} | {pooled.mean():.3f} ({pooled.min():.3f}) | "
-                     f"{per_image.mean():.3f} ({per_image.min():.3f}) |")  # fmt: skip
+                     f"{per_image.mean():.3f} ({per_image.min():.3f}) | {interval} |")  # fmt: skip
     return "\n".join(lines)
 
 

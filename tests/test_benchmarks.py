@@ -73,6 +73,11 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
     night = [reports[0]["shift_auroc"]["default"]["focus pooled"], second["shift_auroc"]["default"]["focus pooled"]]
     assert f"| clear → night | image, 2 steps | 2 | {sum(night) / 2:.3f} ({min(night):.3f}) |" in table
     assert "| clear → autumn | image, 2 steps | 1 |" in table
+    # The bootstrap interval of the mean over runs lies within the runs' range; one run has none.
+    rows = {line.split(" | ")[0]: line for line in table.splitlines()}
+    low, high = map(float, rows["| clear → night"].rsplit("|", 2)[1].strip(" []").split(","))
+    assert min(night) - 5e-4 <= low <= high <= max(night) + 5e-4
+    assert rows["| clear → autumn"].endswith("| – |")
 
 
 def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
