@@ -63,13 +63,17 @@ SCORING_VARIANTS = {
 }  # fmt: skip
 
 
+def evaluation_batches(dataset, size, columns=("image", "label")) -> list:
+    """`batches` of a held-out dataset under the evaluation transform, built once and reused at every check."""
+    return list(batches(dataset, SegmentationTransform(train=False, size=size), 16, columns))
+
+
 @torch.no_grad()
-def discriminator_accuracy(acte, parts, size) -> float:
-    """Region-level accuracy of ACTE's domain discriminator on (source, target) datasets."""
+def discriminator_accuracy(acte, parts) -> float:
+    """Region-level accuracy of ACTE's domain discriminator on the (source, target) `evaluation_batches`."""
     correct = total = 0
-    evaluation = SegmentationTransform(train=False, size=size)
     for domain_label, part in enumerate(parts):
-        for pixels, _, _ in batches(part, evaluation, 16):
+        for pixels, _, _ in part:
             logits = acte(pixel_values=pixels).domain_logits
             correct += ((logits > 0).long() == domain_label).sum().item()
             total += logits.numel()
@@ -77,11 +81,10 @@ def discriminator_accuracy(acte, parts, size) -> float:
 
 
 @torch.no_grad()
-def focus_auroc_now(acte, shifted, size) -> dict:
-    """Focus-map AUROC (the config's own formula) against the shift masks of `shifted` target images."""
-    evaluation = SegmentationTransform(train=False, size=size)
+def focus_auroc_now(acte, shifted) -> dict:
+    """Focus-map AUROC (the config's own formula) against the shift masks of the target `evaluation_batches`."""
     maps, masks = [], []
-    for pixels, labels, extra in batches(shifted, evaluation, 16, columns=("image", "label", "shift_mask")):
+    for pixels, labels, extra in shifted:
         focus = F.interpolate(acte(pixel_values=pixels).focus_map[:, None], size=labels.shape[-2:], mode="bilinear")
         maps += list(focus[:, 0].flatten(1).numpy())
         masks += [np.array(m).reshape(-1) > 127 for m in extra["shift_mask"]]
@@ -101,12 +104,24 @@ def train_acte(args, target_name, size):
     target = load_domain(target_name, "train", num_samples=args.num_train, synthetic_size=size)
     if args.monitor_every:  # the next --num_monitor train-split scenes of each domain
         monitor = [
-            load_domain(name, "train", num_samples=args.num_train + args.num_monitor, synthetic_size=size).select(
-                range(args.num_train, args.num_train + args.num_monitor)
+            evaluation_batches(
+                load_domain(name, "train", num_samples=args.num_train + args.num_monitor, synthetic_size=size).select(
+                    range(args.num_train, args.num_train + args.num_monitor)
+                ),
+                size,
             )
             for name in (args.source, target_name)
         ]
-        shifted = load_domain(target_name, args.eval_split, num_samples=args.num_eval, synthetic_size=size)
+        shifted = evaluation_batches(
+            load_domain(target_name, args.eval_split, num_samples=args.num_eval, synthetic_size=size),
+            size,
+            columns=("image", "label", "shift_mask"),
+        )
+
+        def record(model):
+            return {"monitor_discriminator_accuracy": round(discriminator_accuracy(model, monitor), 4),
+                    "focus_auroc": focus_auroc_now(model, shifted)}  # fmt: skip
+
     transform = SegmentationTransform(train=True, size=size, crop_size=size, scale_range=(0.75, 1.25),
                                       appearance_jitter=args.appearance_jitter)  # fmt: skip
     config = ACTEConfig(cell_size=args.cell_size, num_iterations=args.iterations, kappa=args.kappa,
@@ -147,11 +162,9 @@ def train_acte(args, target_name, size):
         step += 1
         if args.monitor_every and step % args.monitor_every == 0:
             acte.eval()
-            models = {"returned": acte} if ema is None else {"returned": ema.module.eval(), "iterate": acte}
-            entries = {name: {"monitor_discriminator_accuracy": round(discriminator_accuracy(model, monitor, size), 4),
-                              "focus_auroc": focus_auroc_now(model, shifted, size)}
-                       for name, model in models.items()}  # fmt: skip
-            trajectory.append({"step": step, **entries.pop("returned"), **entries})
+            trajectory.append({"step": step, **record(acte if ema is None else ema.module.eval())})
+            if ema is not None:
+                trajectory[-1]["iterate"] = record(acte)
             acte.train()
             print(f"step {step}: {trajectory[-1]}", flush=True)
             accuracy = trajectory[-1]["monitor_discriminator_accuracy"]
@@ -284,16 +297,11 @@ STOP_ACCURACIES = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
 MIN_STEPS = (100, 200, 300)
 
 
-def stopping_point(trajectory: list, stop_accuracy: float | None, min_steps: int) -> dict:
-    """The trajectory entry at which a stopping rule stops (`stop_accuracy=None`: at `min_steps` exactly)."""
+def stopping_point(trajectory: list, stop_accuracy: float, min_steps: int) -> dict:
+    """The trajectory entry at which a stopping rule stops (`stop_accuracy=0`: the first check from `min_steps` on)."""
     for entry in trajectory:
-        if stop_accuracy is None and entry["step"] == min_steps:
+        if entry["step"] >= min_steps and entry["monitor_discriminator_accuracy"] >= stop_accuracy:
             return entry
-        if stop_accuracy is not None and entry["step"] >= min_steps:
-            if entry["monitor_discriminator_accuracy"] >= stop_accuracy:
-                return entry
-    if stop_accuracy is None:
-        raise ValueError(f"no trajectory entry at step {min_steps}")
     return trajectory[-1]
 
 
@@ -317,10 +325,10 @@ def report_stopping_rules(paths) -> str:
              " | worst pooled |", "|---|---|" + "---|" * (len(targets) + 1)]  # fmt: skip
     for weights, by_target in sorted(runs.items()):
         steps_recorded = sorted({entry["step"] for entry in next(iter(by_target.values()))[0]})
-        rules = [(None, steps) for steps in steps_recorded if steps % 150 == 0]
-        rules += [(accuracy, steps) for steps in MIN_STEPS for accuracy in STOP_ACCURACIES]
-        for accuracy, steps in rules:
-            name = f"fixed {steps} steps" if accuracy is None else f"accuracy ≥ {accuracy:.2f} from step {steps}"
+        rules = [(f"fixed {steps} steps", 0.0, steps) for steps in steps_recorded if steps % 150 == 0]
+        rules += [(f"accuracy ≥ {accuracy:.2f} from step {steps}", accuracy, steps)
+                  for steps in MIN_STEPS for accuracy in STOP_ACCURACIES]  # fmt: skip
+        for name, accuracy, steps in rules:
             cells, means = [], []
             for target in targets:
                 if target not in by_target:
