@@ -212,7 +212,16 @@ def parse_args(argv=None):
     )
     # Optimisation.
     parser.add_argument("--source_steps", type=int, default=600, help="optimizer steps of the source stage")
-    parser.add_argument("--acte_steps", type=int, default=300, help="optimizer steps of the ACTE stage")
+    parser.add_argument("--acte_steps", type=int, default=300,
+                        help="optimizer steps of the ACTE stage (the most, with --acte_stop_accuracy)")  # fmt: skip
+    parser.add_argument("--acte_stop_accuracy", type=float, default=None,
+                        help="stop the ACTE stage at the first check from --acte_min_steps on where the discriminator's "
+                             "accuracy on held-out train-split images (label-free) reaches this (default: no early stop)")  # fmt: skip
+    parser.add_argument("--acte_min_steps", type=int, default=100, help="with --acte_stop_accuracy: the earliest stop")
+    parser.add_argument("--acte_check_every", type=int, default=50, help="with --acte_stop_accuracy: steps per check")
+    parser.add_argument("--acte_num_monitor", type=int, default=40,
+                        help="with --acte_stop_accuracy: train-split images per domain held out of the ACTE stage as "
+                             "its monitor (the ones after --num_source_train / --num_target_unlabeled)")  # fmt: skip
     parser.add_argument(
         "--transfer_steps",
         type=int,
@@ -320,7 +329,12 @@ def validate_args(args):
         args.target_train_samples = 20
     if args.cpu_threads is not None and args.cpu_threads < 1:
         sys.exit("--cpu_threads must be >= 1")
-    for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps"):
+    if args.acte_stop_accuracy is not None and not 0 < args.acte_stop_accuracy <= 1:
+        sys.exit(f"--acte_stop_accuracy must lie in (0, 1], got {args.acte_stop_accuracy}")
+    if args.acte_min_steps < 0:
+        sys.exit(f"--acte_min_steps must be >= 0, got {args.acte_min_steps}")
+    for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps",
+                 "acte_check_every", "acte_num_monitor"):  # fmt: skip
         if getattr(args, name) < 1:
             sys.exit(f"--{name} must be >= 1")
     if any(c > s for c, s in zip(args.crop_size, [round(x * args.scale_range[1]) for x in args.image_size])):
@@ -519,6 +533,16 @@ def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=F
     return dataset.add_column("sample_index", list(range(len(dataset))))
 
 
+def monitor_split(name, first, args):
+    """The `--acte_num_monitor` train-split images of a domain that follow its first `first` (unlabelled)."""
+    dataset = domain_split(name, args.train_split, first + args.acte_num_monitor, args, with_labels=False)
+    if len(dataset) < first + args.acte_num_monitor:
+        sys.exit(f"--acte_stop_accuracy holds out --acte_num_monitor {args.acte_num_monitor} {name} images after the "
+                 f"{first} the ACTE stage trains on, but its {args.train_split!r} split has {len(dataset)}; lower "
+                 "--acte_num_monitor, --num_source_train or --num_target_unlabeled")  # fmt: skip
+    return dataset.select(range(first, len(dataset)))
+
+
 def two_domains(source_part, target_part):
     """Source then target images with `domain_labels` 0 / 1 and one `sample_index` over both (for augmentation)."""
     parts = [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate((source_part, target_part))]
@@ -605,8 +629,11 @@ def latest_checkpoint(stage_checkpoints: str) -> str | None:
 
 
 def run_training(stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator,
-                 evaluate_fn=None):  # fmt: skip
-    """The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume."""
+                 evaluate_fn=None, stop_fn=None):  # fmt: skip
+    """
+    The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume.
+    `stop_fn(model, step)`, called after every optimizer step, ends the stage early when it returns True.
+    """
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, args.warmup_ratio))
     accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -633,7 +660,8 @@ def run_training(stage, model, loader, sampler, transform, compute_loss, optimiz
     progress = tqdm(total=steps, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
     history = []
     model.train()
-    while step < steps:
+    stopped = False
+    while step < steps and not stopped:
         epoch, skip = divmod(step * args.gradient_accumulation_steps, batches_per_epoch)
         sampler.use_epoch(epoch)
         transform.set_epoch(epoch)
@@ -661,7 +689,10 @@ def run_training(stage, model, loader, sampler, transform, compute_loss, optimiz
                 accelerator.print(f"[{stage}] step {step}: {history[-1]}")
             if args.checkpointing_steps and step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, checkpoints, step)
-            if step >= steps:
+            stopped = stop_fn is not None and stop_fn(model, step)
+            if stopped:
+                accelerator.print(f"[{stage}] early stop at step {step} of {steps}")
+            if stopped or step >= steps:
                 break
     progress.close()
     return accelerator.unwrap_model(model), history
@@ -723,7 +754,8 @@ def write_model_cards(args, results, dirs, source_dir, widget_image):
     if results.get("acte"):
         metrics = {k: v for k, v in results["acte"].items() if k == "discriminator_accuracy"}
         cards["acte"] = acte_model_card(acte_repo, source=args.source, target=args.target, metrics=metrics,
-                                        training={**results["acte"].get("training", {}), "steps": args.acte_steps,
+                                        training={**results["acte"].get("training", {}),
+                                                  "steps": results["acte"].get("stopping", {}).get("steps", args.acte_steps),
                                                   "batch size": args.batch_size})  # fmt: skip
     for method in ("tmt", "finetune", "patch"):
         if results.get(method):
@@ -885,10 +917,39 @@ def main(argv=None):
                                       synthetic_size=tuple(args.image_size))  # fmt: skip
             shifted = shifted.select_columns(["image", "shift_mask"]).rename_column("shift_mask", "label")
             shift_loader = accelerator.prepare(eval_loader(shifted, args))
+        stop_fn, stopping = None, {"checks": []}
+        if args.acte_stop_accuracy is not None:
+            # The label-free stopping rule: the discriminator's accuracy on the train-split images that follow the
+            # ones this stage trains on (no segmentation labels, no shift mask, no evaluation image).
+            monitor_parts = [
+                monitor_split(name, first, args) for name, first in ((args.source, len(source_part)),
+                                                                      (args.target, len(target_part)))
+            ]  # fmt: skip
+            monitor = datasets.concatenate_datasets(
+                [part.add_column("domain_labels", [domain] * len(part)) for domain, part in enumerate(monitor_parts)]
+            )
+            monitor_loader = accelerator.prepare(eval_loader(monitor, args))
+
+            def stop_fn(model, step):
+                if step % args.acte_check_every:
+                    return False
+                accuracy = evaluate_acte(model, monitor_loader, accelerator)["discriminator_accuracy"]
+                stopping["checks"].append({"step": step, "monitor_discriminator_accuracy": round(accuracy, 4)})
+                accelerator.print(f"[acte] step {step}: monitor discriminator accuracy {accuracy:.4f}")
+                if step >= args.acte_min_steps and accuracy >= args.acte_stop_accuracy:
+                    stopping["steps"] = step
+                    return True
+                return False
+
         acte, history = run_training("acte", acte, loader, sampler, transform, acte_loss, optimizer, args.acte_steps,
-                                     args, accelerator, lambda m: evaluate_acte(m, held_out_loader, accelerator))  # fmt: skip
+                                     args, accelerator,
+                                     lambda m: evaluate_acte(m, held_out_loader, accelerator, shift_loader),
+                                     stop_fn)  # fmt: skip
         acte_metrics = evaluate_acte(acte, held_out_loader, accelerator, shift_loader)
         results["acte"] = {**acte_metrics, "history": history}
+        if stop_fn is not None:
+            results["acte"]["stopping"] = {"stop_accuracy": args.acte_stop_accuracy, "min_steps": args.acte_min_steps,
+                                           "max_steps": args.acte_steps, "steps": args.acte_steps, **stopping}  # fmt: skip
         results["acte"]["training"] = {
             "source images": len(source_part),
             "target images (unlabelled)": len(target_part),

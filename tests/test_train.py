@@ -121,6 +121,45 @@ def test_acte_stage_on_a_target_without_local_shifts(tmp_path):
     assert "[acte] held-out discriminator accuracy" in result.stdout and "AUROC" not in result.stdout
 
 
+def test_acte_stage_stops_on_the_monitor_accuracy(tmp_path):
+    args = ["--stage", "acte", *TINY, "--acte_steps", "8", "--checkpointing_steps", "2"]
+    launch(["--output_dir", str(tmp_path / "full"), *args])
+    result = launch(["--output_dir", str(tmp_path / "stopped"), *args, "--acte_stop_accuracy", "0.01",
+                     "--acte_min_steps", "4", "--acte_check_every", "2"])  # fmt: skip
+    stopping = json.loads((tmp_path / "stopped" / "results.json").read_text())["acte"]["stopping"]
+    # Checked at steps 2 and 4; step 2 is before --acte_min_steps, so the rule stops at 4 of at most 8.
+    assert [check["step"] for check in stopping["checks"]] == [2, 4] and stopping["steps"] == 4
+    assert all(0.01 <= check["monitor_discriminator_accuracy"] <= 1 for check in stopping["checks"])
+    assert "[acte] early stop at step 4 of 8" in result.stdout
+    # The stopped ACTE is exactly the uninterrupted run's iterate at step 4 (same cosine schedule over 8 steps).
+    stopped = load_file(tmp_path / "stopped" / "acte" / "model.safetensors")
+    iterate = load_file(tmp_path / "full" / "checkpoints" / "acte" / "step_4" / "model.safetensors")
+    full = load_file(tmp_path / "full" / "acte" / "model.safetensors")
+    assert stopped.keys() == iterate.keys()
+    assert all(torch.equal(stopped[key], iterate[key]) for key in stopped)
+    assert not all(torch.equal(stopped[key], full[key]) for key in stopped)
+    card = ModelCard.load(tmp_path / "stopped" / "acte" / "README.md")
+    assert "- steps: 4" in card.text
+
+
+def test_acte_monitor_needs_held_out_train_images(tmp_path):
+    for folder in ("images", "labels"):
+        (tmp_path / "data" / "train" / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "train" / "images" / f"{index}.png"
+        )
+        Image.fromarray(rng.integers(0, 19, (64, 128), dtype=np.uint8)).save(
+            tmp_path / "data" / "train" / "labels" / f"{index}.png"
+        )
+    result = launch(["--stage", "acte", *TINY, "--source", str(tmp_path / "data"), "--eval_split", "train",
+                     "--num_source_train", "4", "--acte_stop_accuracy", "0.7", "--output_dir", str(tmp_path / "out")],
+                    check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "holds out --acte_num_monitor 40" in result.stderr and "split has 6" in result.stderr
+
+
 def test_too_few_images_for_one_batch_fail_clearly(trained, tmp_path):
     output, _ = trained
     result = launch(["--stage", "transfer", "--method", "finetune", "--source_model", str(output / "source"),
@@ -440,6 +479,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--acte_overrides", "kappa"], "KEY=VALUE"),
         (["--method", "finetune", "--alignment", "focus"], "applies to the TMA methods"),
         (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
+        (["--acte_stop_accuracy", "0"], "--acte_stop_accuracy must lie in (0, 1]"),
+        (["--acte_check_every", "0"], "--acte_check_every must be >= 1"),
         (["--method", "finetune", "--source_labels", "none"], "--source_labels none applies"),
         (["--method", "tmt", "--alignment", "none", "--source_labels", "none"], "--source_labels none applies"),
         (["--method", "source_replay", "tmt", "--source_labels", "none"], "--source_labels none applies"),
