@@ -5,7 +5,9 @@
 
 Each row: the run's folder name, its source and target, the transfer settings that vary between ablations, and the
 target mIoU (and per-class IoU) of every method it trained. The table adds the mean IoU over the target domain's
-locally restyled classes and over the other classes.
+locally restyled classes and over the other classes. Runs of the ACTE stage get a second table: the focus map's AUROC
+against the generator's shift mask, the steps trained (with `--acte_stop_accuracy`, where the rule stopped) and the
+mean over the runs of each target.
 """
 
 import argparse
@@ -42,8 +44,32 @@ def collect(folders):
                     "mean_iou": metrics["mean_iou"],
                     "per_category_iou": metrics["per_category_iou"],
                 }
+        if result.get("acte") and "focus_shift_auroc" in result["acte"]:
+            acte = result["acte"]
+            row["acte"] = {key: acte[key] for key in ("discriminator_accuracy", "focus_shift_auroc",
+                                                      "focus_shift_auroc_per_image")}  # fmt: skip
+            row["acte"]["steps"] = acte.get("stopping", {}).get("steps", args["acte_steps"])
         rows.append(row)
     return rows
+
+
+def acte_table(rows):
+    """Focus-map AUROC per ACTE run, then the mean over the runs of each target."""
+    rows = [row for row in rows if "acte" in row]
+    lines = ["| run | target | seed | steps | held-out discriminator accuracy | focus AUROC pooled | per image |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    by_target = {}
+    for row in rows:
+        acte = row["acte"]
+        by_target.setdefault(row["target"], []).append(acte)
+        lines.append(f"| {row['run']} | {row['target']} | {row['seed']} | {acte['steps']} "
+                     f"| {acte['discriminator_accuracy']:.3f} | {acte['focus_shift_auroc']:.3f} "
+                     f"| {acte['focus_shift_auroc_per_image']:.3f} |")  # fmt: skip
+    for target, actes in by_target.items():
+        pooled, per_image = (np.mean([a[key] for a in actes]) for key in ("focus_shift_auroc",
+                                                                          "focus_shift_auroc_per_image"))  # fmt: skip
+        lines.append(f"| **mean of {len(actes)}** | {target} | | | | **{pooled:.3f}** | **{per_image:.3f}** |")
+    return "\n".join(lines)
 
 
 def split_iou(per_category_iou, target):
@@ -96,7 +122,10 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as f:
             json.dump(rows, f, indent=1)
-    print(table(rows))
+    if any(row["methods"] for row in rows):
+        print(table(rows))
+    if any("acte" in row for row in rows):
+        print(acte_table(rows))
 
 
 if __name__ == "__main__":

@@ -140,6 +140,10 @@ def test_acte_stage_stops_on_the_monitor_accuracy(tmp_path):
     assert not all(torch.equal(stopped[key], full[key]) for key in stopped)
     card = ModelCard.load(tmp_path / "stopped" / "acte" / "README.md")
     assert "- steps: 4" in card.text
+    table = subprocess.run([sys.executable, str(REPO / "examples" / "summarise_runs.py"), str(tmp_path / "full"),
+                            str(tmp_path / "stopped")], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "| full | synthetic/night | 42 | 8 |" in table and "| stopped | synthetic/night | 42 | 4 |" in table
+    assert "**mean of 2** | synthetic/night" in table
 
 
 def test_acte_monitor_needs_held_out_train_images(tmp_path):
