@@ -1,6 +1,7 @@
 """Tables of the v3 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each: the
-device benchmark of run_device.py and the CPU runs): the quick pairs with every method; for each seed that has
-runs beyond the quick pairs, finetune against TMT over all its pairs, and then over every pair and seed, each with
+device benchmark of run_device.py and the CPU runs): the quick pairs with every method (in a folder of finetune and
+TMT runs only, with those two); for each seed that has runs beyond the quick pairs, finetune against TMT over all
+its pairs, and then over every pair and seed, each with
 TMT's gain by source and target domain and its correlation with the ACTE map's AUROC; the pooled table also with
 each pair weighted once and with the per-pair gains of two seeds correlated; the same for TMT with focus-weighted
 source labels (tmtfocused-*.json: `--source_labels focused`) against finetune and TMT. Prints Markdown, writes
@@ -134,6 +135,11 @@ def main(folder):
     for title, pairs, seeds, methods in (
         ("Quick pairs", QUICK, None, ["finetune", "oracle", "align_patch", "tmt"]),
         ("Quick pairs with image-level alignment", QUICK, None, ["finetune", "align_global", "align_patch", "tmt"]),
+        *(
+            [("Quick pairs with finetune and TMT only", QUICK, None, ["finetune", "tmt"])]
+            if not any("oracle" in unit or "align_patch" in unit for unit in units.values())
+            else []
+        ),  # fmt: skip
         *(
             (f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"])
             for seed in beyond_quick
