@@ -49,6 +49,7 @@ def collect(folders):
             row["acte"] = {key: acte[key] for key in ("discriminator_accuracy", "focus_shift_auroc",
                                                       "focus_shift_auroc_per_image")}  # fmt: skip
             row["acte"]["steps"] = acte.get("stopping", {}).get("steps", args["acte_steps"])
+            row["acte"]["stopping_checks"] = acte.get("stopping", {}).get("checks")
         rows.append(row)
     return rows
 
