@@ -533,20 +533,28 @@ def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=F
     return dataset.add_column("sample_index", list(range(len(dataset))))
 
 
-def monitor_split(name, first, args):
-    """The `--acte_num_monitor` train-split images of a domain that follow its first `first` (unlabelled)."""
-    dataset = domain_split(name, args.train_split, first + args.acte_num_monitor, args, with_labels=False)
+def split_off_monitor(dataset, name, first, args):
+    """
+    A domain's train-split images as (the first `first`, which the ACTE stage trains on; the `--acte_num_monitor`
+    after them, unlabelled: the stopping rule's monitor).
+    """
     if len(dataset) < first + args.acte_num_monitor:
         sys.exit(f"--acte_stop_accuracy holds out --acte_num_monitor {args.acte_num_monitor} {name} images after the "
                  f"{first} the ACTE stage trains on, but its {args.train_split!r} split has {len(dataset)}; lower "
                  "--acte_num_monitor, --num_source_train or --num_target_unlabeled")  # fmt: skip
-    return dataset.select(range(first, len(dataset)))
+    return dataset.select(range(first)), dataset.select(range(first, len(dataset))).select_columns(["image"])
+
+
+def with_domain_labels(parts):
+    """The (source, target) datasets concatenated, with `domain_labels` 0 / 1."""
+    return datasets.concatenate_datasets(
+        [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate(parts)]
+    )
 
 
 def two_domains(source_part, target_part):
     """Source then target images with `domain_labels` 0 / 1 and one `sample_index` over both (for augmentation)."""
-    parts = [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate((source_part, target_part))]
-    mixed = datasets.concatenate_datasets(parts).remove_columns("sample_index")
+    mixed = with_domain_labels((source_part, target_part)).remove_columns("sample_index")
     return mixed.add_column("sample_index", list(range(len(mixed))))
 
 
@@ -880,11 +888,15 @@ def main(argv=None):
     # ---- Stage 2: ACTE on source + target images ---------------------------------------------------------------------
     acte_dir = args.acte_model or dirs["acte"]
     if args.stage in ("all", "acte") and not (args.resume_from_checkpoint and finished(dirs["acte"])):
+        monitor_size = args.acte_num_monitor if args.acte_stop_accuracy is not None else 0
         with accelerator.main_process_first():
-            source_part = domain_split(args.source, args.train_split, args.num_source_train, args)
+            source_part = domain_split(args.source, args.train_split, args.num_source_train + monitor_size, args)
             target_part = domain_split(
-                args.target, args.train_split, args.num_target_unlabeled, args, with_labels=False
+                args.target, args.train_split, args.num_target_unlabeled + monitor_size, args, with_labels=False
             )
+        if monitor_size:  # the stopping rule's images, loaded with the stage's own and split off
+            source_part, source_monitor = split_off_monitor(source_part, args.source, args.num_source_train, args)
+            target_part, target_monitor = split_off_monitor(target_part, args.target, args.num_target_unlabeled, args)
         target_part = target_part.add_column("label", [None] * len(target_part), feature=datasets.Image())
         mixed = two_domains(source_part, target_part)
         # Random global appearance on both domains, so that the discriminator has to find local shifts.
@@ -906,9 +918,7 @@ def main(argv=None):
         with accelerator.main_process_first():
             held_out_parts = [domain_split(name, args.eval_split, args.num_eval, args, with_labels=False)
                               for name in (args.source, args.target)]  # fmt: skip
-        held_out = datasets.concatenate_datasets(
-            [part.add_column("domain_labels", [domain] * len(part)) for domain, part in enumerate(held_out_parts)]
-        )
+        held_out = with_domain_labels(held_out_parts)
         held_out_loader = accelerator.prepare(eval_loader(held_out, args))
         shift_loader = None
         if args.target.startswith("synthetic/"):  # the generator's shift masks as labels: 255 where it restyled
@@ -921,14 +931,9 @@ def main(argv=None):
         if args.acte_stop_accuracy is not None:
             # The label-free stopping rule: the discriminator's accuracy on the train-split images that follow the
             # ones this stage trains on (no segmentation labels, no shift mask, no evaluation image).
-            monitor_parts = [
-                monitor_split(name, first, args) for name, first in ((args.source, len(source_part)),
-                                                                      (args.target, len(target_part)))
-            ]  # fmt: skip
-            monitor = datasets.concatenate_datasets(
-                [part.add_column("domain_labels", [domain] * len(part)) for domain, part in enumerate(monitor_parts)]
+            monitor_loader = accelerator.prepare(
+                eval_loader(with_domain_labels((source_monitor, target_monitor)), args)
             )
-            monitor_loader = accelerator.prepare(eval_loader(monitor, args))
 
             def stop_fn(model, step):
                 if step % args.acte_check_every:
