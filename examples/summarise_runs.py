@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from tmt_hf.data import DOMAINS
+from tmt_hf.data import restyled_classes
 
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
             "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
@@ -36,6 +36,7 @@ def collect(folders):
             result = json.load(f)
         args = result["args"]
         row = {"run": os.path.basename(os.path.normpath(folder)), "source": args["source"], "target": args["target"],
+               "generator_version": result.get("generator_version", 3),
                **{key: args.get(key) for key in SETTINGS}, "methods": {}}  # fmt: skip
         for method in METHODS:
             if result.get(method) and "target_val" in result[method]:
@@ -73,9 +74,11 @@ def acte_table(rows):
     return "\n".join(lines)
 
 
-def split_iou(per_category_iou, target):
+def split_iou(per_category_iou, target, generator_version):
     """Mean IoU over the target domain's restyled classes and over the other classes (classes present only)."""
-    restyled = set(DOMAINS[target.split("/", 1)[1]].restyled) if target.startswith("synthetic/") else set()
+    restyled = (
+        set(restyled_classes(target.split("/", 1)[1], generator_version)) if target.startswith("synthetic/") else set()
+    )
     values = {i: v for i, v in enumerate(per_category_iou) if v is not None}
     shifted = [v for i, v in values.items() if i in restyled]
     others = [v for i, v in values.items() if i not in restyled]
@@ -92,7 +95,7 @@ def table(rows):
         for method, metrics in row["methods"].items():
             if method == "source" and len(row["methods"]) > 1:
                 continue
-            shifted, others = split_iou(metrics["per_category_iou"], row["target"])
+            shifted, others = split_iou(metrics["per_category_iou"], row["target"], row.get("generator_version", 3))
             with_map = method in ("tmt", "patch", "oracle")
             form = (row["tma_form"] or "source model's") if with_map else "—"
             scale = row["tma_lr_scale"] if with_map else "—"

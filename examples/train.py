@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
-from tmt_hf.data import DOMAINS, IGNORE_INDEX, SegmentationTransform, collate, load_domain
+from tmt_hf.data import DOMAINS, GENERATOR_VERSION, IGNORE_INDEX, SegmentationTransform, collate, load_domain
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU, shift_auroc
 
@@ -838,6 +838,7 @@ def main(argv=None):
         with open(results_path) as f:
             results = json.load(f)
     results["args"] = vars(args)
+    results["generator_version"] = GENERATOR_VERSION  # what the synthetic/* domains were generated with
 
     # Data: the target validation split is the yardstick of every stage.
     with accelerator.main_process_first():

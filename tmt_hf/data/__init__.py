@@ -9,7 +9,7 @@ from .registry import (
     load_domain,
     lookup_table,
 )
-from .synthetic import DOMAINS, DomainStyle, generate_scene, scene_seed
+from .synthetic import DOMAINS, GENERATOR_VERSION, DomainStyle, generate_scene, restyled_classes, scene_seed
 from .transforms import IGNORE_INDEX, SegmentationTransform, collate
 
 SYNTHETIC_DOMAINS = [f"synthetic/{name}" for name in DOMAINS]
@@ -18,6 +18,7 @@ __all__ = [
     "BENCHMARKS",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "DOMAINS",
+    "GENERATOR_VERSION",
     "IGNORE_INDEX",
     "MAPILLARY_TO_TRAIN_ID",
     "SYNTHETIC_DOMAINS",
@@ -29,5 +30,6 @@ __all__ = [
     "generate_scene",
     "load_domain",
     "lookup_table",
+    "restyled_classes",
     "scene_seed",
 ]

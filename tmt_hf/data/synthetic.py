@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..configuration_tmt import CITYSCAPES_CLASSES
-
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK, BUS,
  TRAIN, MOTORCYCLE, BICYCLE) = range(19)  # fmt: skip
 IGNORE_INDEX = 255
@@ -54,32 +52,45 @@ class DomainStyle:
     road_width: float = 1.0
     # Multipliers of the expected number of instances per scene.
     frequency: dict = field(default_factory=dict)
-    # Classes whose appearance this domain restyles (its local shifts).
+    # Classes whose appearance this domain's local shifts alter.
     restyled: tuple = ()
+    # The local shifts, by name (see `local_shifts`).
+    local_shifts: tuple = ()
 
 
+VEHICLES = (CAR, TRUCK, BUS, TRAIN)
 DOMAINS = {
     "clear": DomainStyle("clear"),
     "night": DomainStyle(
         "night", brightness=0.38, colour_cast=(0.80, 0.85, 1.20), noise=0.05, horizon=0.46, object_scale=1.15,
-        frequency={"person": 0.5, "car": 1.3, "bus": 0.5, "vegetation": 0.8}, restyled=(CAR, TRUCK, BUS, TRAIN, LIGHT),
+        frequency={"person": 0.5, "car": 1.3, "bus": 0.5, "vegetation": 0.8}, restyled=(*VEHICLES, LIGHT),
+        local_shifts=("dark_vehicles", "lit_traffic_lights"),
     ),
     "fog": DomainStyle(
         "fog", brightness=0.95, colour_cast=(0.95, 0.98, 1.02), fog=0.65, blur=1.0, horizon=0.38, object_scale=0.85,
-        road_width=1.2, frequency={"building": 1.4, "truck": 2.0, "vegetation": 0.6}, restyled=(BUILDING,),
+        road_width=1.2, frequency={"building": 1.4, "truck": 2.0, "vegetation": 0.6},
+        restyled=(BUILDING, *VEHICLES, LIGHT), local_shifts=("stucco_facades", "fog_lamps"),
     ),
     "rain": DomainStyle(
         "rain", brightness=0.70, colour_cast=(0.92, 0.95, 1.05), noise=0.03, blur=0.8, horizon=0.44,
-        frequency={"person": 0.7, "car": 1.4, "rider": 0.3, "bus": 1.5}, restyled=(ROAD, SIDEWALK),
+        frequency={"person": 0.7, "car": 1.4, "rider": 0.3, "bus": 1.5}, restyled=(ROAD, SIDEWALK, *VEHICLES),
+        local_shifts=("tyre_spray", "wet_ground"),
     ),
     "autumn": DomainStyle(
         "autumn", brightness=1.05, colour_cast=(1.10, 1.00, 0.82), horizon=0.36, object_scale=1.05, road_width=0.85,
-        frequency={"vegetation": 1.8, "car": 0.7, "person": 1.3, "train": 2.0}, restyled=(VEGETATION, TERRAIN),
+        frequency={"vegetation": 1.8, "car": 0.7, "person": 1.3, "train": 2.0},
+        restyled=(VEGETATION, TERRAIN, *VEHICLES), local_shifts=("foliage", "leaf_litter", "low_sun"),
     ),
 }  # fmt: skip
-
-# Bumped whenever a scene's pixels change for a given seed (3: local shifts that spill over class boundaries).
-GENERATOR_VERSION = 3
+LOCAL_SHIFTS = ("dark_vehicles", "lit_traffic_lights", "fog_lamps", "stucco_facades", "tyre_spray", "wet_ground",
+                "foliage", "leaf_litter", "low_sun")  # fmt: skip
+# Bumped whenever a scene's pixels change for a given seed (3: local shifts that spill over class boundaries; 4: rain,
+# fog and autumn also restyle vehicles. Clear and night scenes are the same as in 3).
+GENERATOR_VERSION = 4
+# The restyled classes of earlier versions, so that the tables of their runs still rebuild (runs record the version;
+# one that does not predates 4).
+EARLIER_RESTYLED = {3: {"clear": (), "night": (*VEHICLES, LIGHT), "fog": (BUILDING,), "rain": (ROAD, SIDEWALK),
+                        "autumn": (VEGETATION, TERRAIN)}}  # fmt: skip
 # Disjoint seed ranges per split, so that train, validation and test never share a seed.
 SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
 DOMAIN_SEED_OFFSETS = {name: 10_000_000 * (index + 1) for index, name in enumerate(DOMAINS)}
@@ -295,33 +306,44 @@ def local_shifts(style: DomainStyle, colours: np.ndarray, label: np.ndarray, rng
     """
     The domain's local shifts, each imitating a real one that changes texture and blurs class boundaries.
 
-    - night (vehicles, traffic lights): vehicle bodies sink into the dark road; their lamps show, buses and trams
-      show a band of lit windows, and lamps, windows and traffic lights throw a glare halo over their surroundings;
-    - rain (road, sidewalk): the wet road and the puddles on the sidewalk mirror what stands above them, rippled and
+    - `dark_vehicles` (night): vehicle bodies sink into the dark road; their lamps show, buses and trams show a band of
+      lit windows, and lamps and windows throw a glare halo over their surroundings;
+    - `lit_traffic_lights` (night): traffic lights glow, with the same glare;
+    - `fog_lamps` (fog): vehicles fade into grey silhouettes behind their lit lamps, and the light of lamps and traffic
+      lights scatters into wide halos that veil their outlines;
+    - `stucco_facades` (fog): pale stucco facades;
+    - `tyre_spray` (rain): wet vehicles, darkened, with lit lamps, throw up spray that veils their lower half and the
+      road around their wheels;
+    - `wet_ground` (rain): the wet road and the puddles on the sidewalk mirror what stands above them, rippled and
       darkened, so a car's reflection lies on the road below it;
-    - autumn (vegetation, terrain): orange foliage, and leaf litter that covers the terrain and spills over the
-      sidewalk and the road's edge, hiding the boundary between them;
-    - fog (buildings): pale stucco facades.
+    - `foliage` (autumn): orange foliage;
+    - `leaf_litter` (autumn): leaf litter that covers the terrain and spills over the sidewalk and the road's edge,
+      hiding the boundary between them;
+    - `low_sun` (autumn): the low sun lights vehicles warm and flashes on their upper parts (glass, roofs) with glare,
+      and vehicles and people cast long shadows across the ground beside them.
 
-    Returns the new colours and `shift_mask`: every pixel whose appearance a local shift altered, halos and litter on
-    other classes included.
+    Returns the new colours and `shift_mask`: every pixel whose appearance a local shift altered, halos, spray,
+    reflections, litter and shadows on other classes included.
     """
+    unknown = set(style.local_shifts) - set(LOCAL_SHIFTS)
+    if unknown:
+        raise ValueError(f"Unknown local shifts {sorted(unknown)}; expected some of {list(LOCAL_SHIFTS)}")
     height, width = label.shape
+    shifts = set(style.local_shifts)
     colours = colours.copy()
     shift_mask = np.zeros((height, width), dtype=bool)
     t = texture[..., None]
-    restyled = set(style.restyled)
-    vehicles = np.isin(label, [c for c in (CAR, TRUCK, BUS, TRAIN) if c in restyled])
+    vehicles = np.isin(label, VEHICLES)
     glowing = np.zeros((height, width), dtype=bool)
-    if vehicles.any():
+    if "dark_vehicles" in shifts and vehicles.any():
         lamps = vehicles & (np.abs(texture) > 0.55)
-        windows = np.isin(label, [c for c in (BUS, TRAIN) if c in restyled]) & lit_window_band(label)
+        windows = np.isin(label, (BUS, TRAIN)) & lit_window_band(label)
         colours[vehicles] = np.float32(BASE_COLOURS[ROAD] * 0.63) + colours[vehicles] * 0.25 + 0.03 * t[vehicles]
         colours[lamps] = np.array([1.0, 0.95, 0.6], np.float32) * 2.4
         colours[windows] = np.array([1.0, 0.85, 0.5], np.float32) * 1.6
         glowing |= lamps | windows
         shift_mask |= vehicles
-    if LIGHT in restyled:
+    if "lit_traffic_lights" in shifts:
         light = label == LIGHT
         colours[light] = np.array([0.2, 1.0, 0.4], np.float32) * 2.5
         glowing |= light
@@ -330,38 +352,66 @@ def local_shifts(style: DomainStyle, colours: np.ndarray, label: np.ndarray, rng
         glare = blur(glowing, 6) * 3.0
         colours += np.clip(glare, 0, 1)[..., None] * np.array([0.9, 0.85, 0.6], np.float32)
         shift_mask |= glare > 0.05
-    if BUILDING in restyled:
+    if "fog_lamps" in shifts:
+        light = label == LIGHT
+        lamps = vehicles & (np.abs(texture) > 0.55) & (run_depth(label) > 0.3)
+        colours[vehicles] = colours[vehicles] * 0.3 + np.float32(0.62) + 0.03 * t[vehicles]
+        colours[lamps] = np.array([1.0, 0.95, 0.8], np.float32) * 2.0
+        colours[light] = np.array([1.0, 0.55, 0.2], np.float32) * 2.0
+        halo = np.clip(blur(lamps | light, 12) * 5.0, 0, 1)
+        colours += halo[..., None] * np.array([0.85, 0.85, 0.8], np.float32)
+        shift_mask |= vehicles | light | (halo > 0.05)
+    if "stucco_facades" in shifts:
         building = label == BUILDING
         colours[building] = np.array([0.80, 0.82, 0.90], np.float32) + 0.25 * t[building] * np.array(
             [-1.0, -0.6, 1.0], np.float32
         )
         shift_mask |= building
-    if ROAD in restyled or SIDEWALK in restyled:
+    if "tyre_spray" in shifts and vehicles.any():
+        depth = run_depth(label)
+        lamps = vehicles & (depth > 0.35) & (depth < 0.6) & (np.abs(texture) > 0.5)
+        colours[vehicles] = colours[vehicles] * 0.5 + 0.12 * np.clip(t[vehicles], 0, 1)
+        colours[lamps] = np.array([1.0, 0.9, 0.7], np.float32) * 1.8
+        spray = np.clip(blur(vehicles & (depth > 0.6), 4) * 1.8, 0, 1) * (
+            0.75 + 0.25 * smooth_noise(rng, height, width, 3)
+        )
+        colours = colours * (1 - 0.85 * spray[..., None]) + 0.85 * spray[..., None] * np.array(
+            [0.7, 0.72, 0.76], np.float32
+        )
+        shift_mask |= vehicles | (spray > 0.05)
+    if "wet_ground" in shifts:
         mirrored, distance = mirror_above(colours, label, rng)
-        wet = np.zeros((height, width), dtype=bool)
-        if ROAD in restyled:
-            wet |= label == ROAD
-        if SIDEWALK in restyled:
-            wet |= (label == SIDEWALK) & (smooth_noise(rng, height, width, 6) > 0.0)
+        wet = (label == ROAD) | ((label == SIDEWALK) & (smooth_noise(rng, height, width, 6) > 0.0))
         strength = (0.75 * np.exp(-distance / (0.25 * height)))[..., None]
         dull = colours * 0.4 + 0.04 * t
         colours = np.where(wet[..., None], dull * (1 - strength) + mirrored * strength * 0.8, colours)
         shift_mask |= wet
-    if VEGETATION in restyled:
+    if "foliage" in shifts:
         vegetation = label == VEGETATION
         hue = (t[vegetation] + 1) / 2
         colours[vegetation] = np.concatenate([0.75 + 0.2 * hue, 0.25 + 0.45 * hue, 0.05 + 0.1 * hue], axis=1)
         shift_mask |= vegetation
-    if TERRAIN in restyled:
+    if "leaf_litter" in shifts:
         ground = np.isin(label, (TERRAIN, SIDEWALK, ROAD))
         near_terrain = blur(label == TERRAIN, 10)
         litter = ground & (1.4 * near_terrain + 0.5 * smooth_noise(rng, height, width, 4) > 0.75)
         leaves = (t[litter] + 1) / 2
         colours[litter] = np.concatenate([0.45 + 0.3 * leaves, 0.28 + 0.2 * leaves, 0.12 + 0.05 * leaves], axis=1)
         shift_mask |= litter
-    unknown = restyled - {CAR, TRUCK, BUS, TRAIN, LIGHT, BUILDING, ROAD, SIDEWALK, VEGETATION, TERRAIN}
-    if unknown:
-        raise ValueError(f"No local shift defined for {sorted(CITYSCAPES_CLASSES[c] for c in unknown)}")
+    if "low_sun" in shifts:
+        casters = np.isin(label, (*VEHICLES, PERSON, RIDER))
+        shadow = np.zeros_like(casters)
+        for step in range(1, 5):  # smeared sideways and a little down, so that each shadow stays attached
+            dx, dy = step * width // 40, step * height // 120
+            shadow[dy:, dx:] |= casters[: height - dy, : width - dx]
+        shadow &= np.isin(label, (ROAD, SIDEWALK, TERRAIN))
+        colours[shadow] *= 0.4
+        flash = vehicles & (run_depth(label) < 0.45) & (texture > 0.2)
+        colours[vehicles] *= np.array([1.3, 1.0, 0.65], np.float32)
+        colours[flash] = np.array([1.0, 0.96, 0.88], np.float32) * 2.0
+        glare = np.clip(blur(flash, 5) * 2.5, 0, 1)
+        colours += glare[..., None] * np.array([0.9, 0.8, 0.6], np.float32)
+        shift_mask |= vehicles | shadow | (glare > 0.05)
     return colours, shift_mask
 
 
@@ -379,14 +429,19 @@ def run_starts(label: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(starts, rows, 0), axis=0)
 
 
+def run_depth(label: np.ndarray) -> np.ndarray:
+    """For every pixel, how far down the vertical run of its class (same column) it lies: 0 at the top, < 1 at the
+    bottom."""
+    rows = np.arange(label.shape[0])[:, None]
+    top = run_starts(label)
+    bottom = label.shape[0] - 1 - run_starts(label[::-1])[::-1]
+    return (rows - top) / np.maximum(bottom - top + 1, 1)
+
+
 def lit_window_band(label: np.ndarray) -> np.ndarray:
     """Window panes in the upper part of every vertical run of one class: 15-50% down the run, 3 columns wide, 2 in 3 lit."""
-    height, width = label.shape
-    rows = np.arange(height)[:, None]
-    top = run_starts(label)
-    bottom = height - 1 - run_starts(label[::-1])[::-1]
-    depth = (rows - top) / np.maximum(bottom - top + 1, 1)
-    return (depth > 0.15) & (depth < 0.5) & ((np.arange(width)[None, :] // 3) % 3 != 0)
+    depth = run_depth(label)
+    return (depth > 0.15) & (depth < 0.5) & ((np.arange(label.shape[1])[None, :] // 3) % 3 != 0)
 
 
 def mirror_above(colours: np.ndarray, label: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -401,6 +456,17 @@ def mirror_above(colours: np.ndarray, label: np.ndarray, rng) -> tuple[np.ndarra
     ripple = np.rint(2.5 * np.sin(rows * 0.8 + rng.uniform(0, 2 * np.pi))).astype(np.int64)
     source_cols = np.clip(np.arange(width)[None, :] + ripple, 0, width - 1)
     return colours[source_rows, source_cols], (rows - edge).astype(np.float32)
+
+
+def restyled_classes(domain: str, generator_version: int = GENERATOR_VERSION) -> tuple:
+    """The classes that `domain`'s local shifts alter in generator version `generator_version` (the current one or
+    one of `EARLIER_RESTYLED`)."""
+    if generator_version == GENERATOR_VERSION:
+        return DOMAINS[domain].restyled
+    if generator_version not in EARLIER_RESTYLED:
+        raise ValueError(f"No record of generator version {generator_version}; expected one of "
+                         f"{sorted([GENERATOR_VERSION, *EARLIER_RESTYLED])}")  # fmt: skip
+    return EARLIER_RESTYLED[generator_version][domain]
 
 
 def scene_seed(domain: str, split: str, index: int) -> int:

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmark import paired_bootstrap, summarise  # noqa: E402
 
 from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES  # noqa: E402
-from tmt_hf.data.synthetic import DOMAINS  # noqa: E402
+from tmt_hf.data.synthetic import restyled_classes  # noqa: E402
 
 QUICK = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
 # File prefix -> (method key in this script, key of the method in the run's results.json).
@@ -30,13 +30,14 @@ KINDS["tmtfocused"] = ("tmt_focused", "tmt")  # train.py --method tmt --source_l
 LABELS = {"tmt": "TMT", "tmt_focused": "TMT (focus-weighted source labels)"}
 
 
-def class_gaps(better: dict, worse: dict, target: str) -> tuple[dict, float, float]:
+def class_gaps(better: dict, worse: dict, target: str, generator_version: int) -> tuple[dict, float, float]:
     """Each class's IoU gap (better − worse, a missing IoU as 0) divided by the number of classes `better` scores, in
-    mIoU points, and their sums over the target's restyled classes and over the others (together, the mIoU gap)."""
+    mIoU points, and their sums over the target's restyled classes (in that generator version) and over the others
+    (together, the mIoU gap)."""
     present = [i for i, v in enumerate(better["per_category_iou"]) if v is not None]
     gaps = {i: 100 * (better["per_category_iou"][i] - (worse["per_category_iou"][i] or 0)) / len(present)
             for i in present}  # fmt: skip
-    restyled = DOMAINS[target].restyled
+    restyled = restyled_classes(target, generator_version)
     return (gaps, sum(g for i, g in gaps.items() if i in restyled),
             sum(g for i, g in gaps.items() if i not in restyled))  # fmt: skip
 
@@ -45,7 +46,9 @@ def gain_split(rows, method) -> tuple[float, float]:
     """Mean over units of the mIoU gain over finetune in the target's restyled classes and in the others."""
     split = []
     for row in rows:
-        split.append(class_gaps(row[method], row["finetune"], row["target_domain"].split("/")[1])[1:])
+        split.append(
+            class_gaps(row[method], row["finetune"], row["target_domain"].split("/")[1], row["generator_version"])[1:]
+        )
     restyled, other = np.mean(split, axis=0)
     return float(restyled), float(other)
 
@@ -128,6 +131,7 @@ def main(folder):
             unit = units.setdefault((f"synthetic/{source}", f"synthetic/{target}", int(seed)), {})
             unit[method] = result[key]["target_val"]
             unit["source"] = result["source"]["target_val"]
+            unit["generator_version"] = result.get("generator_version", 3)  # runs before version 4 did not record it
     lines, summary = [], {}
     beyond_quick = sorted({seed for (s, t, seed) in units if (s.split("/")[1], t.split("/")[1]) not in QUICK})
     focused = sorted({seed for (s, t, seed), unit in units.items() if "tmt_focused" in unit})
@@ -155,7 +159,8 @@ def main(folder):
             else []
         ),  # fmt: skip
     ):
-        rows = [{"source_domain": s, "target_domain": t, "seed": seed, **{m: unit[m] for m in ["source", *methods]}}
+        rows = [{"source_domain": s, "target_domain": t, "seed": seed, "generator_version": unit["generator_version"],
+                 **{m: unit[m] for m in ["source", *methods]}}
                 for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
                 and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)
                 and (seeds is None or seed in seeds)]  # fmt: skip
@@ -199,7 +204,7 @@ def main(folder):
             few["finetune"]["target_val"],
             few["source"]["target_val"],
         )
-        gaps, restyled, _ = class_gaps(full, few, target)
+        gaps, restyled, _ = class_gaps(full, few, target, results[f"finetune-{tag}"].get("generator_version", 3))
         gap = 100 * (full["mean_iou"] - few["mean_iou"])
         summary["headroom"][f"{source}->{target}"] = {
             "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
