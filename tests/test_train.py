@@ -89,7 +89,7 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import domain_split, parse_args
 
-    from tmt_hf.data import DOMAINS, generate_scene, scene_seed
+    from tmt_hf.data import DOMAINS, GENERATOR_VERSION, generate_scene, scene_seed
 
     args = parse_args(["--source", "synthetic/clear", "--target", "synthetic/night", "--output_dir", str(tmp_path),
                        "--image_size", "64", "128", "--crop_size", "64", "128"])  # fmt: skip
@@ -107,6 +107,7 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
             str(output / "source"), "--output_dir", str(tmp_path / "oracle"), *TINY])  # fmt: skip
     results = json.loads((tmp_path / "oracle" / "results.json").read_text())
     assert 0.0 <= results["oracle"]["target_val"]["mean_iou"] <= 1.0
+    assert results["generator_version"] == GENERATOR_VERSION  # the summaries split gaps by that version's classes
     assert min(results["oracle"]["mean_abs_lambda"]) > 0  # λ starts at 0 and learns from the oracle map
     config = json.loads((tmp_path / "oracle" / "oracle" / "config.json").read_text())
     assert config["tma_form"] == "output_film"
