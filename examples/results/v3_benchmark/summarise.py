@@ -1,6 +1,7 @@
-"""Tables of the v3 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each: the
-device benchmark of run_device.py and the CPU runs): the quick pairs with every method (in a folder of finetune and
-TMT runs only, with those two); for each seed that has runs beyond the quick pairs, finetune against TMT over all
+"""Tables of the v3 and v4 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each:
+the device benchmark of run_device.py and the CPU runs): the quick pairs with every method (in a folder of finetune
+and TMT runs only, with those two; in one without TMT runs, finetune, align_patch and the oracle map); the headroom
+(alltarget-*.json against finetune-*.json, seed 0); for each seed that has runs beyond the quick pairs, finetune against TMT over all
 its pairs, and then over every pair and seed, each with
 TMT's gain by source and target domain and its correlation with the ACTE map's AUROC; the pooled table also with
 each pair weighted once and with the per-pair gains of two seeds correlated; the same for TMT with focus-weighted
@@ -145,6 +146,18 @@ def main(folder):
             else []
         ),  # fmt: skip
         *(
+            [
+                (
+                    "Quick pairs with the oracle map and map-free alignment",
+                    QUICK,
+                    None,
+                    ["finetune", "align_patch", "oracle"],
+                )
+            ]
+            if not any("tmt" in unit for unit in units.values())
+            else []
+        ),  # fmt: skip
+        *(
             (f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"])
             for seed in beyond_quick
         ),
@@ -170,7 +183,13 @@ def main(folder):
             lines += [f"## {title}", "", table]
             for better, worse in [
                 (a, b)
-                for a, b in (("tmt", "align_patch"), ("tmt", "align_global"), ("oracle", "tmt"), ("tmt_focused", "tmt"))
+                for a, b in (
+                    ("tmt", "align_patch"),
+                    ("tmt", "align_global"),
+                    ("oracle", "tmt"),
+                    ("oracle", "align_patch"),
+                    ("tmt_focused", "tmt"),
+                )
                 if {a, b} <= set(methods)
             ]:
                 differences = np.array([100 * (r[better]["mean_iou"] - r[worse]["mean_iou"]) for r in rows])
