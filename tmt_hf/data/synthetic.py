@@ -6,8 +6,8 @@ The five domains differ
 
 - globally: illumination, colour cast, sensor noise, fog, blur;
 - locally: particular classes are restyled, and the restyle spills over class boundaries as real shifts do (glare,
-  reflections on a wet road, leaf litter); the generator returns a `shift_mask` marking exactly the pixels these
-  *local shifts* altered, as ground truth for transferability estimation;
+  halos, spray, reflections on a wet road, leaf litter, shadows); the generator returns a `shift_mask` marking
+  exactly the pixels these *local shifts* altered, as ground truth for transferability estimation;
 - in geometry: horizon height, object scale, road width;
 - in class frequency and co-occurrence.
 
