@@ -144,6 +144,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     parser.add_argument(
+        "--class_conditional_alignment",
+        action="store_true",
+        help="patch and focus alignment (align_patch, or the TMA methods' --alignment patch/focus): condition the "
+        "discriminator on the model's class probabilities per token (CDAN), aligning within classes",
+    )
+    parser.add_argument(
         "--source_labels",
         choices=["all", "none", "focused", "focused_shuffled"],
         default="all",
@@ -295,6 +301,12 @@ def validate_args(args):
                  f"{' '.join(args.method)}; align_global / align_patch are the comparators without a map")  # fmt: skip
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
+    if args.class_conditional_alignment:
+        levels = {m: ALIGNMENT_LEVEL.get(m, args.alignment) for m in args.method if trains_on_source_images(m, args)}
+        if not levels or set(levels.values()) - {"patch", "focus"}:
+            sys.exit("--class_conditional_alignment conditions the patch or focus alignment: every method must be "
+                     "finetune, align_patch, or tmt / patch / oracle with --alignment patch or focus, got "
+                     f"{' '.join(args.method)} (--alignment {args.alignment})")  # fmt: skip
     if args.source_labels != "all" and (
         "source_replay" in args.method or not any(trains_on_source_images(m, args) for m in args.method)
     ):
@@ -388,14 +400,21 @@ class AdversarialAlignment(torch.nn.Module):
       - "focus": every token weighted by the focus map TMA receives, so the alignment concentrates on the regions
         whose transfer is hard (our reconstruction of the paper's region-level adaptation);
       - None: no discriminator (source labels only).
+    `class_conditional` (patch and focus levels): the discriminator sees each token's feature ⊗ the model's class
+    probabilities over that token (detached), CDAN's multilinear conditioning (Long et al., 2018), so that tokens
+    are aligned within their predicted class rather than across classes.
     """
 
-    def __init__(self, segmenter, level, weight, steps):
+    def __init__(self, segmenter, level, weight, steps, class_conditional=False):
         super().__init__()
         self.segmenter, self.level, self.weight, self.steps = segmenter, level, weight, steps
+        if class_conditional and level not in ("patch", "focus"):
+            raise ValueError(f"class-conditional alignment needs the patch or focus level, not {level!r}")
+        self.class_conditional = class_conditional
         hidden = segmenter.config.hidden_size
+        features = hidden * segmenter.config.num_labels if class_conditional else hidden
         self.discriminator = torch.nn.Sequential(
-            torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+            torch.nn.Linear(features, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
         )
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # checkpointed: the ramp resumes
 
@@ -419,6 +438,11 @@ class AdversarialAlignment(torch.nn.Module):
         domains = domain_labels.float()[:, None].expand(tokens.shape[:2])
         if self.level == "global":
             tokens, domains = tokens.mean(1, keepdim=True), domains[:, :1]
+        if self.class_conditional:
+            patch = self.segmenter.config.patch_size
+            grid = (-(-pixel_values.shape[2] // patch), -(-pixel_values.shape[3] // patch))
+            probabilities = F.adaptive_avg_pool2d(out.logits.detach().softmax(1), grid).flatten(2).transpose(1, 2)
+            tokens = (tokens[..., :, None] * probabilities[..., None, :]).flatten(2)
         weights = torch.ones_like(domains)
         if self.level == "focus":
             if out.focus_map is None:
@@ -1044,7 +1068,8 @@ def main(argv=None):
                 compute_loss = segmentation_loss
             else:
                 _, _, auxiliary_transform = train_loader(auxiliary_data, args, args.seed + 3)
-                trained = AdversarialAlignment(model, level, args.alignment_weight, args.transfer_steps)
+                trained = AdversarialAlignment(model, level, args.alignment_weight, args.transfer_steps,
+                                               class_conditional=args.class_conditional_alignment)
                 groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
                 compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, accelerator)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)

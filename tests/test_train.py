@@ -276,6 +276,43 @@ def test_adversarial_alignment_reverses_the_domain_gradient(monkeypatch):
         wrapper(pixel_values, unlabelled, domains)
 
 
+def test_class_conditional_alignment_conditions_each_token_on_its_class_probabilities(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import AdversarialAlignment
+
+    from tmt_hf import TMTConfig, TMTForSemanticSegmentation
+
+    torch.manual_seed(0)
+    model = TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32)).eval()
+    pixel_values = torch.randn(4, 3, 32, 32)
+    unlabelled = torch.full((4, 32, 32), 255)
+    domains = torch.tensor([1, 1, 0, 0])
+    wrapper = AdversarialAlignment(model, "patch", weight=0.5, steps=10, class_conditional=True)
+    assert wrapper.discriminator[0].in_features == model.config.hidden_size * model.config.num_labels
+    wrapper.step.fill_(10)
+    loss, logs = wrapper(pixel_values, unlabelled, domains)
+    loss.backward()
+    encoder_grad = model.vit.embeddings.patch_embeddings.projection.weight.grad.clone()
+
+    model.zero_grad()
+    out = model(pixel_values, output_hidden_states=[4])
+    tokens = out.hidden_states[4][:, 1:]  # a 2 x 2 grid of 16-px patches
+    probabilities = out.logits.detach().softmax(1).unflatten(2, (2, 16)).unflatten(4, (2, 16)).mean((3, 5))
+    probabilities = probabilities.flatten(2).transpose(1, 2)  # each patch's mean class probabilities
+    joint = torch.einsum("bnd,bnc->bndc", tokens, probabilities).flatten(2)
+    logits = wrapper.discriminator(joint)[..., 0]
+    expected = F.binary_cross_entropy_with_logits(logits, domains.float()[:, None].expand_as(logits))
+    (0.5 * expected).backward()
+    assert logs["domain_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    coefficient = 2 / (1 + math.exp(-10)) - 1  # reversed through the features only: the probabilities are detached
+    torch.testing.assert_close(
+        encoder_grad, -coefficient * model.vit.embeddings.patch_embeddings.projection.weight.grad
+    )
+
+    with pytest.raises(ValueError, match="needs the patch or focus level"):
+        AdversarialAlignment(model, "global", weight=0.5, steps=10, class_conditional=True)
+
+
 def test_pixel_weights_weight_each_labelled_pixels_loss(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import AdversarialAlignment
@@ -484,6 +521,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--acte_overrides", "kappa"], "KEY=VALUE"),
         (["--method", "finetune", "--alignment", "focus"], "applies to the TMA methods"),
         (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
+        (["--method", "align_global", "--class_conditional_alignment"], "conditions the patch or focus alignment"),
+        (["--method", "finetune", "--class_conditional_alignment"], "conditions the patch or focus alignment"),
         (["--acte_stop_accuracy", "0"], "--acte_stop_accuracy must lie in (0, 1]"),
         (["--acte_check_every", "0"], "--acte_check_every must be >= 1"),
         (["--method", "finetune", "--source_labels", "none"], "--source_labels none applies"),
