@@ -1068,8 +1068,13 @@ def main(argv=None):
                 compute_loss = segmentation_loss
             else:
                 _, _, auxiliary_transform = train_loader(auxiliary_data, args, args.seed + 3)
-                trained = AdversarialAlignment(model, level, args.alignment_weight, args.transfer_steps,
-                                               class_conditional=args.class_conditional_alignment)
+                trained = AdversarialAlignment(
+                    model,
+                    level,
+                    args.alignment_weight,
+                    args.transfer_steps,
+                    class_conditional=args.class_conditional_alignment,
+                )
                 groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
                 compute_loss = alignment_loss(auxiliary_data, auxiliary_transform, args, accelerator)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=args.weight_decay)
