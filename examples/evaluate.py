@@ -2,6 +2,11 @@
 
     accelerate launch examples/evaluate.py --model outputs/tmt-clear2night/tmt --data synthetic/night
     python examples/evaluate.py --model org/tmt-city2bdd --data bdd100k --split validation --image_size 512 1024
+    python examples/evaluate.py --model outputs/tmt-clear2night/oracle --data synthetic/night --shift_mask_as_map \
+        --confusions bus truck train
+
+`--confusions` adds, for each named class, where its pixels went: the shares of its labelled pixels predicted as
+each class (the four largest), i.e. rows of the confusion matrix.
 
 Runs on any number of processes: predictions are gathered with `gather_for_metrics`, so every process count gives
 the same mIoU.
@@ -29,15 +34,34 @@ def main(argv=None):
                         help="default: the model's image processor size")  # fmt: skip
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output", default=None, help="also write the JSON here")
+    parser.add_argument("--confusions", nargs="+", default=[], metavar="CLASS",
+                        help="class names (or ids) whose confusion-matrix rows to report")  # fmt: skip
+    parser.add_argument("--shift_mask_as_map", action="store_true",
+                        help="generated data: give the model the generator's shift mask as its map (the oracle "
+                             "method's models)")  # fmt: skip
     args = parser.parse_args(argv)
 
     accelerator = Accelerator()
     processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model, trust_remote_code=True).eval()
+    label2id = {name: i for i, name in model.config.id2label.items()}
+    label2id.update({str(i): i for i in model.config.id2label})
+    unknown = [name for name in args.confusions if name not in label2id]
+    if unknown:
+        parser.error(
+            f"--confusions {' '.join(unknown)}: not classes of the model ({', '.join(model.config.id2label.values())})"
+        )
     size = tuple(args.image_size) if args.image_size else (processor.size["height"], processor.size["width"])
     with accelerator.main_process_first():
         dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size)
-    dataset = dataset.select_columns(["image", "label"])
+    if args.shift_mask_as_map:
+        if "shift_mask" not in dataset.column_names:
+            parser.error(
+                f"--shift_mask_as_map needs a generated dataset (synthetic/<domain>); {args.data} has no shift_mask"
+            )
+        dataset = dataset.select_columns(["image", "label", "shift_mask"]).rename_column("shift_mask", "focus")
+    else:
+        dataset = dataset.select_columns(["image", "label"])
     dataset.set_transform(SegmentationTransform(train=False, size=size, image_mean=processor.image_mean,
                                                 image_std=processor.image_std))  # fmt: skip
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
@@ -46,7 +70,8 @@ def main(argv=None):
     metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index)
     with torch.no_grad():
         for batch in loader:
-            predictions = model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1)
+            maps = {"transferability_map": batch["focus"]} if args.shift_mask_as_map else {}
+            predictions = model(pixel_values=batch["pixel_values"], **maps).logits.argmax(dim=1)
             metric.update(*accelerator.gather_for_metrics((predictions, batch["labels"])))
     result = metric.compute()
     id2label = model.config.id2label
@@ -56,6 +81,16 @@ def main(argv=None):
         "overall_accuracy": result["overall_accuracy"],
         "per_category_iou": {id2label[i]: (None if v != v else float(v)) for i, v in enumerate(result["per_category_iou"])},
     }  # fmt: skip
+    if args.confusions:
+        report["confusions"] = {}
+        for name in args.confusions:
+            row = metric.confusion[label2id[name]].double()
+            shares = row / row.sum().clamp_min(1)
+            top = shares.argsort(descending=True)[:4]
+            report["confusions"][id2label[label2id[name]]] = {
+                "pixels": int(row.sum()),
+                **{id2label[int(j)]: round(float(shares[j]), 4) for j in top},
+            }
     if accelerator.is_main_process:
         print(json.dumps(report, indent=2))
         if args.output:

@@ -202,6 +202,37 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     assert one_process == pytest.approx(two_process, abs=1e-9)
 
 
+def test_evaluate_reports_confusions_and_takes_the_shift_mask_as_map(trained, monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from evaluate import main as evaluate_main
+
+    from tmt_hf.data import load_domain
+
+    output, _ = trained
+    model = str(output / "tmt")
+    common = ["--model", model, "--data", "synthetic/night", "--num_samples", "4"]
+    report = evaluate_main([*common, "--confusions", "car", "0"])
+    labels = np.stack([np.asarray(x) for x in load_domain("synthetic/night", "validation", num_samples=4,
+                                                           synthetic_size=(64, 128))["label"]])  # fmt: skip
+    for name, class_id in (("car", 13), ("road", 0)):
+        row = report["confusions"][name]
+        assert row.pop("pixels") == (labels == class_id).sum()
+        shares = list(row.values())
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-6
+    with_mask = evaluate_main([*common, "--shift_mask_as_map"])
+    assert with_mask["mean_iou"] != report["mean_iou"]  # the tmt model's TMA reads the given map, not ACTE's
+    for folder in ("images", "labels"):
+        (tmp_path / "data" / "validation" / folder).mkdir(parents=True)
+    Image.new("RGB", (128, 64)).save(tmp_path / "data" / "validation" / "images" / "0.png")
+    Image.new("L", (128, 64)).save(tmp_path / "data" / "validation" / "labels" / "0.png")
+    for bad, message in ((["--confusions", "tram"], "--confusions tram: not classes of the model"),
+                         (["--shift_mask_as_map", "--data", str(tmp_path / "data")], "needs a generated dataset")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            evaluate_main([*common, *bad])
+        assert message in capsys.readouterr().err
+
+
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     args = [
         "--stage",
