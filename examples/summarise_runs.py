@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from tmt_hf.data import restyled_classes
+from tmt_hf.data import generator_version_of, restyled_classes
 
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
             "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
@@ -36,7 +36,7 @@ def collect(folders):
             result = json.load(f)
         args = result["args"]
         row = {"run": os.path.basename(os.path.normpath(folder)), "source": args["source"], "target": args["target"],
-               "generator_version": result.get("generator_version", 3),
+               "generator_version": generator_version_of(result),
                **{key: args.get(key) for key in SETTINGS}, "methods": {}}  # fmt: skip
         for method in METHODS:
             if result.get(method) and "target_val" in result[method]:
@@ -95,7 +95,7 @@ def table(rows):
         for method, metrics in row["methods"].items():
             if method == "source" and len(row["methods"]) > 1:
                 continue
-            shifted, others = split_iou(metrics["per_category_iou"], row["target"], row.get("generator_version", 3))
+            shifted, others = split_iou(metrics["per_category_iou"], row["target"], generator_version_of(row))
             with_map = method in ("tmt", "patch", "oracle")
             form = (row["tma_form"] or "source model's") if with_map else "—"
             scale = row["tma_lr_scale"] if with_map else "—"

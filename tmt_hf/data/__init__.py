@@ -9,7 +9,15 @@ from .registry import (
     load_domain,
     lookup_table,
 )
-from .synthetic import DOMAINS, GENERATOR_VERSION, DomainStyle, generate_scene, restyled_classes, scene_seed
+from .synthetic import (
+    DOMAINS,
+    GENERATOR_VERSION,
+    DomainStyle,
+    generate_scene,
+    generator_version_of,
+    restyled_classes,
+    scene_seed,
+)
 from .transforms import IGNORE_INDEX, SegmentationTransform, collate
 
 SYNTHETIC_DOMAINS = [f"synthetic/{name}" for name in DOMAINS]
@@ -30,6 +38,7 @@ __all__ = [
     "generate_scene",
     "load_domain",
     "lookup_table",
+    "generator_version_of",
     "restyled_classes",
     "scene_seed",
 ]

@@ -458,6 +458,12 @@ def mirror_above(colours: np.ndarray, label: np.ndarray, rng) -> tuple[np.ndarra
     return colours[source_rows, source_cols], (rows - edge).astype(np.float32)
 
 
+def generator_version_of(results: dict) -> int:
+    """The generator version recorded in a `train.py` results.json (or a row built from one); runs made before
+    version 4 did not record it and used version 3."""
+    return results.get("generator_version", 3)
+
+
 def restyled_classes(domain: str, generator_version: int = GENERATOR_VERSION) -> tuple:
     """The classes that `domain`'s local shifts alter in generator version `generator_version` (the current one or
     one of `EARLIER_RESTYLED`)."""

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchmark import paired_bootstrap, summarise  # noqa: E402
 
 from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES  # noqa: E402
-from tmt_hf.data.synthetic import restyled_classes  # noqa: E402
+from tmt_hf.data.synthetic import generator_version_of, restyled_classes  # noqa: E402
 
 QUICK = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "fog")]
 # File prefix -> (method key in this script, key of the method in the run's results.json).
@@ -132,7 +132,7 @@ def main(folder):
             unit = units.setdefault((f"synthetic/{source}", f"synthetic/{target}", int(seed)), {})
             unit[method] = result[key]["target_val"]
             unit["source"] = result["source"]["target_val"]
-            unit["generator_version"] = result.get("generator_version", 3)  # runs before version 4 did not record it
+            unit["generator_version"] = generator_version_of(result)
     lines, summary = [], {}
     beyond_quick = sorted({seed for (s, t, seed) in units if (s.split("/")[1], t.split("/")[1]) not in QUICK})
     focused = sorted({seed for (s, t, seed), unit in units.items() if "tmt_focused" in unit})
@@ -223,7 +223,7 @@ def main(folder):
             few["finetune"]["target_val"],
             few["source"]["target_val"],
         )
-        gaps, restyled, _ = class_gaps(full, few, target, results[f"finetune-{tag}"].get("generator_version", 3))
+        gaps, restyled, _ = class_gaps(full, few, target, generator_version_of(results[f"finetune-{tag}"]))
         gap = 100 * (full["mean_iou"] - few["mean_iou"])
         summary["headroom"][f"{source}->{target}"] = {
             "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
