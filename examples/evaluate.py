@@ -55,6 +55,9 @@ def main(argv=None):
     with accelerator.main_process_first():
         dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size)
     if args.shift_mask_as_map:
+        if model.config.model_type != "tmt":
+            parser.error(f"--shift_mask_as_map needs a TMT model, whose TMA reads a map; {args.model} is a "
+                         f"{model.config.model_type!r} model")  # fmt: skip
         if "shift_mask" not in dataset.column_names:
             parser.error(
                 f"--shift_mask_as_map needs a generated dataset (synthetic/<domain>); {args.data} has no shift_mask"

@@ -302,8 +302,8 @@ def validate_args(args):
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
     if args.class_conditional_alignment:
-        levels = {m: ALIGNMENT_LEVEL.get(m, args.alignment) for m in args.method if trains_on_source_images(m, args)}
-        if not levels or set(levels.values()) - {"patch", "focus"}:
+        levels = {ALIGNMENT_LEVEL.get(m, args.alignment) for m in args.method if trains_on_source_images(m, args)}
+        if not levels or levels - {"patch", "focus"}:
             sys.exit("--class_conditional_alignment conditions the patch or focus alignment: every method must be "
                      "finetune, align_patch, or tmt / patch / oracle with --alignment patch or focus, got "
                      f"{' '.join(args.method)} (--alignment {args.alignment})")  # fmt: skip
