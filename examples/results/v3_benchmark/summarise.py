@@ -209,33 +209,45 @@ def main(folder):
                 if seeds is None:
                     lines += pair_level(rows, gains, summary[title], headline)
 
-    headroom = ["## Headroom (seed 0): all the target's labelled images against finetune's few", "",
-                "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
-                "gap elsewhere |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    summary["headroom"] = {}
-    for source, target in QUICK:
-        tag = f"{source}2{target}-seed0"
-        if f"alltarget-{tag}" not in results or f"finetune-{tag}" not in results:
-            continue
-        full, few = results[f"alltarget-{tag}"]["finetune"]["target_val"], results[f"finetune-{tag}"]
-        count, few, source_only = (
-            few["finetune"].get("labelled_target_images"),
-            few["finetune"]["target_val"],
-            few["source"]["target_val"],
-        )
-        gaps, restyled, _ = class_gaps(full, few, target, generator_version_of(results[f"finetune-{tag}"]))
-        gap = 100 * (full["mean_iou"] - few["mean_iou"])
-        summary["headroom"][f"{source}->{target}"] = {
-            "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
-            "all_target": 100 * full["mean_iou"], "gap": gap, "gap_restyled": restyled, "labelled_images": count,
-            "per_class_gap": {CITYSCAPES_CLASSES[i]: g for i, g in gaps.items()},
-        }  # fmt: skip
-        headroom.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} ({count}) | "
-                     f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |")  # fmt: skip
-    if summary["headroom"]:
-        mean = lambda key: np.mean([h[key] for h in summary["headroom"].values()])  # noqa: E731
-        headroom.append(f"| **mean** | | | | {mean('gap'):.2f} | {mean('gap_restyled'):.2f} | |")
-        lines += [*headroom, ""]
+    summary["headroom"] = {}  # seed 0's; other seeds under headroom_seed<S>
+    headroom_seeds = sorted({int(name.rsplit("-seed", 1)[1]) for name in results if name.startswith("alltarget-")})
+    for seed in headroom_seeds:
+        key = "headroom" if seed == 0 else f"headroom_seed{seed}"
+        headroom = [f"## Headroom (seed {seed}): all the target's labelled images against finetune's few", "",
+                    "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
+                    "gap elsewhere |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        summary[key] = {}
+        for source, target in QUICK:
+            tag = f"{source}2{target}-seed{seed}"
+            if f"alltarget-{tag}" not in results or f"finetune-{tag}" not in results:
+                continue
+            full, few = results[f"alltarget-{tag}"]["finetune"]["target_val"], results[f"finetune-{tag}"]
+            count, few, source_only = (
+                few["finetune"].get("labelled_target_images"),
+                few["finetune"]["target_val"],
+                few["source"]["target_val"],
+            )
+            gaps, restyled, _ = class_gaps(full, few, target, generator_version_of(results[f"finetune-{tag}"]))
+            gap = 100 * (full["mean_iou"] - few["mean_iou"])
+            summary[key][f"{source}->{target}"] = {
+                "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
+                "all_target": 100 * full["mean_iou"], "gap": gap, "gap_restyled": restyled, "labelled_images": count,
+                "per_class_gap": {CITYSCAPES_CLASSES[i]: g for i, g in gaps.items()},
+            }  # fmt: skip
+            headroom.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} ({count}) | "
+                         f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |")  # fmt: skip
+        if summary[key]:
+            mean = lambda field: np.mean([h[field] for h in summary[key].values()])  # noqa: E731
+            headroom.append(f"| **mean** | | | | {mean('gap'):.2f} | {mean('gap_restyled'):.2f} | |")
+            lines += [*headroom, ""]
+        if seed != 0:  # seed-to-seed differences on the pairs both seeds have
+            both = sorted(set(summary[key]) & set(summary.get("headroom", {})))
+            for field in ("finetune", "gap", "gap_restyled"):
+                diffs = [summary[key][p][field] - summary["headroom"][p][field] for p in both]
+                if diffs:
+                    lines.append(f"seed {seed} − seed 0, {field}: " + ", ".join(f"{p} {d:+.2f}" for p, d in
+                                 zip(both, diffs)) + f" (mean |difference| {np.mean(np.abs(diffs)):.2f})")  # fmt: skip
+            lines.append("")
 
     acte_lines = ["## ACTE focus map against the shift mask (held-out scenes)", "",
                   "| pair | seed | AUROC pooled | AUROC per image |", "|---|---|---|---|"]  # fmt: skip
