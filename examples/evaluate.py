@@ -44,8 +44,7 @@ def main(argv=None):
     accelerator = Accelerator()
     processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model, trust_remote_code=True).eval()
-    label2id = {name: i for i, name in model.config.id2label.items()}
-    label2id.update({str(i): i for i in model.config.id2label})
+    label2id = {**model.config.label2id, **{str(i): i for i in model.config.id2label}}
     unknown = [name for name in args.confusions if name not in label2id]
     if unknown:
         parser.error(

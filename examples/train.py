@@ -439,9 +439,13 @@ class AdversarialAlignment(torch.nn.Module):
         if self.level == "global":
             tokens, domains = tokens.mean(1, keepdim=True), domains[:, :1]
         if self.class_conditional:
-            patch = self.segmenter.config.patch_size
-            grid = (-(-pixel_values.shape[2] // patch), -(-pixel_values.shape[3] // patch))
-            probabilities = F.adaptive_avg_pool2d(out.logits.detach().softmax(1), grid).flatten(2).transpose(1, 2)
+            # Zero-padded as the segmenter pads its input (to `size_multiple`), then averaged over each token's patch.
+            probabilities = out.logits.detach().softmax(1)
+            multiple = self.segmenter.size_multiple
+            probabilities = F.pad(
+                probabilities, (0, -probabilities.shape[3] % multiple, 0, -probabilities.shape[2] % multiple)
+            )
+            probabilities = F.avg_pool2d(probabilities, self.segmenter.config.patch_size).flatten(2).transpose(1, 2)
             tokens = (tokens[..., :, None] * probabilities[..., None, :]).flatten(2)
         weights = torch.ones_like(domains)
         if self.level == "focus":

@@ -340,6 +340,16 @@ def test_class_conditional_alignment_conditions_each_token_on_its_class_probabil
         encoder_grad, -coefficient * model.vit.embeddings.patch_embeddings.projection.weight.grad
     )
 
+    # An input the segmenter pads (40 -> 48 px, 3 x 3 tokens): padded pixels count as no class.
+    padded_input = torch.randn(2, 3, 40, 40)
+    _, logs = wrapper(padded_input, torch.full((2, 40, 40), 255), torch.tensor([1, 0]))
+    out = model(padded_input, output_hidden_states=[4])
+    probabilities = F.pad(out.logits.softmax(1), (0, 8, 0, 8)).unflatten(2, (3, 16)).unflatten(4, (3, 16)).mean((3, 5))
+    joint = torch.einsum("bnd,bnc->bndc", out.hidden_states[4][:, 1:], probabilities.flatten(2).transpose(1, 2))
+    logits = wrapper.discriminator(joint.flatten(2))[..., 0]
+    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([1.0, 0.0])[:, None].expand_as(logits))
+    assert logs["domain_loss"] == pytest.approx(expected.item(), rel=1e-5)
+
     with pytest.raises(ValueError, match="needs the patch or focus level"):
         AdversarialAlignment(model, "global", weight=0.5, steps=10, class_conditional=True)
 
