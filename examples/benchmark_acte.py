@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tmt_hf import ACTEConfig, ACTEModel
+from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES
 from tmt_hf.configuration_acte import NORMALIZATIONS
 from tmt_hf.data import SegmentationTransform, load_domain
-from tmt_hf.metrics import shift_auroc
+from tmt_hf.metrics import binary_auroc, shift_auroc
 
 
 def batches(dataset, transform, batch_size, columns=("image", "label")):
@@ -78,6 +79,32 @@ def discriminator_accuracy(acte, parts) -> float:
             correct += ((logits > 0).long() == domain_label).sum().item()
             total += logits.numel()
     return correct / total
+
+
+@torch.no_grad()
+def shift_by_class(focus_maps, shift_masks, label_maps) -> dict:
+    """
+    Per class, where the focus map finds the shift and where it errs: the mean focus of the class's shifted and
+    unshifted pixels, and the AUROC of its shifted pixels against every unshifted pixel (of any class).
+    """
+    focus, shifted, labels = (np.concatenate(maps) for maps in (focus_maps, shift_masks, label_maps))
+    unshifted_focus = focus[~shifted]
+    by_class = {}
+    for index, name in enumerate(CITYSCAPES_CLASSES):
+        own = labels == index
+        if not own.any():
+            continue
+        positives, negatives = focus[own & shifted], focus[own & ~shifted]
+        entry = {"shifted_pixels": int(positives.size), "unshifted_pixels": int(negatives.size),
+                 "mean_focus_shifted": round(float(positives.mean()), 4) if positives.size else None,
+                 "mean_focus_unshifted": round(float(negatives.mean()), 4) if negatives.size else None,
+                 "auroc_vs_all_unshifted": None}  # fmt: skip
+        if positives.size and unshifted_focus.size:
+            scores = np.concatenate([positives, unshifted_focus])
+            truth = np.r_[np.ones(positives.size, bool), np.zeros(unshifted_focus.size, bool)]
+            entry["auroc_vs_all_unshifted"] = round(binary_auroc(scores, truth), 4)
+        by_class[name] = entry
+    return by_class
 
 
 @torch.no_grad()
@@ -181,7 +208,7 @@ def measure(acte, source_name, target_name, args, size):
     asa = {"acte": [0, 0], "grid": [0, 0]}
     correct = total = 0
     maps = {name: {"focus": [], "1 - t": []} for name in SCORING_VARIANTS}
-    masks = []
+    masks, target_labels = [], []
     original = {key: getattr(acte.config, key) for overrides in SCORING_VARIANTS.values() for key in overrides}
     for domain_label, name in enumerate((source_name, target_name)):
         data = load_domain(name, args.eval_split, num_samples=args.num_eval, synthetic_size=size)
@@ -201,6 +228,7 @@ def measure(acte, source_name, target_name, args, size):
             if domain_label == 0:
                 continue
             masks += [np.array(m).reshape(-1) > 127 for m in extra["shift_mask"]]
+            target_labels += list(labels.flatten(1).numpy())
             for variant, overrides in SCORING_VARIANTS.items():
                 scored = out  # the default scoring is the forward above
                 if overrides:
@@ -226,6 +254,7 @@ def measure(acte, source_name, target_name, args, size):
         "asa_acte": asa["acte"][0] / asa["acte"][1], "asa_equal_grid": asa["grid"][0] / asa["grid"][1],
         "regions_per_image": int((size[0] // acte.config.size_multiple) * (size[1] // acte.config.size_multiple)),
         "shift_auroc": shift,
+        "shift_by_class": shift_by_class(maps["default"]["focus"], masks, target_labels),
         "shifted_pixel_fraction": float(pooled_masks.mean()),
         "discriminator_accuracy": correct / total,
     }  # fmt: skip
@@ -291,6 +320,35 @@ def report_by_variant(paths, scoring: str = "default") -> str:
     return "\n".join(lines)
 
 
+def report_by_class(paths) -> str:
+    """Markdown: per target and class, `shift_by_class` averaged over the runs (seeds) given."""
+    runs = {}
+    for path in paths:
+        with open(path) as f:
+            for result in json.load(f):
+                if "shift_by_class" not in result:
+                    raise ValueError(f"{path} predates the per-class breakdown; run it again")
+                runs.setdefault(result["target"].split("/")[-1], []).append(result["shift_by_class"])
+    lines = ["| target | class | runs | shifted share of its pixels | mean focus, shifted | mean focus, unshifted | "
+             "AUROC of its shifted pixels vs all unshifted |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return f"{np.mean(values):.3f}" if values else "–"
+
+    for target, by_class in sorted(runs.items()):
+        for name in CITYSCAPES_CLASSES:
+            entries = [run[name] for run in by_class if name in run]
+            if not entries:
+                continue
+            share = np.mean([e["shifted_pixels"] / (e["shifted_pixels"] + e["unshifted_pixels"]) for e in entries])
+            lines.append(f"| {target} | {name} | {len(entries)} | {share:.2f} | "
+                         f"{mean([e['mean_focus_shifted'] for e in entries])} | "
+                         f"{mean([e['mean_focus_unshifted'] for e in entries])} | "
+                         f"{mean([e['auroc_vs_all_unshifted'] for e in entries])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 # The stopping rules compared on recorded trajectories: stop at the first monitored step >= MIN_STEPS whose monitor
 # accuracy reaches STOP_ACCURACY, else at the last recorded step.
 STOP_ACCURACIES = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
@@ -348,6 +406,9 @@ def main(argv=None):
     parser.add_argument("--report", nargs="+", default=None, help="only print the table of these result files")
     parser.add_argument(
         "--by_variant", action="store_true", help="with --report: average over runs per discriminator variant and pair"
+    )
+    parser.add_argument(
+        "--by_class", action="store_true", help="with --report: where the focus map finds the shift, per class"
     )
     parser.add_argument(
         "--stopping_rules", action="store_true", help="with --report: stopping rules applied to recorded trajectories"
@@ -414,6 +475,8 @@ def main(argv=None):
     if args.report:
         if args.stopping_rules:
             print(report_stopping_rules(args.report))
+        elif args.by_class:
+            print(report_by_class(args.report))
         elif args.by_variant:
             print(report_by_variant(args.report, args.scoring))
         else:

@@ -113,3 +113,37 @@ def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
     refused = subprocess.run([sys.executable, str(REPO / "examples" / "benchmark_acte.py"), "--stop_accuracy", "0.8"],
                              capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)  # fmt: skip
     assert refused.returncode != 0 and "--stop_accuracy needs --monitor_every" in refused.stderr
+
+
+def test_shift_by_class_splits_the_focus_map_by_class():
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from benchmark_acte import report_by_class, shift_by_class
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    # Class 0 (road): two unshifted pixels at focus 0.2 and 0.4. Class 13 (car): shifted at 0.9 and 0.8, found.
+    # Class 10 (sky): a shifted halo pixel at 0.1 that the map misses, and one unshifted pixel at 0.3.
+    labels = [np.array([0, 0, 13, 13]), np.array([10, 10])]
+    shifted = [np.array([False, False, True, True]), np.array([True, False])]
+    focus = [np.array([0.2, 0.4, 0.9, 0.8]), np.array([0.1, 0.3])]
+    by_class = shift_by_class(focus, shifted, labels)
+    assert set(by_class) == {"road", "sky", "car"}
+    assert by_class["car"] == {"shifted_pixels": 2, "unshifted_pixels": 0, "mean_focus_shifted": 0.85,
+                               "mean_focus_unshifted": None, "auroc_vs_all_unshifted": 1.0}  # fmt: skip
+    assert by_class["sky"]["auroc_vs_all_unshifted"] == 0.0 and by_class["sky"]["mean_focus_unshifted"] == 0.3
+    assert by_class["road"]["auroc_vs_all_unshifted"] is None and by_class["road"]["mean_focus_unshifted"] == 0.3
+
+
+def test_acte_report_by_class_averages_runs(tmp_path):
+    def result(auroc):
+        entry = {"shifted_pixels": 1, "unshifted_pixels": 3, "mean_focus_shifted": auroc,
+                 "mean_focus_unshifted": 0.5, "auroc_vs_all_unshifted": auroc}  # fmt: skip
+        return [{"target": "synthetic/fog", "shift_by_class": {"car": entry}}]
+
+    for seed, auroc in ((0, 0.6), (1, 0.9)):
+        (tmp_path / f"fog_seed{seed}.json").write_text(json.dumps(result(auroc)))
+    table = run("benchmark_acte.py", "--report", str(tmp_path / "fog_seed0.json"), str(tmp_path / "fog_seed1.json"),
+                "--by_class")  # fmt: skip
+    assert "| fog | car | 2 | 0.25 | 0.750 | 0.500 | 0.750 |" in table

@@ -42,7 +42,10 @@ def png_bytes(image):
 
 def test_handler_returns_masks_and_clear_errors(model_dirs):
     sys.path.insert(0, str(REPO / "examples"))
-    from handler import EndpointHandler
+    try:
+        from handler import EndpointHandler
+    finally:
+        sys.path.remove(str(REPO / "examples"))
 
     handler = EndpointHandler(str(model_dirs / "tmt"))
     raw = (model_dirs / "street.png").read_bytes()

@@ -465,7 +465,10 @@ def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     sys.path.insert(0, str(REPO / "examples"))
-    import train
+    try:
+        import train
+    finally:
+        sys.path.remove(str(REPO / "examples"))
 
     output = tmp_path / "out"
     shutil.copytree(trained[0], output)
