@@ -20,7 +20,7 @@ from tmt_hf.data import generator_version_of, restyled_classes
 
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
             "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
-            "ignore_source_labels", "class_conditional_alignment")  # fmt: skip
+            "ignore_source_labels", "class_conditional_alignment", "target_focus_weight")  # fmt: skip
 METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle")
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
 FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
@@ -106,6 +106,8 @@ def table(rows):
                 alignment += f", source labels {SOURCE_LABELS_NOTE[source_labels]}"
             if row.get("class_conditional_alignment") and alignment not in ("—", "none"):
                 alignment += ", class-conditional"
+            if row.get("target_focus_weight") and with_map:
+                alignment += f", target labels weighted 1 + {row['target_focus_weight']:g} × focus"
             lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
                          f"| {row['transfer_steps']} "
                          f"| {labelled} | {100 * metrics['mean_iou']:.2f} "

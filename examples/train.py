@@ -17,7 +17,8 @@ ACTE's map, at training and evaluation, an upper bound on what a better estimato
 image-level or patch-level adversarial alignment); `--alignment focus` gives the TMA methods the focus-weighted
 alignment (see AdversarialAlignment), their default: TMT is then the paper's three parts (ACTE, TMA and region-level
 alignment). `--source_labels none` keeps the source images for the alignment but drops their labels; `focused` weights
-each source pixel's loss by its focus map, `focused_shuffled` by another source image's (ablations).
+each source pixel's loss by its focus map, `focused_shuffled` by another source image's (ablations);
+`--target_focus_weight B` weights each labelled target pixel's loss by 1 + B × its focus.
 TMT trains on ACTE's maps computed once per image (`with_focus_maps`).
 
 Outputs: OUTPUT_DIR/{source,acte,tmt,finetune}/ (save_pretrained folders with processor and model card),
@@ -159,6 +160,14 @@ def parse_args(argv=None):
         "pixels: importance weighting towards the regions ACTE finds target-like; 'focused_shuffled' (its control) "
         "gives each source image the weights of the one before it in the batch, cyclically (ablations of the "
         "source-label replay)",
+    )
+    parser.add_argument(
+        "--target_focus_weight",
+        type=float,
+        default=0.0,
+        help="map methods (tmt, patch, oracle): weight each labelled target pixel's loss by 1 + this × its focus, "
+        "normalised to mean 1 over the batch's labelled target pixels, so that the few target labels teach the "
+        "regions whose transfer is hard first (0: unweighted)",
     )
     parser.add_argument(
         "--transfer_tma_init",
@@ -316,6 +325,11 @@ def validate_args(args):
     if args.source_labels.startswith("focused") and not set(args.method) <= set(TMA_METHODS):
         sys.exit(f"--source_labels {args.source_labels} needs a focus map: only the TMA methods (tmt, patch, "
                  f"oracle) have one, got {' '.join(args.method)}")  # fmt: skip
+    if args.target_focus_weight < 0:
+        sys.exit(f"--target_focus_weight must be >= 0, got {args.target_focus_weight}")
+    if args.target_focus_weight and not set(args.method) <= set(TMA_METHODS):
+        sys.exit(f"--target_focus_weight needs a focus map: only the TMA methods (tmt, patch, oracle) have one, got "
+                 f"{' '.join(args.method)}")  # fmt: skip
     if "oracle" in args.method and not args.target.startswith("synthetic/"):
         sys.exit("--method oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
@@ -374,6 +388,26 @@ def segmentation_loss(model, batch):
         pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=batch.get("focus")
     ).loss
     return loss, {"loss": loss.item()}
+
+
+def focus_weights(focus, labels, strength):
+    """Per-pixel loss weights `1 + strength · focus`, normalised to mean 1 over the labelled pixels."""
+    weights = 1 + strength * focus
+    return weights / weights[labels != IGNORE_INDEX].mean().clamp_min(1e-6)
+
+
+def focus_weighted_segmentation_loss(strength):
+    """`segmentation_loss` with each labelled pixel's cross-entropy weighted by `focus_weights` of the batch's map."""
+
+    def compute_loss(model, batch):
+        labels = batch["labels"]
+        logits = model(pixel_values=batch["pixel_values"], transferability_map=batch["focus"]).logits
+        pixel_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+        loss = (focus_weights(batch["focus"], labels, strength) * pixel_losses).sum()
+        loss = loss / (labels != IGNORE_INDEX).sum().clamp_min(1)
+        return loss, {"loss": loss.item()}
+
+    return compute_loss
 
 
 class GradientReversal(torch.autograd.Function):
@@ -466,7 +500,7 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
     draws the same; every process draws for all and keeps its own share). `auxiliary` holds both, with
     `domain_labels` (and `focus`, the map of the TMA methods); the labels of the unlabelled target images are
     dropped, and those of the source images too with --source_labels none; with `focused` the source pixels' losses
-    are weighted by their focus (see --source_labels).
+    are weighted by their focus (see --source_labels), and with --target_focus_weight the labelled target pixels'.
     """
     domains = torch.tensor(auxiliary["domain_labels"])
     pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
@@ -491,6 +525,11 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
             weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
             labelled = labels[sources] != IGNORE_INDEX
             weights[sources] = source_focus / source_focus[labelled].mean().clamp_min(1e-6)
+        if args.target_focus_weight:
+            targets = slice(0, len(batch["labels"]))
+            if weights is None:
+                weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
+            weights[targets] = focus_weights(focus[targets], labels[targets], args.target_focus_weight)
         domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
         return model(pixel_values, labels, domain_labels.to(device), focus, weights)
 
@@ -1070,6 +1109,8 @@ def main(argv=None):
             if not with_source_images:
                 trained = model
                 compute_loss = segmentation_loss
+                if args.target_focus_weight:
+                    compute_loss = focus_weighted_segmentation_loss(args.target_focus_weight)
             else:
                 _, _, auxiliary_transform = train_loader(auxiliary_data, args, args.seed + 3)
                 trained = AdversarialAlignment(

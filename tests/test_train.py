@@ -376,8 +376,11 @@ def test_pixel_weights_weight_each_labelled_pixels_loss(monkeypatch):
     torch.testing.assert_close(weighted, (weights * pixel_losses).sum() / (labels != 255).sum())
 
 
-@pytest.mark.parametrize("source_labels", ["all", "none", "focused", "focused_shuffled"])
-def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, source_labels):
+@pytest.mark.parametrize(
+    "source_labels, target_focus_weight",
+    [("all", 0.0), ("none", 0.0), ("focused", 0.0), ("focused_shuffled", 0.0), ("all", 2.0), ("focused", 2.0)],
+)
+def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, source_labels, target_focus_weight):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     from train import alignment_loss
 
@@ -394,7 +397,7 @@ def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, sourc
         def __getitem__(self, key):
             return [e["domain_labels"] for e in self] if key == "domain_labels" else super().__getitem__(key)
 
-    args = argparse.Namespace(batch_size=4, source_labels=source_labels)
+    args = argparse.Namespace(batch_size=4, source_labels=source_labels, target_focus_weight=target_focus_weight)
     accelerator = argparse.Namespace(process_index=0, num_processes=1)
     compute_loss = alignment_loss(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), args,
                                   accelerator)  # fmt: skip
@@ -405,12 +408,40 @@ def test_alignment_batches_keep_target_and_source_labels_only(monkeypatch, sourc
     assert torch.equal(maps[4:6], torch.stack([focus, focus.flip(1)]))
     assert (labels[:4] == 3).all() and (labels[6:] == IGNORE_INDEX).all()
     assert (labels[4:6] == (IGNORE_INDEX if source_labels == "none" else 1)).all()
+    if not source_labels.startswith("focused") and not target_focus_weight:
+        assert weights is None
+        return
+    assert (weights[6:] == 1).all()
     if source_labels.startswith("focused"):  # source pixels weighted by focus / its mean over them (0.25)
         own = torch.stack([focus, focus.flip(1)]) * 4
         torch.testing.assert_close(weights[4:6], own if source_labels == "focused" else own.flip(0))
-        assert (weights[:4] == 1).all() and (weights[6:] == 1).all()
     else:
-        assert weights is None
+        assert (weights[4:6] == 1).all()
+    # Labelled target pixels: 1 + 2 × focus (1 on the left, 2 on the right) over its mean 1.5.
+    expected = (1 + target_focus_weight * focus) / 1.5 if target_focus_weight else torch.ones(8, 8)
+    torch.testing.assert_close(weights[:4], expected.expand(4, 8, 8))
+
+
+def test_focus_weighted_segmentation_loss(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import focus_weighted_segmentation_loss, segmentation_loss
+
+    from tmt_hf import TMTConfig, TMTForSemanticSegmentation
+
+    torch.manual_seed(0)
+    model = TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32, tma_init=0.5)).eval()
+    focus = torch.rand(2, 32, 32)
+    labels = torch.randint(19, (2, 32, 32))
+    labels[0, :4] = 255
+    batch = {"pixel_values": torch.randn(2, 3, 32, 32), "labels": labels, "focus": focus}
+    plain, _ = segmentation_loss(model, batch)
+    unweighted, _ = focus_weighted_segmentation_loss(0.0)(model, batch)
+    torch.testing.assert_close(unweighted, plain)  # strength 0: the segmenter's own loss
+    weighted, _ = focus_weighted_segmentation_loss(3.0)(model, batch)
+    logits = model(pixel_values=batch["pixel_values"], transferability_map=focus).logits
+    pixel_losses = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+    weights = (1 + 3 * focus) / (1 + 3 * focus)[labels != 255].mean()
+    torch.testing.assert_close(weighted, (weights * pixel_losses).sum() / (labels != 255).sum())
 
 
 def test_cached_focus_maps_are_actes_maps(monkeypatch):
@@ -573,6 +604,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--method", "tmt", "--alignment", "none", "--source_labels", "none"], "--source_labels none applies"),
         (["--method", "source_replay", "tmt", "--source_labels", "none"], "--source_labels none applies"),
         (["--method", "align_patch", "tmt", "--source_labels", "focused"], "--source_labels focused needs a focus"),
+        (["--method", "finetune", "oracle", "--target_focus_weight", "1"], "--target_focus_weight needs a focus map"),
+        (["--method", "oracle", "--target_focus_weight", "-1"], "--target_focus_weight must be >= 0"),
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
