@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tmt_hf import ACTEConfig, ACTEModel
-from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES
 from tmt_hf.configuration_acte import NORMALIZATIONS
+from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES
 from tmt_hf.data import SegmentationTransform, load_domain
 from tmt_hf.metrics import binary_auroc, shift_auroc
 

@@ -120,7 +120,7 @@ def test_shift_by_class_splits_the_focus_map_by_class():
 
     sys.path.insert(0, str(REPO / "examples"))
     try:
-        from benchmark_acte import report_by_class, shift_by_class
+        from benchmark_acte import shift_by_class
     finally:
         sys.path.remove(str(REPO / "examples"))
     # Class 0 (road): two unshifted pixels at focus 0.2 and 0.4. Class 13 (car): shifted at 0.9 and 0.8, found.
