@@ -1,6 +1,7 @@
 """Tables of the v3 and v4 runs from results/*.json (METHOD-SOURCE2TARGET-seedN.json, one train.py results.json each:
 the device benchmark of run_device.py and the CPU runs): the quick pairs with every method (in a folder of finetune
-and TMT runs only, with those two; in one without TMT runs, finetune, align_patch and the oracle map); the headroom
+and TMT runs only, with those two; in one without TMT runs, finetune, align_patch and the oracle map, and finetune
+against the oracle map over every seed that has both); the headroom
 (alltarget-*.json against finetune-*.json, seed 0); for each seed that has runs beyond the quick pairs, finetune against TMT over all
 its pairs, and then over every pair and seed, each with
 TMT's gain by source and target domain and its correlation with the ACTE map's AUROC; the pooled table also with
@@ -154,6 +155,11 @@ def main(folder):
                     ["finetune", "align_patch", "oracle"],
                 )
             ]
+            if not any("tmt" in unit for unit in units.values())
+            else []
+        ),  # fmt: skip
+        *(
+            [("Quick pairs with the oracle map, every seed", QUICK, None, ["finetune", "oracle"])]
             if not any("tmt" in unit for unit in units.values())
             else []
         ),  # fmt: skip
