@@ -4,7 +4,8 @@
    equal-sized grid with the same number of regions;
 2. shift detection: AUROC of the focus map (what TMA receives) and of 1 - transferability against the generator's
    per-pixel shift mask on held-out target images, pooled over all pixels and as the mean of per-image AUROCs
-   (target: >= 0.80). The same trained ACTE is also scored with the earlier formulas (`SCORING_VARIANTS`);
+   (target: >= 0.80), and per class (`shift_by_class`). The same trained ACTE is also scored with the earlier
+   formulas (`SCORING_VARIANTS`);
 3. held-out discriminator accuracy on both domains.
 
     python examples/benchmark_acte.py                                   # clear -> night, fog, rain, autumn
@@ -12,6 +13,7 @@
     python examples/benchmark_acte.py --report examples/results/acte/*.json      # the README table from saved JSON
     python examples/benchmark_acte.py --steps 450 --monitor_every 50 --ema_decay 0.99 --output F   # trajectories
     python examples/benchmark_acte.py --report F --stopping_rules         # stopping rules read off the trajectories
+    python examples/benchmark_acte.py --report F --by_class               # where the map finds the shift, per class
 
 Selection uses `--eval_split validation` (the default); report with `--eval_split test`.
 """
@@ -81,7 +83,6 @@ def discriminator_accuracy(acte, parts) -> float:
     return correct / total
 
 
-@torch.no_grad()
 def shift_by_class(focus_maps, shift_masks, label_maps) -> dict:
     """
     Per class, where the focus map finds the shift and where it errs: the mean focus of the class's shifted and

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 TINY_TRAIN = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "8", "--num_target_unlabeled",
@@ -63,6 +65,11 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
         for variant in report["shift_auroc"].values():  # focus map and 1 - t, pooled and per image
             assert 0 <= variant["focus pooled"] <= 1 and 0 <= variant["1 - t pooled"] <= 1
             assert all(variant[k] is None or 0 <= variant[k] <= 1 for k in ("focus per_image", "1 - t per_image"))
+        by_class = report["shift_by_class"]  # every evaluated target pixel is counted once, under its class
+        assert sum(e["shifted_pixels"] + e["unshifted_pixels"] for e in by_class.values()) == 4 * 64 * 128
+        assert all(
+            e["auroc_vs_all_unshifted"] is None or 0 <= e["auroc_vs_all_unshifted"] <= 1 for e in by_class.values()
+        )
     # A second seed: the by-variant report averages the two runs of each pair.
     run("benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
         "--targets", "synthetic/night", "--seed", "1", "--output", str(tmp_path / "acte_seed1.json"))  # fmt: skip
@@ -116,8 +123,6 @@ def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
 
 
 def test_shift_by_class_splits_the_focus_map_by_class():
-    import numpy as np
-
     sys.path.insert(0, str(REPO / "examples"))
     try:
         from benchmark_acte import shift_by_class
