@@ -390,21 +390,25 @@ def segmentation_loss(model, batch):
     return loss, {"loss": loss.item()}
 
 
-def focus_weights(focus, labels, strength):
-    """Per-pixel loss weights `1 + strength · focus`, normalised to mean 1 over the labelled pixels."""
-    weights = 1 + strength * focus
+def mean_one_over_labelled(weights, labels):
+    """Per-pixel loss weights rescaled to mean 1 over the labelled pixels (`labels != IGNORE_INDEX`)."""
     return weights / weights[labels != IGNORE_INDEX].mean().clamp_min(1e-6)
 
 
+def weighted_cross_entropy(logits, labels, weights):
+    """Cross-entropy with each labelled pixel's term multiplied by `weights`, averaged over the labelled pixels."""
+    pixel_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    return (weights * pixel_losses).sum() / (labels != IGNORE_INDEX).sum().clamp_min(1)
+
+
 def focus_weighted_segmentation_loss(strength):
-    """`segmentation_loss` with each labelled pixel's cross-entropy weighted by `focus_weights` of the batch's map."""
+    """`segmentation_loss` with each labelled pixel's cross-entropy weighted by 1 + `strength` × the batch's map,
+    rescaled to mean 1 over the labelled pixels."""
 
     def compute_loss(model, batch):
         labels = batch["labels"]
         logits = model(pixel_values=batch["pixel_values"], transferability_map=batch["focus"]).logits
-        pixel_losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
-        loss = (focus_weights(batch["focus"], labels, strength) * pixel_losses).sum()
-        loss = loss / (labels != IGNORE_INDEX).sum().clamp_min(1)
+        loss = weighted_cross_entropy(logits, labels, mean_one_over_labelled(1 + strength * batch["focus"], labels))
         return loss, {"loss": loss.item()}
 
     return compute_loss
@@ -460,9 +464,7 @@ class AdversarialAlignment(torch.nn.Module):
                              output_hidden_states=[last] if self.level else None)  # fmt: skip
         loss = out.loss
         if pixel_weights is not None:
-            valid = (labels != IGNORE_INDEX).sum().clamp_min(1)
-            pixel_losses = F.cross_entropy(out.logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
-            loss = (pixel_weights * pixel_losses).sum() / valid
+            loss = weighted_cross_entropy(out.logits, labels, pixel_weights)
         logs = {"segmentation_loss": loss.item()}
         if not self.level:
             return loss, logs
@@ -518,18 +520,16 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
         sources = slice(len(batch["labels"]), len(batch["labels"]) + count)
         labels[sources.stop :] = IGNORE_INDEX  # the unlabelled target images
         weights = None
+        if args.source_labels.startswith("focused") or args.target_focus_weight:
+            weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
         if args.source_labels == "none":
             labels[sources] = IGNORE_INDEX
         elif args.source_labels.startswith("focused"):
             source_focus = focus[sources] if args.source_labels == "focused" else focus[sources].roll(1, dims=0)
-            weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
-            labelled = labels[sources] != IGNORE_INDEX
-            weights[sources] = source_focus / source_focus[labelled].mean().clamp_min(1e-6)
+            weights[sources] = mean_one_over_labelled(source_focus, labels[sources])
         if args.target_focus_weight:
             targets = slice(0, len(batch["labels"]))
-            if weights is None:
-                weights = torch.ones(labels.shape, dtype=focus.dtype, device=device)
-            weights[targets] = focus_weights(focus[targets], labels[targets], args.target_focus_weight)
+            weights[targets] = mean_one_over_labelled(1 + args.target_focus_weight * focus[targets], labels[targets])
         domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
         return model(pixel_values, labels, domain_labels.to(device), focus, weights)
 

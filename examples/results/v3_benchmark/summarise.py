@@ -153,13 +153,9 @@ def main(folder):
                     QUICK,
                     None,
                     ["finetune", "align_patch", "oracle"],
-                )
+                ),
+                ("Quick pairs with the oracle map, every seed", QUICK, None, ["finetune", "oracle"]),
             ]
-            if not any("tmt" in unit for unit in units.values())
-            else []
-        ),  # fmt: skip
-        *(
-            [("Quick pairs with the oracle map, every seed", QUICK, None, ["finetune", "oracle"])]
             if not any("tmt" in unit for unit in units.values())
             else []
         ),  # fmt: skip
