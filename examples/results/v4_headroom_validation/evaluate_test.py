@@ -11,7 +11,6 @@ models with the generator's shift mask as their map). The run's results.json is 
 Before any test scene is read, it checks that evaluate.py reproduces one run's committed validation mIoU.
 """
 
-import copy
 import glob
 import json
 import os
@@ -58,7 +57,7 @@ def main(runs_folder: str):
         if not os.path.exists(os.path.join(folder, "results.json")):
             print(f"skipped {name}: not finished")
             continue
-        results = copy.deepcopy(json.load(open(os.path.join(folder, "results.json"))))
+        results = json.load(open(os.path.join(folder, "results.json")))
         args = results["args"]
         method = "oracle" if kind == "oracle" else "finetune"
         results[method]["target_val"] = metrics_on(os.path.join(folder, method), args["target"], "test",
