@@ -212,6 +212,7 @@ def main(folder):
 
     summary["headroom"] = {}  # seed 0's; other seeds under headroom_seed<S>
     headroom_seeds = sorted({int(name.rsplit("-seed", 1)[1]) for name in results if name.startswith("alltarget-")})
+    every_seed = []  # the headroom entries of every (pair, seed)
     for seed in headroom_seeds:
         key = "headroom" if seed == 0 else f"headroom_seed{seed}"
         headroom = [f"## Headroom (seed {seed}): all the target's labelled images against finetune's few", "",
@@ -237,6 +238,7 @@ def main(folder):
             }  # fmt: skip
             headroom.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} ({count}) | "
                          f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |")  # fmt: skip
+        every_seed += summary[key].values()
         if summary[key]:
             mean = lambda field: np.mean([h[field] for h in summary[key].values()])  # noqa: E731
             headroom.append(f"| **mean** | | | | {mean('gap'):.2f} | {mean('gap_restyled'):.2f} | |")
@@ -249,9 +251,6 @@ def main(folder):
                     lines.append(f"seed {seed} − seed 0, {field}: " + ", ".join(f"{p} {d:+.2f}" for p, d in
                                  zip(both, diffs)) + f" (mean |difference| {np.mean(np.abs(diffs)):.2f})")  # fmt: skip
             lines.append("")
-    every_seed = [
-        h for seed in headroom_seeds for h in summary["headroom" if seed == 0 else f"headroom_seed{seed}"].values()
-    ]
     if len(headroom_seeds) > 1 and every_seed:
         gaps = np.array([h["gap"] for h in every_seed])
         low, high = paired_bootstrap(gaps)
