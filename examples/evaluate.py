@@ -5,7 +5,8 @@
     python examples/evaluate.py --model outputs/tmt-clear2night/oracle --data synthetic/night --shift_mask_as_map \
         --confusions bus truck train
 
-`--confusions` adds, for each named class, where its pixels went: the shares of its labelled pixels predicted as
+mIoU is averaged over the classes the dataset labels: a registered benchmark's (CamVid: 11 of the 19), otherwise the
+classes its labels hold. `--confusions` adds, for each named class, where its pixels went: the shares of its labelled pixels predicted as
 each class (the four largest), i.e. rows of the confusion matrix.
 
 Runs on any number of processes: predictions are gathered with `gather_for_metrics`, so every process count gives
@@ -20,7 +21,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from tmt_hf.data import SegmentationTransform, collate, load_domain
+from tmt_hf.data import SegmentationTransform, collate, labelled_classes, load_domain
 from tmt_hf.metrics import MeanIoU
 
 
@@ -28,7 +29,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a save_pretrained folder or Hub id")
     parser.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
-    parser.add_argument("--split", default="validation")
+    parser.add_argument("--split", default="validation", help="a split, or a row range of one (train[42:])")
+    parser.add_argument("--data_dir", default=None, help="folder of a benchmark read from local files (camvid)")
     parser.add_argument("--num_samples", type=int, default=None)
     parser.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="default: the model's image processor size")  # fmt: skip
@@ -52,7 +54,8 @@ def main(argv=None):
         )
     size = tuple(args.image_size) if args.image_size else (processor.size["height"], processor.size["width"])
     with accelerator.main_process_first():
-        dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size)
+        dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size,
+                              data_dir=args.data_dir)  # fmt: skip
     if args.shift_mask_as_map:
         if model.config.model_type != "tmt":
             parser.error(f"--shift_mask_as_map needs a TMT model, whose TMA reads a map; {args.model} is a "
@@ -69,17 +72,19 @@ def main(argv=None):
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
     model, loader = accelerator.prepare(model, loader)
 
-    metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index)
+    metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index, labelled_classes(args.data))
     with torch.no_grad():
         for batch in loader:
             maps = {"transferability_map": batch["focus"]} if args.shift_mask_as_map else {}
             predictions = model(pixel_values=batch["pixel_values"], **maps).logits.argmax(dim=1)
             metric.update(*accelerator.gather_for_metrics((predictions, batch["labels"])))
+    if metric.classes is None:  # a Hub id or local path: the classes its labels hold
+        metric.classes = [c for c in range(model.config.num_labels) if metric.confusion[c].sum() > 0]
     result = metric.compute()
     id2label = model.config.id2label
     report = {
         "model": args.model, "data": args.data, "split": args.split, "num_images": len(dataset),
-        "mean_iou": result["mean_iou"], "mean_accuracy": result["mean_accuracy"],
+        "classes": [id2label[c] for c in metric.classes], "mean_iou": result["mean_iou"], "mean_accuracy": result["mean_accuracy"],
         "overall_accuracy": result["overall_accuracy"],
         "per_category_iou": {id2label[i]: (None if v != v else float(v)) for i, v in enumerate(result["per_category_iou"])},
     }  # fmt: skip

@@ -343,3 +343,82 @@ def test_auroc_matches_the_pairwise_definition():
     result = shift_auroc(maps, masks)
     assert result["pooled"] == pytest.approx(expected)
     assert result["per_image"] == pytest.approx((binary_auroc(maps[0], masks[0]) + binary_auroc(maps[1], masks[1])) / 2)
+
+
+def _segnet_camvid(root, frames):
+    """A tiny CamVid in SegNet's layout: `<split>/<frame>.png` images, `<split>annot/<frame>.png` ids 0-10, 11 void."""
+    rng = np.random.default_rng(2)
+    raw = {}
+    for split, names in frames.items():
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for name in names:
+            raw[name] = rng.integers(0, 12, (12, 16)).astype(np.uint8)
+            Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(root / split / f"{name}.png")
+            Image.fromarray(raw[name]).save(root / f"{split}annot" / f"{name}.png")
+    return raw
+
+
+def test_camvid_reads_the_segnet_layout_split_by_sequence(tmp_path):
+    from tmt_hf.data import CAMVID_CLASSES, labelled_classes
+
+    frames = {"train": ["0001TP_006690", "0006R0_f01290", "0016E5_00390", "0001TP_006720"],
+              "val": ["0016E5_07959", "0001TP_008550"], "test": ["Seq05VD_f00000"]}  # fmt: skip
+    raw = _segnet_camvid(tmp_path, frames)
+    dusk = load_domain("camvid/dusk", "train", data_dir=str(tmp_path))
+    day = load_domain("camvid/day", "train", data_dir=str(tmp_path))
+    both = load_domain("camvid", "train", data_dir=str(tmp_path))
+    assert (len(dusk), len(day), len(both)) == (2, 2, 4)
+    assert len(load_domain("camvid/day", "validation", data_dir=str(tmp_path))) == 1  # val/ and valannot/
+    assert len(load_domain("camvid/day", "test", data_dir=str(tmp_path))) == 1  # Seq05VD is a daytime sequence
+    # Frames in name order; ids mapped to train ids: sky 0 -> 10, road 3 -> 0, bicyclist 10 -> rider 12, void 11 -> 255.
+    expected = {0: 10, 1: 2, 2: 5, 3: 0, 4: 1, 5: 8, 6: 7, 7: 4, 8: 13, 9: 11, 10: 12, 11: 255}
+    for row, name in zip(dusk, ["0001TP_006690", "0001TP_006720"]):
+        np.testing.assert_array_equal(np.asarray(row["label"]), np.vectorize(expected.get)(raw[name]))
+        assert row["image"].mode == "RGB" and row["image"].size == (16, 12)
+    assert labelled_classes("camvid/dusk") == CAMVID_CLASSES and len(CAMVID_CLASSES) == 11
+    assert labelled_classes("synthetic/night") == tuple(range(19)) and labelled_classes(str(tmp_path)) is None
+    # A row range carves a split out of another, in dataset order.
+    tail = load_domain("camvid/day", "train[1:]", data_dir=str(tmp_path))
+    assert len(tail) == 1 and np.array_equal(np.asarray(tail[0]["label"]), np.asarray(day[1]["label"]))
+    with pytest.raises(ValueError, match="pass data_dir="):
+        load_domain("camvid/dusk", "train")
+    with pytest.raises(ValueError, match="expected `train/` and `trainannot/`"):
+        load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "train"))
+    with pytest.raises(ValueError, match="no frames of the sequences"):
+        load_domain("camvid/dusk", "test", data_dir=str(tmp_path))
+    (tmp_path / "valannot" / "0016E5_07959.png").unlink()
+    with pytest.raises(ValueError, match="no label in valannot/"):
+        load_domain("camvid/day", "validation", data_dir=str(tmp_path))
+
+
+def test_row_ranges_of_a_split(tmp_path):
+    from tmt_hf.data import parse_split
+
+    assert parse_split("train[:20]") == ("train", slice(None, 20))
+    assert parse_split("train[42:]") == ("train", slice(42, None))
+    assert parse_split("validation") == ("validation", None)
+    with pytest.raises(ValueError, match="row range such as"):
+        parse_split("train[a:b]")
+    scenes = load_domain("synthetic/night", "validation[2:5]", synthetic_size=(32, 64))
+    full = load_domain("synthetic/night", "validation", num_samples=5, synthetic_size=(32, 64))
+    assert len(scenes) == 3
+    np.testing.assert_array_equal(np.asarray(scenes[0]["label"]), np.asarray(full[2]["label"]))
+    assert len(load_domain("synthetic/night", "validation[2:5]", num_samples=2, synthetic_size=(32, 64))) == 2
+    with pytest.raises(ValueError, match="is empty"):
+        load_domain("synthetic/night", "validation[200:]", synthetic_size=(32, 64))
+
+
+def test_mean_iou_over_the_classes_a_dataset_labels():
+    # Three classes labelled (0, 1, 2); the model also predicts class 3, which the dataset never labels.
+    references = torch.tensor([0, 0, 1, 1, 2, 2, 255])
+    predictions = torch.tensor([0, 3, 1, 1, 2, 0, 3])
+    everything, labelled = MeanIoU(4), MeanIoU(4, classes=[0, 1, 2])
+    for metric in (everything, labelled):
+        metric.update(predictions, references)
+    iou = [1 / 3, 1.0, 0.5]  # class 0: 1 hit of 3 (a miss to 3, a false positive from 2); 1: exact; 2: 1 of 2
+    assert labelled.compute()["mean_iou"] == pytest.approx(np.mean(iou))
+    assert np.isnan(labelled.compute()["per_category_iou"][3])
+    assert everything.compute()["mean_iou"] == pytest.approx(np.mean([*iou, 0.0]))  # 3's IoU of 0 drags the mean
+    with pytest.raises(ValueError, match="classes must lie in"):
+        MeanIoU(4, classes=[4])

@@ -106,8 +106,11 @@ def tmt_model_card(
         "tmt": "a TMT segmenter: a ViT whose self-attention is modulated, in every layer, by ACTE's region "
         "transferability focus map (Transferable Masked Attention)",
         "finetune": "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off",
-        "patch": "the patch-level baseline of TMT: TMA fed ACTE's discriminator scores on an equal-sized patch grid "
-        "instead of adaptive regions",
+        "tmt_paper": "a TMT segmenter from the paper-faithful transfer stage (our reconstruction): a ViT whose "
+        "self-attention is modulated, in every layer, by ACTE's region transferability focus map (Transferable Masked "
+        "Attention), trained with a focus-weighted adversarial alignment",
+        "align_patch": "the map-free comparator of TMT: the same ViT segmenter and budget, TMA switched off, with a "
+        "patch-level adversarial alignment on source and unlabelled target images",
     }[method]
     acte_line = ""
     if acte_repo_id:

@@ -12,11 +12,16 @@ class MeanIoU:
     `ignore_index` are skipped. With Accelerate, pass `accelerator.gather_for_metrics((predictions, references))`, so
     that N processes count each pixel once. `compute()` returns `mean_iou`, `mean_accuracy`, `overall_accuracy`,
     `per_category_iou` and `per_category_accuracy`; classes absent from both predictions and references are NaN and
-    left out of the means.
+    left out of the means. `classes` (optional) restricts the means to the classes a dataset labels (CamVid labels 11
+    of the 19 Cityscapes classes): the others are NaN in the per-class results, and a prediction of one of them still
+    counts as an error of the labelled class it hit.
     """
 
-    def __init__(self, num_labels: int, ignore_index: int = 255):
+    def __init__(self, num_labels: int, ignore_index: int = 255, classes=None):
         self.num_labels, self.ignore_index = num_labels, ignore_index
+        self.classes = None if classes is None else sorted(set(int(c) for c in classes))
+        if self.classes is not None and not all(0 <= c < num_labels for c in self.classes):
+            raise ValueError(f"classes must lie in [0, {num_labels}), got {self.classes}")
         self.confusion = torch.zeros(num_labels, num_labels, dtype=torch.int64)
 
     def reset(self) -> None:
@@ -49,6 +54,9 @@ class MeanIoU:
             accuracy = (true_positive / reference_total).numpy()
         iou[union.numpy() == 0] = np.nan
         accuracy[reference_total.numpy() == 0] = np.nan
+        if self.classes is not None:
+            unlabelled = np.setdiff1d(np.arange(self.num_labels), self.classes)
+            iou[unlabelled] = accuracy[unlabelled] = np.nan
         total = confusion.sum().item()
         return {
             "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),

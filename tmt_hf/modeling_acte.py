@@ -208,6 +208,35 @@ def scatter_to_regions(position_values: torch.Tensor, cell_size: int) -> torch.T
     return F.fold(per_cell.flatten(2), (grid_h, grid_w), kernel_size=3, padding=1)
 
 
+def neighbour_dot(region_values: torch.Tensor, position_values: torch.Tensor, cell_size: int) -> torch.Tensor:
+    """
+    `Σ_C region_values[:, C, r] · position_values[:, C, p]` for every position p and each of the 3x3 region centres r
+    around its cell: (B, C, gh, gw) and (B, C, gh * c, gw * c) -> (B, 9, gh * c, gw * c). The same as
+    `(gather_neighbours(region_values, c) * position_values.unsqueeze(2)).sum(dim=1)`, as one batched matrix product
+    per cell instead of a (B, C, 9, h, w) intermediate.
+    """
+    batch, channels, grid_h, grid_w = region_values.shape
+    c = cell_size
+    neighbours = F.unfold(region_values, kernel_size=3, padding=1).view(batch, channels, 9, grid_h, grid_w)
+    positions = position_values.reshape(batch, channels, grid_h, c, grid_w, c)
+    return torch.einsum("bckij,bciujv->bkiujv", neighbours, positions).reshape(batch, 9, grid_h * c, grid_w * c)
+
+
+def assignment_weighted_sum(assignments: torch.Tensor, position_values: torch.Tensor, cell_size: int) -> torch.Tensor:
+    """
+    `Σ_p a(p, r) · v(p)` for every region r, over the positions whose 3x3 neighbourhood holds r: assignments
+    (B, 9, h, w) and values (B, C, h, w) -> (B, C, gh, gw). The same as
+    `scatter_to_regions(assignments.unsqueeze(1) * position_values.unsqueeze(2), c)`, without the (B, C, 9, h, w)
+    intermediate.
+    """
+    batch, channels, height, width = position_values.shape
+    c = cell_size
+    grid_h, grid_w = height // c, width // c
+    per_cell = torch.einsum("bkiujv,bciujv->bckij", assignments.reshape(batch, 9, grid_h, c, grid_w, c),
+                            position_values.reshape(batch, channels, grid_h, c, grid_w, c))  # fmt: skip
+    return F.fold(per_cell.reshape(batch, channels * 9, grid_h * grid_w), (grid_h, grid_w), kernel_size=3, padding=1)
+
+
 class ACTEClustering(nn.Module):
     """
     The paper's differentiable clustering. Seeds are the cells of a c x c grid; each position starts in its own
@@ -225,7 +254,7 @@ class ACTEClustering(nn.Module):
         self.kappa = config.kappa
 
     def region_features(self, features: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
-        weighted = scatter_to_regions(assignments.unsqueeze(1) * features.unsqueeze(2), self.cell_size)
+        weighted = assignment_weighted_sum(assignments, features, self.cell_size)
         mass = scatter_to_regions(assignments.unsqueeze(1), self.cell_size)
         return weighted / mass.clamp_min(1e-6)
 
@@ -241,7 +270,7 @@ class ACTEClustering(nn.Module):
         unit_features = F.normalize(features, dim=1)
         for _ in range(self.num_iterations):
             centres = F.normalize(self.region_features(features, assignments), dim=1)
-            cosine = (gather_neighbours(centres, c) * unit_features.unsqueeze(2)).sum(dim=1)
+            cosine = neighbour_dot(centres, unit_features, c)
             logits = (self.kappa * cosine).masked_fill(~valid, float("-inf"))
             assignments = logits.softmax(dim=1)
         return assignments, self.region_features(features, assignments)
@@ -280,7 +309,11 @@ class ACTELocalDiscriminator(nn.Module):
 
 def spread_to_positions(region_values: torch.Tensor, assignments: torch.Tensor, cell_size: int) -> torch.Tensor:
     """`m(p) = Σ_r a(p, r) m(r)`: region values (B, C, gh, gw) -> position values (B, C, h, w)."""
-    return (gather_neighbours(region_values, cell_size) * assignments.unsqueeze(1)).sum(dim=2)
+    batch, channels, grid_h, grid_w = region_values.shape
+    c = cell_size
+    neighbours = F.unfold(region_values, kernel_size=3, padding=1).view(batch, channels, 9, grid_h, grid_w)
+    spread = torch.einsum("bckij,bkiujv->bciujv", neighbours, assignments.reshape(batch, 9, grid_h, c, grid_w, c))
+    return spread.reshape(batch, channels, grid_h * c, grid_w * c)
 
 
 class ACTEPreTrainedModel(PreTrainedModel):
@@ -385,7 +418,7 @@ class ACTEModel(ACTEPreTrainedModel):
                 class_probabilities = self.semantic_head(features.detach()).softmax(dim=1).detach()
             position_logits = self.discriminator(pixel_values.to(self.dtype), class_probabilities)
             domain_logits = (
-                scatter_to_regions(assignments.unsqueeze(1) * position_logits.unsqueeze(2), cell)
+                assignment_weighted_sum(assignments, position_logits, cell)
                 / scatter_to_regions(assignments.unsqueeze(1), cell).clamp_min(1e-6)
             )[:, 0]
         else:

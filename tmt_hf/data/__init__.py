@@ -2,12 +2,16 @@
 
 from .registry import (
     BENCHMARKS,
+    CAMVID_CLASSES,
+    CAMVID_TO_TRAIN_ID,
     CITYSCAPES_ID_TO_TRAIN_ID,
     MAPILLARY_TO_TRAIN_ID,
     SYNTHETIC_SPLIT_SIZES,
     Benchmark,
+    labelled_classes,
     load_domain,
     lookup_table,
+    parse_split,
 )
 from .synthetic import (
     DOMAINS,
@@ -24,6 +28,8 @@ SYNTHETIC_DOMAINS = [f"synthetic/{name}" for name in DOMAINS]
 
 __all__ = [
     "BENCHMARKS",
+    "CAMVID_CLASSES",
+    "CAMVID_TO_TRAIN_ID",
     "CITYSCAPES_ID_TO_TRAIN_ID",
     "DOMAINS",
     "GENERATOR_VERSION",
@@ -36,8 +42,10 @@ __all__ = [
     "SegmentationTransform",
     "collate",
     "generate_scene",
+    "labelled_classes",
     "load_domain",
     "lookup_table",
+    "parse_split",
     "generator_version_of",
     "restyled_classes",
     "scene_seed",

@@ -1,9 +1,11 @@
-"""Domain datasets through `datasets`: the five real driving benchmarks, the embedded generated benchmark, and any
-Hub id or local path, all returned with columns `image` (PIL RGB) and `label` (PIL mode L, Cityscapes train IDs)."""
+"""Domain datasets through `datasets`: the real driving benchmarks, CamVid read from its SegNet layout, the embedded
+generated benchmark, and any Hub id or local path, all returned with columns `image` (PIL RGB) and `label` (PIL mode
+L, Cityscapes train IDs)."""
 
 import glob
 import io
 import os
+import re
 from dataclasses import dataclass, field
 
 import datasets
@@ -75,9 +77,22 @@ MAPILLARY_TO_TRAIN_ID = lookup_table({
 })  # fmt: skip
 
 
+# CamVid's 11 classes in the SegNet release (0 sky, 1 building, 2 pole, 3 road, 4 pavement, 5 tree, 6 sign symbol,
+# 7 fence, 8 car, 9 pedestrian, 10 bicyclist; 11 void) -> Cityscapes train ids.
+CAMVID_TO_TRAIN_ID = lookup_table({0: 10, 1: 2, 2: 5, 3: 0, 4: 1, 5: 8, 6: 7, 7: 4, 8: 13, 9: 11, 10: 12})
+CAMVID_CLASSES = tuple(sorted(int(t) for t in CAMVID_TO_TRAIN_ID if t != IGNORE_INDEX))
+# CamVid's four sequences: 0001TP was filmed at dusk, the other three in daylight.
+CAMVID_SEQUENCES = {"day": ("0006R0", "0016E5", "Seq05VD"), "dusk": ("0001TP",)}
+ALL_CLASSES = tuple(range(len(CITYSCAPES_CLASSES)))
+
+
 @dataclass(frozen=True)
 class Benchmark:
-    """A registered domain: default Hub dataset id, its columns and its label mapping to train ids."""
+    """
+    A registered domain: where it comes from (a default Hub id, or `layout="segnet"` for CamVid's folders, read from
+    `data_dir`), its columns, its label mapping to train ids, and the train ids it labels (`classes`: mIoU is
+    averaged over these).
+    """
 
     name: str
     hub_id: str | None
@@ -85,6 +100,9 @@ class Benchmark:
     label_column: str = "label"
     label_mapping: np.ndarray | None = field(default=None, repr=False)  # None: labels already are train ids
     note: str = ""
+    classes: tuple[int, ...] = ALL_CLASSES
+    layout: str = "hub"  # "hub", or "segnet": `<split>/*.png` images and `<split>annot/*.png` labels under data_dir
+    sequences: tuple[str, ...] | None = None  # segnet layout: keep the frames of these sequences (file-name prefixes)
 
 
 # Default Hub ids. Licences forbid most of these benchmarks from being re-hosted, so community mirrors come and go;
@@ -106,6 +124,12 @@ BENCHMARKS = {
 }
 for _domain in DOMAINS:
     BENCHMARKS[f"synthetic/{_domain}"] = Benchmark(f"synthetic/{_domain}", None, note="generated offline")
+# CamVid as users download it (SegNet's `CamVid/` folder: train, val, test and their *annot folders, 480x360), all
+# sequences or split by the light they were filmed in. Pass data_dir= (`--data_dir` in the scripts).
+for _name, _sequences in (("camvid", None), ("camvid/day", CAMVID_SEQUENCES["day"]),
+                          ("camvid/dusk", CAMVID_SEQUENCES["dusk"])):  # fmt: skip
+    BENCHMARKS[_name] = Benchmark(_name, None, label_mapping=CAMVID_TO_TRAIN_ID, note="CamVid, SegNet layout",
+                                  classes=CAMVID_CLASSES, layout="segnet", sequences=_sequences)  # fmt: skip
 
 # Default split sizes of the generated benchmark.
 SYNTHETIC_SPLIT_SIZES = {"train": 400, "validation": 100, "test": 100}
@@ -113,6 +137,24 @@ SYNTHETIC_SPLIT_SIZES = {"train": 400, "validation": 100, "test": 100}
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "eval": "validation"}
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+SLICE = re.compile(r"^(?P<split>[\w.-]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def parse_split(split: str) -> tuple[str, slice | None]:
+    """`"train[20:40]"` -> ("train", slice(20, 40)); a plain name -> (name, None). Rows are counted in dataset order."""
+    match = SLICE.match(split)
+    if match is None:
+        if "[" in split:
+            raise ValueError(f"Split {split!r}: expected a name, or a name and a row range such as 'train[:20]'")
+        return split, None
+    bound = lambda text: int(text) if text else None  # noqa: E731
+    return match["split"], slice(bound(match["start"]), bound(match["stop"]))
+
+
+def labelled_classes(name_or_path: str) -> tuple[int, ...] | None:
+    """The train ids a registered benchmark labels (mIoU is averaged over them); `None` for a Hub id or local path."""
+    benchmark = BENCHMARKS.get(name_or_path.lower())
+    return benchmark.classes if benchmark else None
 
 
 def synthetic_rows(domain: str, split: str, num_samples: int, height: int, width: int, generator_version: int):
@@ -160,6 +202,30 @@ def imagefolder_pairs(root: str, split: str) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"image": [images[s] for s in stems], "label": [labels[s] for s in stems]})
 
 
+def segnet_pairs(data_dir: str, split: str, sequences: tuple[str, ...] | None) -> datasets.Dataset:
+    """
+    CamVid's SegNet layout: `data_dir/<split>/*.png` paired by file name with `data_dir/<split>annot/*.png` (`val`
+    for `validation`), keeping the frames whose names start with one of `sequences` (all if `None`).
+    """
+    folder = {"validation": "val"}.get(split, split)
+    image_dir, label_dir = os.path.join(data_dir, folder), os.path.join(data_dir, folder + "annot")
+    if not (os.path.isdir(image_dir) and os.path.isdir(label_dir)):
+        found = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else "no such folder"
+        raise ValueError(f"CamVid (SegNet layout) in {data_dir!r}: expected `{folder}/` and `{folder}annot/` "
+                         f"folders for split {split!r}; found {found}")  # fmt: skip
+    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if sequences is not None:
+        stems = [s for s in stems if s.startswith(sequences)]
+    missing = [s for s in stems if not os.path.isfile(os.path.join(label_dir, s + ".png"))]
+    if missing:
+        raise ValueError(f"CamVid in {data_dir!r}: no label in {folder}annot/ for {missing[:5]}")
+    if not stems:
+        raise ValueError(f"CamVid in {data_dir!r}, split {split!r}: no frames of the sequences {sequences}")
+    images = {os.path.splitext(f)[0]: f for f in os.listdir(image_dir)}
+    return datasets.Dataset.from_dict({"image": [os.path.join(image_dir, images[s]) for s in stems],
+                                       "label": [os.path.join(label_dir, s + ".png") for s in stems]})  # fmt: skip
+
+
 def open_image(value, dataset_name: str, column: str, index: int) -> Image.Image:
     """Decodes an undecoded `datasets.Image` value ({"bytes", "path"}), naming the file when it cannot be read."""
     if isinstance(value, Image.Image):
@@ -194,16 +260,18 @@ def load_domain(
     streaming: bool = False,
     synthetic_size: tuple[int, int] = (256, 512),
     on_bad_sample: str = "raise",
+    data_dir: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """
     Loads one domain as a dataset with columns `image` (PIL RGB) and `label` (PIL mode L, Cityscapes train ids, 255
     ignored); generated domains also carry `shift_mask`.
 
     Args:
-        name_or_path: a registry name (`cityscapes`, `bdd100k`, `mapillary`, `acdc`, `gta5`, `synthetic/<domain>`),
-            any Hub dataset id, or a local path: a folder of `<split>/images` + `<split>/labels` pairs, a parquet file
-            or folder, or a `save_to_disk` folder.
-        split: `train`, `validation` or `test` (Hub and parquet datasets may name others).
+        name_or_path: a registry name (`cityscapes`, `bdd100k`, `mapillary`, `acdc`, `gta5`, `camvid`, `camvid/day`,
+            `camvid/dusk`, `synthetic/<domain>`), any Hub dataset id, or a local path: a folder of `<split>/images` +
+            `<split>/labels` pairs, a parquet file or folder, or a `save_to_disk` folder.
+        split: `train`, `validation` or `test` (Hub and parquet datasets may name others), optionally with a row range,
+            e.g. `train[:20]` or `train[40:]` (rows in dataset order), to carve a split out of another.
         hub_id: overrides the registry's default Hub id.
         image_column, label_column: override the registry's (or `image`/`label`) column names.
         label_mapping: raw label id -> train id, as a 256-entry array or a dict (unlisted ids become 255).
@@ -212,12 +280,26 @@ def load_domain(
         synthetic_size: (height, width) of generated scenes.
         on_bad_sample: `"raise"` stops at the first unreadable or inconsistent row, naming it; `"skip"` drops such rows
             with a warning naming each, and logs how many were skipped.
+        data_dir: the folder of a benchmark read from local files (CamVid: SegNet's `CamVid/` folder).
     """
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be a positive number of rows (or None for all), got {num_samples}")
     name = name_or_path
+    split, rows = parse_split(split)
+    if rows is not None:
+        if streaming:
+            raise ValueError(f"A row range ({split}[...]) needs a map-style dataset, not streaming=True")
+        dataset = load_domain(name, split, hub_id=hub_id, image_column=image_column, label_column=label_column,
+                              label_mapping=label_mapping, synthetic_size=synthetic_size, on_bad_sample=on_bad_sample,
+                              data_dir=data_dir)  # fmt: skip
+        selected = range(len(dataset))[rows]
+        if len(selected) == 0:
+            raise ValueError(f"Dataset {name!r}: the row range {rows.start}:{rows.stop} of split {split!r} "
+                             f"({len(dataset)} rows) is empty")  # fmt: skip
+        dataset = dataset.select(selected)
+        return dataset.select(range(min(num_samples, len(dataset)))) if num_samples else dataset
     if name.startswith("synthetic/"):
         domain = name.split("/", 1)[1]
         if domain not in DOMAINS:
@@ -242,7 +324,13 @@ def load_domain(
     if isinstance(label_mapping, dict):
         label_mapping = lookup_table(label_mapping)
 
-    if os.path.exists(name):
+    if benchmark is not None and benchmark.layout == "segnet":
+        if data_dir is None:
+            raise ValueError(f"Benchmark {name!r} ({benchmark.note}) is read from local files: pass data_dir= (the "
+                             "folder holding train/, trainannot/, val/, valannot/, test/, testannot/)")  # fmt: skip
+        dataset = segnet_pairs(data_dir, SPLIT_ALIASES.get(split, split), benchmark.sequences)
+        dataset = dataset.to_iterable_dataset() if streaming else dataset
+    elif os.path.exists(name):
         dataset = load_local(name, split, streaming)
     else:
         repo_id = hub_id or (benchmark.hub_id if benchmark else name)
