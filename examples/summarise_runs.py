@@ -21,10 +21,11 @@ from tmt_hf.data import generator_version_of, restyled_classes
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
             "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
             "ignore_source_labels", "class_conditional_alignment", "target_focus_weight")  # fmt: skip
-METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle")
+METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle", "tmt_paper",
+           "tmt_paper-oracle", "tmt_paper-shuffled")
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
 FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
-                   "align_patch": "patch"}  # fmt: skip
+                   "align_patch": "patch", "tmt_paper": "focus", "tmt_paper-oracle": "focus", "tmt_paper-shuffled": "focus"}  # fmt: skip
 # How the alignment column names a --source_labels setting other than "all".
 SOURCE_LABELS_NOTE = {"none": "ignored", "focused": "focus-weighted", "focused_shuffled": "weighted by a shuffled map"}
 

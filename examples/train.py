@@ -9,14 +9,20 @@ Stages (`--stage`):
   acte      ACTE on source and unlabelled target images, with source labels for its auxiliary head;
   transfer  from the source model, each `--method` on the same budget:
               finetune     the baseline: the labelled target images only;
-              align_patch  the map-free comparator: also source labels and unlabelled target images, with a
-                           patch-level adversarial alignment of token features (tmt_hf.adaptation);
+              align_patch  the map-free comparator of tmt_paper: also source labels and unlabelled target images,
+                           with a patch-level adversarial alignment of token features;
               tmt_paper    the paper-faithful TMT transfer stage (our reconstruction): the frozen ACTE attached, TMA on,
                            and the alignment of align_patch with each token weighted by ACTE's focus map;
+              selftrain    map-free self-training: a mean teacher's pseudo-labels on unlabelled target images, DACS
+                           class mixing with source images, MIC masking (tmt_hf.adaptation.SelfTraining);
+              tmt          region-level TMT self-training (ours): selftrain with ACTE's map deciding, region by
+                           region, where pseudo-labels are trusted and where masking pushes adaptation
+                           (--tmt_parts), and TMA in the student;
   all       (default) source, acte, then transfer, and a table of target mIoU.
-`--focus_map oracle` feeds tmt_paper the generator's ground-truth shift mask instead of ACTE's map (generated targets
-only: what a perfect estimator would give); `--focus_map shuffled` gives each image another image's ACTE map (the
-control that keeps the maps' statistics and breaks their placement).
+Every training stage uses random photometric augmentation (brightness, colour cast, blur, noise).
+`--focus_map oracle` feeds the map methods (tmt_paper, tmt) the generator's ground-truth shift mask instead of ACTE's
+map (generated targets only: what a perfect estimator would give); `--focus_map shuffled` gives each image another
+image's ACTE map (the control that keeps the maps' statistics and breaks their placement).
 
 Outputs: OUTPUT_DIR/<stage or method>/ (save_pretrained folders with processor and model card), OUTPUT_DIR/results.json,
 and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
@@ -44,7 +50,7 @@ from tqdm.auto import tqdm
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
-from tmt_hf.adaptation import AdversarialAlignment
+from tmt_hf.adaptation import AdversarialAlignment, SelfTraining
 from tmt_hf.data import (
     DOMAINS,
     GENERATOR_VERSION,
@@ -54,11 +60,17 @@ from tmt_hf.data import (
     labelled_classes,
     load_domain,
 )
+from tmt_hf.data.transforms import random_global_appearance
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU, shift_auroc
 
-METHODS = ("finetune", "align_patch", "tmt_paper")
-ALIGNMENT_LEVEL = {"align_patch": "patch", "tmt_paper": "focus"}  # methods that also train on source images
+METHODS = ("finetune", "align_patch", "tmt_paper", "selftrain", "tmt")
+DEFAULT_METHODS = ("finetune", "selftrain", "tmt")
+ALIGNMENT_LEVEL = {"align_patch": "patch", "tmt_paper": "focus"}
+SELF_TRAINING = ("selftrain", "tmt")
+MAP_METHODS = ("tmt_paper", "tmt")  # methods fed a focus map (ACTE's, or the oracle's / a shuffled one)
+EMA_DECAY = 0.99  # the teacher's; DACS's value, suited to budgets of hundreds of steps
+PSEUDO_LABEL_THRESHOLD = 0.968  # DACS's confidence threshold of the pseudo-label weight
 TMA_LR_SCALE = 100.0  # λ of TMA starts at 0 and learns at 100× the transfer learning rate
 ACTE_CELL_SIZE = 2  # ACTE's seed-grid cell in feature positions: 16-px regions at its stride 8
 ACTE_LEARNING_RATE = 1e-3
@@ -74,10 +86,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run")
-    add("--method", nargs="+", choices=METHODS, default=None, help="transfer-stage methods (default: all, see above)")
+    add("--method", nargs="+", choices=METHODS, default=None,
+        help=f"transfer-stage methods (default: {' '.join(DEFAULT_METHODS)}; see above)")  # fmt: skip
     add("--focus_map", choices=["acte", "oracle", "shuffled"], default="acte",
-        help="the map tmt_paper receives (see above); results and folders of a non-default map are named "
-             "tmt_paper-<map>")  # fmt: skip
+        help="the map of tmt_paper and tmt (see above); results and folders of a non-default map are named "
+             "<method>-<map>")  # fmt: skip
+    add("--tmt_parts", nargs="+", choices=["tma", "trust", "mask"], default=["tma", "trust", "mask"],
+        help="how tmt uses the map: TMA in the student; pseudo-label trust 1 - m per pixel; MIC masking in "
+             "proportion to m")  # fmt: skip
+    add("--mask_ratio", type=float, default=0.5, help="selftrain and tmt: MIC's share of hidden blocks (0: off)")
     # Data.
     add("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
@@ -91,7 +108,8 @@ def parse_args(argv=None):
         help="the target's evaluation split (default: --eval_split), e.g. train[42:] for a target without one")  # fmt: skip
     add("--num_source_train", type=int, default=300, help="max source training images")
     add("--num_target_unlabeled", type=int, default=200, help="target training images used without labels")
-    add("--target_train_samples", type=int, default=20, help="labelled target images (the first of the split)")
+    add("--target_train_samples", type=int, default=20,
+        help="labelled target images, the first of the split (0: unsupervised adaptation, selftrain and tmt only)")  # fmt: skip
     add("--num_eval", type=int, default=100, help="max evaluation images per domain")
     add("--image_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
         help="images are resized to this (generated scenes are rendered at it)")  # fmt: skip
@@ -138,19 +156,27 @@ def validate_args(args):
     """Refuses bad flag combinations before any work starts."""
     if args.method is not None and args.stage in ("source", "acte"):
         sys.exit(f"--method chooses the transfer-stage methods; --stage {args.stage} does not use it")
-    args.method = list(dict.fromkeys(args.method or METHODS))
+    args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
     args.target_train_split = args.target_train_split or args.train_split
     args.target_eval_split = args.target_eval_split or args.eval_split
     for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps",
-                 "target_train_samples", "num_eval"):  # fmt: skip
+                 "num_eval"):  # fmt: skip
         if getattr(args, name) < 1:
             sys.exit(f"--{name} must be >= 1")
+    if args.target_train_samples < 0:
+        sys.exit("--target_train_samples must be >= 0")
+    if args.target_train_samples == 0 and set(args.method) - set(SELF_TRAINING) and args.stage in ("all", "transfer"):
+        sys.exit(f"--target_train_samples 0 (no target labels) suits the self-training methods only, not "
+                 f"{' '.join(sorted(set(args.method) - set(SELF_TRAINING)))}; source-only is the 0-label baseline")  # fmt: skip
+    if not 0 <= args.mask_ratio <= 1:
+        sys.exit(f"--mask_ratio must lie in [0, 1], got {args.mask_ratio}")
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
     if args.cpu_threads is not None and args.cpu_threads < 1:
         sys.exit("--cpu_threads must be >= 1")
-    if args.focus_map != "acte" and "tmt_paper" not in args.method:
-        sys.exit(f"--focus_map {args.focus_map} chooses tmt_paper's map; --method {' '.join(args.method)} uses none")
+    if args.focus_map != "acte" and not set(MAP_METHODS) & set(args.method):
+        sys.exit(f"--focus_map {args.focus_map} chooses the map of tmt_paper and tmt; --method {' '.join(args.method)} "
+                 "uses none")  # fmt: skip
     if args.focus_map == "oracle" and not args.target.startswith("synthetic/"):
         sys.exit("--focus_map oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
@@ -162,9 +188,10 @@ def validate_args(args):
             sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
                      "--stage source first.")  # fmt: skip
         acte = args.acte_model or os.path.join(args.output_dir, "acte")
-        if "tmt_paper" in args.method and args.focus_map != "oracle" and not os.path.isfile(f"{acte}/config.json"):
-            sys.exit(f"--method tmt_paper needs a trained ACTE: {acte!r} has none. Pass --acte_model or run --stage "
-                     "acte first.")  # fmt: skip
+        with_acte = [m for m in args.method if m in MAP_METHODS and args.focus_map != "oracle"]
+        if with_acte and not os.path.isfile(f"{acte}/config.json"):
+            sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
+                     "run --stage acte first.")  # fmt: skip
     if args.push_to_hub:
         if args.stage in ("all", "transfer", "source") and not args.hub_model_id:
             sys.exit("--push_to_hub needs --hub_model_id (org/tmt-<src>2<tgt>)")
@@ -183,8 +210,8 @@ def validate_args(args):
 
 
 def run_names(args):
-    """The results key and folder of each transfer method: tmt_paper-<map> for a map other than ACTE's."""
-    return [f"{m}-{args.focus_map}" if m == "tmt_paper" and args.focus_map != "acte" else m for m in args.method]
+    """The results key and folder of each transfer method: <method>-<map> for a map method fed another map than ACTE's."""
+    return [f"{m}-{args.focus_map}" if m in MAP_METHODS and args.focus_map != "acte" else m for m in args.method]
 
 
 def segmentation_loss(model, batch):
@@ -218,6 +245,50 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
         return model(pixel_values, labels, domain_labels.to(device), focus)
 
     return compute_loss
+
+
+def selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts=()):
+    """
+    The loss of the self-training methods (`SelfTraining`): each labelled target batch with `batch_size // 2` labelled
+    source and as many unlabelled target images drawn from `auxiliary` as in `alignment_loss` (with no target labels,
+    the batch itself is the unlabelled target images). `parts` (tmt): the focus maps go to TMA (`tma`), gate the
+    pseudo-labels with trust 1 - m (`trust`) and weight MIC's masking by m (`mask`).
+    """
+    domains = torch.tensor(auxiliary["domain_labels"])
+    pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
+    unlabelled_only = args.target_train_samples == 0  # no target labels: the batch is the unlabelled target images
+    counts = (args.batch_size, 0) if unlabelled_only else (max(1, args.batch_size // 2),) * 2
+    shares = [slice(accelerator.process_index * c, (accelerator.process_index + 1) * c) for c in counts]
+
+    def compute_loss(model, batch):
+        picks = [pool[torch.randint(len(pool), (c * accelerator.num_processes,))][share]
+                 for pool, c, share in zip(pools, counts, shares)]  # fmt: skip
+        auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
+        generator = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))  # from the checkpointed RNG
+        device = batch["pixel_values"].device
+        extra = {k: v.to(device) for k, v in collate([auxiliary[int(i)] for i in torch.cat(picks)]).items()}
+        labelled = {k: v for k, v in batch.items() if k != "domain_labels"}
+        sources = {k: v[: counts[0]] for k, v in extra.items()}
+        targets = {k: v[counts[0] :] for k, v in extra.items()}
+        if unlabelled_only:
+            labelled, targets = {k: v[:0] for k, v in labelled.items()}, labelled
+            labelled["labels"] = torch.zeros((0, *targets["pixel_values"].shape[2:]), dtype=torch.long, device=device)
+        maps = trust = mask_weights = None
+        if "focus" in extra:
+            if "tma" in parts:
+                maps = {"labelled": labelled["focus"], "source": sources["focus"], "target": targets["focus"]}
+            trust = 1 - targets["focus"] if "trust" in parts else None
+            mask_weights = targets["focus"] if "mask" in parts else None
+        return model(labelled["pixel_values"], labelled["labels"], sources["pixel_values"], sources["labels"],
+                     targets["pixel_values"], maps, trust, mask_weights, generator)  # fmt: skip
+
+    return compute_loss
+
+
+def strong_view(pixel_values, generator=None):
+    """The student's strong view in self-training: random photometric augmentation of normalised images."""
+    images = [random_global_appearance(image.cpu() * 0.5 + 0.5, generator) for image in pixel_values]
+    return ((torch.stack(images) - 0.5) / 0.5).to(pixel_values.device)
 
 
 @torch.no_grad()
@@ -584,7 +655,7 @@ def main(argv=None):
         stage_started = time.time()
         with accelerator.main_process_first():
             source_train = domain_split(args.source, args.train_split, args.num_source_train, args)
-        loader, sampler, transform = train_loader(source_train, args, args.seed)
+        loader, sampler, transform = train_loader(source_train, args, args.seed, appearance_jitter=True)
         if args.model_name_or_path:
             model, info = TMTForSemanticSegmentation.from_pretrained(args.model_name_or_path, output_loading_info=True,
                                                                      num_labels=num_labels, ignore_mismatched_sizes=True)  # fmt: skip
@@ -660,10 +731,13 @@ def main(argv=None):
     # ---- Stage 3: transfer to the target domain, each method from the source model on the same budget --------------
     if args.stage in ("all", "transfer"):
         with accelerator.main_process_first():
-            target_train = domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+            if args.target_train_samples:
+                target_train = domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+            else:  # no target labels: the self-training methods step over the unlabelled target images
+                target_train = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args,
+                                            with_labels=False)  # fmt: skip
         if not results.get("source"):
             results["source"] = {"target_val": evaluate_target(TMTForSemanticSegmentation.from_pretrained(source_dir))}
-        auxiliary_data = None  # source + unlabelled target images of the alignment methods, loaded once
         for name, method in zip(run_names(args), args.method):
             if args.resume_from_checkpoint and finished(folder(name)):
                 results[name] = finished(folder(name))
@@ -671,48 +745,54 @@ def main(argv=None):
             stage_started = time.time()
             set_seed(args.seed)
             model = TMTForSemanticSegmentation.from_pretrained(source_dir)
+            uses_map = method in MAP_METHODS
+            uses_tma = method == "tmt_paper" or (method == "tmt" and "tma" in args.tmt_parts)
             tma = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             others = [p for n, p in model.named_parameters() if not n.endswith("tma_lambda")]
             groups = [{"params": others}]
-            if method == "tmt_paper":
+            if uses_tma:
                 groups.append({"params": tma, "lr": args.transfer_learning_rate * TMA_LR_SCALE, "weight_decay": 0.0})
-            else:  # TMA off: no map is given, λ stays frozen at 0
+            else:  # TMA off: λ stays frozen at 0, whatever map is given
                 for p in tma:
                     p.requires_grad_(False)
-            train_data, method_eval_loader, method_auxiliary = target_train, target_eval_loader, None
-            if method in ALIGNMENT_LEVEL:
-                if auxiliary_data is None:
-                    with accelerator.main_process_first():
-                        auxiliary_data = two_domains(
-                            domain_split(args.source, args.train_split, args.num_source_train, args),
-                            domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args),
-                        )
-                method_auxiliary = auxiliary_data
-            if method == "tmt_paper" and args.focus_map == "oracle":
-                with accelerator.main_process_first():
-                    train_data, oracle_eval, method_auxiliary = (
-                        domain_split(args.target, args.target_train_split, args.target_train_samples, args, oracle_maps=True),
-                        domain_split(args.target, args.target_eval_split, args.num_eval, args, oracle_maps=True),
-                        two_domains(*[domain_split(n, s, c, args, oracle_maps=True) for n, s, c in (
-                            (args.source, args.train_split, args.num_source_train),
-                            (args.target, args.target_train_split, args.num_target_unlabeled))]),
-                    )  # fmt: skip
+            # Source + unlabelled target images of the methods that use them (with the oracle's maps, for its runs).
+            oracle = uses_map and args.focus_map == "oracle"
+            train_data, method_eval_loader, auxiliary = target_train, target_eval_loader, None
+            with accelerator.main_process_first():
+                if method in ALIGNMENT_LEVEL or method in SELF_TRAINING:
+                    auxiliary = two_domains(*[domain_split(n, s, c, args, oracle_maps=oracle) for n, s, c in (
+                        (args.source, args.train_split, args.num_source_train),
+                        (args.target, args.target_train_split, args.num_target_unlabeled))])  # fmt: skip
+                if oracle:
+                    train_data = domain_split(args.target, args.target_train_split, len(target_train), args,
+                                              with_labels=args.target_train_samples > 0, oracle_maps=True)  # fmt: skip
+                    oracle_eval = domain_split(args.target, args.target_eval_split, args.num_eval, args, oracle_maps=True)
+            if oracle:
                 method_eval_loader = accelerator.prepare(eval_loader(oracle_eval, args))
-            elif method == "tmt_paper":  # ACTE's maps, computed once per image instead of on every batch
-                model.attach_acte(ACTEModel.from_pretrained(acte_dir))
+            elif uses_map:  # ACTE's maps, computed once per image instead of on every batch
+                acte = ACTEModel.from_pretrained(acte_dir)
+                if uses_tma:
+                    model.attach_acte(acte)  # the saved model computes its maps itself
                 shuffled = args.focus_map == "shuffled"
-                train_data = with_focus_maps(target_train, model.acte, args, shuffled)
-                method_auxiliary = with_focus_maps(method_auxiliary, model.acte, args, shuffled)
-                if shuffled:  # evaluated with shuffled maps too (the attached ACTE would give each image its own)
-                    shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), model.acte, args, True)
+                train_data = with_focus_maps(target_train, acte, args, shuffled)
+                auxiliary = with_focus_maps(auxiliary, acte, args, shuffled)
+                if shuffled and uses_tma:  # evaluated with shuffled maps too (the attached ACTE would give its own)
+                    shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), acte, args, True)
                     method_eval_loader = accelerator.prepare(eval_loader(shuffled_eval, args))
-            loader, sampler, transform = train_loader(train_data, args, args.seed + 2)
+            # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's view.
+            loader, sampler, transform = train_loader(train_data, args, args.seed + 2,
+                                                      appearance_jitter=args.target_train_samples > 0)  # fmt: skip
             trained, compute_loss = model, segmentation_loss
             if method in ALIGNMENT_LEVEL:
-                _, _, auxiliary_transform = train_loader(method_auxiliary, args, args.seed + 3)
+                _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3, appearance_jitter=True)
                 trained = AdversarialAlignment(model, ALIGNMENT_LEVEL[method], args.alignment_weight, args.transfer_steps)
                 groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
-                compute_loss = alignment_loss(method_auxiliary, auxiliary_transform, args, accelerator)
+                compute_loss = alignment_loss(auxiliary, auxiliary_transform, args, accelerator)
+            elif method in SELF_TRAINING:  # the teacher's weak view: no photometric change (the student's is strong)
+                _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3)
+                trained = SelfTraining(model, EMA_DECAY, PSEUDO_LABEL_THRESHOLD, strong_view, args.mask_ratio)
+                parts = args.tmt_parts if method == "tmt" else ()
+                compute_loss = selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=WEIGHT_DECAY)
             segmenter_of = lambda m: getattr(accelerator.unwrap_model(m), "segmenter", m)  # noqa: E731
             evaluate_method = lambda m, loader=method_eval_loader: evaluate_target(segmenter_of(m), loader)  # noqa: E731
@@ -722,7 +802,7 @@ def main(argv=None):
             metrics = evaluate_method(model)
             lambdas = [p.detach().abs().mean().item() for p in tma]
             results[name] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas,
-                             "labelled_target_images": len(target_train)}  # fmt: skip
+                             "labelled_target_images": args.target_train_samples and len(target_train)}  # fmt: skip
             save_stage(model, folder(name), processor, accelerator, results[name])
             wall_times[name] = round(time.time() - stage_started, 1)
             accelerator.print(f"[{name}] target mIoU {metrics['mean_iou']:.4f}")

@@ -167,3 +167,68 @@ def test_block_masks_hide_whole_blocks_at_the_ratio():
     assert block_masks((1, 5, 5), 4, 1.0).all() and not block_masks((1, 5, 5), 4, 0.0).any()
     with pytest.raises(ValueError, match="ratio"):
         block_masks((1, 4, 4), 2, 1.5)
+
+
+def _tiny_segmenter():
+    torch.manual_seed(0)
+    return TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32, decoder_dropout=0.0))
+
+
+def test_self_training_teacher_is_the_moving_average_of_the_student():
+    from tmt_hf.adaptation import SelfTraining
+
+    student = _tiny_segmenter()
+    wrapper = SelfTraining(student, ema_decay=0.75).train()
+    assert not wrapper.teacher.training and not any(p.requires_grad for p in wrapper.teacher.parameters())
+    teacher_before = {k: v.clone() for k, v in wrapper.teacher.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.1)
+    student_before = {k: v.clone() for k, v in student.state_dict().items()}  # the forward moves BatchNorm's stats
+    images, labels = torch.randn(2, 3, 32, 32), torch.randint(19, (2, 32, 32))
+    wrapper(images[:1], labels[:1], images, labels, images)
+    expected = {k: 0.75 * v + 0.25 * student_before[k] for k, v in teacher_before.items() if v.is_floating_point()}
+    for name, value in expected.items():
+        torch.testing.assert_close(wrapper.teacher.state_dict()[name], value)
+    wrapper.eval()(images[:1], labels[:1], images, labels, images)  # no update outside training
+    for name, value in expected.items():
+        assert wrapper.teacher.state_dict()[name].equal(value)
+
+
+def test_self_training_losses_follow_the_pasted_classes_the_trust_and_the_masks():
+    from tmt_hf.adaptation import SelfTraining
+
+    student = _tiny_segmenter().eval()
+    wrapper = SelfTraining(student, ema_decay=0.0, threshold=0.0, mask_ratio=0.5)
+    wrapper.training = False  # keep the teacher as it is, and the student deterministic
+    labelled, labelled_labels = torch.randn(1, 3, 32, 32), torch.randint(19, (1, 32, 32))
+    source, target = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    one_class = torch.full((2, 32, 32), 7)  # one class per source image: it is the pasted half, covering everything
+    _, logs = wrapper(labelled, labelled_labels, source, one_class, target, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = F.cross_entropy(student(pixel_values=source).logits, one_class)  # the mixed images are the sources
+    assert logs["mixed_loss"] == pytest.approx(expected.item(), rel=1e-4)
+    assert logs["pseudo_label_weight"] == 1.0 and logs["masked_loss"] > 0
+
+    nothing_pasted = torch.full((2, 32, 32), 255)  # unlabelled sources: the mixed images are the targets
+    zero_trust = torch.zeros(2, 32, 32)
+    _, logs = wrapper(labelled, labelled_labels, source, nothing_pasted, target, trust=zero_trust)
+    assert logs["mixed_loss"] == 0.0 and logs["masked_loss"] == 0.0 and logs["pseudo_label_weight"] == 0.0
+    _, trusted = wrapper(labelled, labelled_labels, source, nothing_pasted, target, trust=torch.ones(2, 32, 32))
+    assert trusted["mixed_loss"] > 0 and trusted["masked_loss"] > 0
+    loss, logs = wrapper(labelled[:0], labelled_labels[:0], source, nothing_pasted, target, trust=zero_trust)
+    assert logs["supervised_loss"] == 0.0 and loss.item() == 0.0  # no labels anywhere: nothing to learn
+    with pytest.raises(ValueError, match="ema_decay"):
+        SelfTraining(student, ema_decay=1.0)
+
+
+def test_weighted_block_masks_hide_where_the_weight_is():
+    from tmt_hf.adaptation import weighted_block_masks
+
+    weights = torch.zeros(256, 16, 32)
+    weights[:, :, 16:] = 1.0  # only the right half has weight
+    masks = weighted_block_masks(weights, block_size=8, ratio=0.25, generator=torch.Generator().manual_seed(0))
+    assert not masks[:, :, :16].any()
+    assert abs(masks.float().mean().item() - 0.25) < 0.03  # the same share overall, all on the right
+    uniform = weighted_block_masks(torch.ones(256, 16, 32), 8, 0.25, torch.Generator().manual_seed(0))
+    assert abs(uniform.float().mean().item() - 0.25) < 0.03

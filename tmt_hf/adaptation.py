@@ -5,12 +5,15 @@ Adaptation objectives for cross-domain segmentation, for `examples/train.py` and
   (a domain discriminator on a segmenter's last-layer tokens, image-level, token-level, or token-level weighted by a
   focus map: the paper-faithful transfer stage's region-level alignment, our reconstruction).
 - Weighted losses: `weighted_cross_entropy`.
-- Self-training (mean teacher, DACS, MIC): `ema_update`, `pseudo_labels`, `class_mix_masks`, `mix`, `block_masks`.
+- Self-training (mean teacher, DACS, MIC): `ema_update`, `pseudo_labels`, `class_mix_masks`, `mix`, `block_masks`,
+  and `SelfTraining`, the training wrapper that puts them together.
 
 Every function works on plain tensors; none needs Accelerate.
 """
 
+import copy
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -179,3 +182,111 @@ def block_masks(
     grid = (math.ceil(height / block_size), math.ceil(width / block_size))
     blocks = torch.rand((batch, 1, *grid), generator=generator) < ratio
     return F.interpolate(blocks.float(), scale_factor=block_size, mode="nearest")[:, 0, :height, :width].bool()
+
+
+class SelfTraining(torch.nn.Module):
+    """
+    Mean-teacher self-training on unlabelled target images (DACS, Tranheden et al., 2021; MIC, Hoyer et al., 2023) as
+    a training wrapper around a `TMTForSemanticSegmentation` (the student, `segmenter`; the wrapper is not saved).
+
+    The teacher is an exponential moving average of the student, starting from it, updated at the start of every
+    training call from the student's weights of the previous step (`ema_decay`). Each call, on top of the labelled
+    target batch:
+      - source images with their labels;
+      - the teacher's pseudo-labels on the unlabelled target images (its weak view: the images as given), weighted per
+        image by the share of pixels above `threshold` (`pseudo_labels`), times a per-pixel `trust` map if given;
+      - DACS: half of each source image's classes pasted onto a target image (`class_mix_masks`, `mix`), then
+        `strong_augmentation`; the student learns source labels on the pasted pixels, pseudo-labels elsewhere;
+      - MIC (with `mask_ratio` > 0): the student sees the target images with random `mask_block` × `mask_block` blocks
+        hidden (`block_masks`; more blocks where `mask_weights` is high, if given) and learns the teacher's
+        pseudo-labels of the whole image.
+
+    Args:
+        segmenter: the student.
+        ema_decay: the teacher's EMA decay per step.
+        threshold: the confidence above which a pseudo-labelled pixel counts towards its image's weight.
+        strong_augmentation: a function of a (B, 3, H, W) batch of normalised images (and a `torch.Generator`) that
+            returns the student's strong view; `None`: no change.
+        mask_ratio, mask_block: MIC's share of hidden blocks and their side in pixels (0: no masking loss).
+    """
+
+    def __init__(self, segmenter, ema_decay: float = 0.99, threshold: float = 0.968,
+                 strong_augmentation: Callable | None = None, mask_ratio: float = 0.0, mask_block: int = 16):  # fmt: skip
+        super().__init__()
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        self.segmenter = segmenter
+        self.teacher = copy.deepcopy(segmenter).requires_grad_(False).eval()
+        self.ema_decay, self.threshold = ema_decay, threshold
+        self.strong_augmentation = strong_augmentation
+        self.mask_ratio, self.mask_block = mask_ratio, mask_block
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the teacher predicts without dropout, always
+        return self
+
+    def forward(self, labelled_pixels, labelled_labels, source_pixels, source_labels, target_pixels,
+                maps: dict | None = None, trust=None, mask_weights=None, generator=None):  # fmt: skip
+        """
+        Returns (loss, logs). `maps` (optional) holds the focus maps TMA receives, keyed `labelled`, `source` and
+        `target` like the images; `trust` (B_target, H, W) in [0, 1] gates each pseudo-labelled pixel's weight;
+        `mask_weights` (B_target, H, W), non-negative, makes MIC hide blocks in proportion to their mean weight.
+        """
+        maps = maps or {}
+        if self.training:
+            ema_update(self.teacher, self.segmenter, self.ema_decay)
+        with torch.no_grad():
+            teacher_logits = self.teacher(pixel_values=target_pixels, transferability_map=maps.get("target")).logits
+        labels, weights = pseudo_labels(teacher_logits, self.threshold, trust)
+        paste = class_mix_masks(source_labels, generator)
+        mixed_pixels = mix(source_pixels, target_pixels, paste)
+        if self.strong_augmentation is not None:
+            mixed_pixels = self.strong_augmentation(mixed_pixels, generator)
+        mixed_labels = mix(source_labels, labels, paste)
+        mixed_weights = mix(torch.ones_like(weights), weights, paste)
+        mixed_map = None
+        if maps.get("source") is not None and maps.get("target") is not None:
+            mixed_map = mix(maps["source"], maps["target"], paste)
+
+        count = [len(labelled_pixels), len(source_pixels)]
+        pixels = torch.cat([labelled_pixels, source_pixels, mixed_pixels])
+        supervised = torch.cat([labelled_labels, source_labels])
+        student_map = None
+        if maps.get("labelled") is not None and mixed_map is not None:
+            student_map = torch.cat([maps["labelled"], maps["source"], mixed_map])
+        logits = self.segmenter(pixel_values=pixels, transferability_map=student_map).logits
+        supervised_loss = weighted_cross_entropy(logits[: sum(count)], supervised)
+        mixed_loss = weighted_cross_entropy(logits[sum(count) :], mixed_labels, mixed_weights)
+        loss = supervised_loss + mixed_loss
+        logs = {"supervised_loss": supervised_loss.item(), "mixed_loss": mixed_loss.item(),
+                "pseudo_label_weight": weights.mean().item()}  # fmt: skip
+        if self.mask_ratio > 0:
+            if mask_weights is not None:
+                hidden = weighted_block_masks(mask_weights, self.mask_block, self.mask_ratio, generator)
+            else:
+                shape = target_pixels.shape[:1] + target_pixels.shape[2:]
+                hidden = block_masks(shape, self.mask_block, self.mask_ratio, generator).to(target_pixels.device)
+            masked = target_pixels * ~hidden[:, None]
+            masked_logits = self.segmenter(pixel_values=masked, transferability_map=maps.get("target")).logits
+            masked_loss = weighted_cross_entropy(masked_logits, labels, weights)
+            loss = loss + masked_loss
+            logs["masked_loss"] = masked_loss.item()
+        return loss, logs
+
+
+def weighted_block_masks(weights: torch.Tensor, block_size: int, ratio: float, generator=None) -> torch.Tensor:
+    """
+    Like `block_masks`, but each block is hidden with a probability proportional to its mean weight (scaled so that
+    `ratio` of the blocks are hidden on average, each probability clipped at 1): (B, H, W) non-negative weights ->
+    (B, H, W) boolean masks. Uniform weights give `block_masks`' distribution.
+    """
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
+    batch, height, width = weights.shape
+    pad = (0, -width % block_size, 0, -height % block_size)
+    block_weights = F.avg_pool2d(F.pad(weights[:, None].float(), pad), block_size)[:, 0]
+    mean = block_weights.flatten(1).mean(1).clamp_min(1e-6)[:, None, None]
+    probability = (ratio * block_weights / mean).clamp(max=1.0)
+    blocks = torch.rand(probability.shape, generator=generator).to(probability.device) < probability
+    return F.interpolate(blocks[:, None].float(), scale_factor=block_size, mode="nearest")[:, 0, :height, :width].bool()

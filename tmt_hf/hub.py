@@ -103,8 +103,11 @@ def tmt_model_card(
         widget=[{"src": image} for image in widget_images or []],
     )  # fmt: skip
     what = {
-        "tmt": "a TMT segmenter: a ViT whose self-attention is modulated, in every layer, by ACTE's region "
-        "transferability focus map (Transferable Masked Attention)",
+        "tmt": "a TMT segmenter from region-level self-training (our reconstruction): a ViT trained on pseudo-labels "
+        "of unlabelled target images, with ACTE's region transferability focus map deciding where pseudo-labels are "
+        "trusted and where masking pushes adaptation, and modulating self-attention in every layer (TMA)",
+        "selftrain": "the map-free self-training comparator of TMT: the same ViT segmenter and budget, TMA switched off, "
+        "trained on a mean teacher's pseudo-labels of unlabelled target images (DACS class mixing, MIC masking)",
         "finetune": "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off",
         "tmt_paper": "a TMT segmenter from the paper-faithful transfer stage (our reconstruction): a ViT whose "
         "self-attention is modulated, in every layer, by ACTE's region transferability focus map (Transferable Masked "
