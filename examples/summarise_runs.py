@@ -20,9 +20,11 @@ from tmt_hf.data import generator_version_of, restyled_classes
 
 SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
             "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
-            "ignore_source_labels", "class_conditional_alignment", "target_focus_weight")  # fmt: skip
+            "ignore_source_labels", "class_conditional_alignment", "target_focus_weight", "tmt_parts", "mask_ratio",
+            "source_model")  # fmt: skip
 METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle", "tmt_paper",
-           "tmt_paper-oracle", "tmt_paper-shuffled")
+           "tmt_paper-oracle", "tmt_paper-shuffled", "selftrain", "tmt-oracle", "tmt-shuffled")
+SELF_TRAINING = ("selftrain", "tmt", "tmt-oracle", "tmt-shuffled")  # in runs that record --tmt_parts (protocol v5 on)
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
 FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
                    "align_patch": "patch", "tmt_paper": "focus", "tmt_paper-oracle": "focus", "tmt_paper-shuffled": "focus"}  # fmt: skip
@@ -101,6 +103,11 @@ def table(rows):
             form = (row["tma_form"] or "source model's") if with_map else "—"
             scale = row["tma_lr_scale"] if with_map else "—"
             alignment = FIXED_ALIGNMENT.get(method) or row.get("alignment") or "—"
+            if method in SELF_TRAINING and row.get("tmt_parts"):  # v5: `tmt` is region-level self-training
+                with_map, form, scale = method != "selftrain" and "tma" in row["tmt_parts"], "—", "—"
+                alignment = f"self-training, mask {row['mask_ratio']:g}"
+                if method != "selftrain":
+                    alignment += f", map: {' '.join(row['tmt_parts'])}"
             # runs before `--source_labels` recorded the boolean `ignore_source_labels`
             source_labels = row.get("source_labels") or ("none" if row.get("ignore_source_labels") else "all")
             if source_labels != "all" and alignment not in ("—", "none"):
