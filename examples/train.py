@@ -95,6 +95,9 @@ def parse_args(argv=None):
         help="how tmt uses the map: TMA in the student; pseudo-label trust 1 - m per pixel; MIC masking in "
              "proportion to m")  # fmt: skip
     add("--mask_ratio", type=float, default=0.5, help="selftrain and tmt: MIC's share of hidden blocks (0: off)")
+    add("--pseudo_label_class_quantile", type=float, default=None, metavar="Q",
+        help="selftrain and tmt: class-balanced pseudo-labels, each predicted class keeping its pixels above its "
+             "Q-quantile confidence (CBST); default: DACS's image-level weight")  # fmt: skip
     # Data.
     add("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
@@ -170,6 +173,8 @@ def validate_args(args):
                  f"{' '.join(sorted(set(args.method) - set(SELF_TRAINING)))}; source-only is the 0-label baseline")  # fmt: skip
     if not 0 <= args.mask_ratio <= 1:
         sys.exit(f"--mask_ratio must lie in [0, 1], got {args.mask_ratio}")
+    if args.pseudo_label_class_quantile is not None and not 0 <= args.pseudo_label_class_quantile <= 1:
+        sys.exit(f"--pseudo_label_class_quantile must lie in [0, 1], got {args.pseudo_label_class_quantile}")
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
     if args.cpu_threads is not None and args.cpu_threads < 1:
@@ -790,7 +795,8 @@ def main(argv=None):
                 compute_loss = alignment_loss(auxiliary, auxiliary_transform, args, accelerator)
             elif method in SELF_TRAINING:  # the teacher's weak view: no photometric change (the student's is strong)
                 _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3)
-                trained = SelfTraining(model, EMA_DECAY, PSEUDO_LABEL_THRESHOLD, strong_view, args.mask_ratio)
+                trained = SelfTraining(model, EMA_DECAY, PSEUDO_LABEL_THRESHOLD, strong_view, args.mask_ratio,
+                                       class_quantile=args.pseudo_label_class_quantile)  # fmt: skip
                 parts = args.tmt_parts if method == "tmt" else ()
                 compute_loss = selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts)
             optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=WEIGHT_DECAY)

@@ -232,3 +232,24 @@ def test_weighted_block_masks_hide_where_the_weight_is():
     assert abs(masks.float().mean().item() - 0.25) < 0.03  # the same share overall, all on the right
     uniform = weighted_block_masks(torch.ones(256, 16, 32), 8, 0.25, torch.Generator().manual_seed(0))
     assert abs(uniform.float().mean().item() - 0.25) < 0.03
+
+
+def test_class_balanced_pseudo_labels_keep_a_share_of_every_predicted_class():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 16, 16)
+    logits[:, 0] += 6.0  # class 0 confident and frequent: it would take every pixel above a global threshold
+    labels, weights = pseudo_labels(logits, threshold=0.99, class_quantile=0.5)
+    confidence = logits.softmax(1).max(1).values
+    for cls in labels.unique():
+        selected = weights[labels == cls]
+        assert 0.45 <= selected.mean().item() <= 0.55 + 1e-6 or (confidence[labels == cls] >= 0.99).all()
+        assert set(selected.unique().tolist()) <= {0.0, 1.0}
+    # the kept pixels of a class are its most confident ones
+    for cls in labels.unique():
+        kept, dropped = confidence[(labels == cls) & (weights == 1)], confidence[(labels == cls) & (weights == 0)]
+        if len(dropped):
+            assert kept.min() >= dropped.max()
+    _, everything = pseudo_labels(logits, threshold=0.0, class_quantile=0.5)
+    assert everything.eq(1).all()  # a threshold every pixel meets keeps every pixel
+    with pytest.raises(ValueError, match="class_quantile"):
+        pseudo_labels(logits, 0.9, class_quantile=1.5)

@@ -124,18 +124,30 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float)
 
 @torch.no_grad()
 def pseudo_labels(
-    logits: torch.Tensor, threshold: float, gate: torch.Tensor | None = None
+    logits: torch.Tensor, threshold: float, gate: torch.Tensor | None = None, class_quantile: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Pseudo-labels of a teacher's `logits` (batch, classes, H, W) and their weights (batch, H, W), as in DACS: every
-    pixel gets its argmax, and every pixel of an image the same weight, the share of that image's pixels whose
-    confidence exceeds `threshold`. `gate` (batch, H, W) in [0, 1], optional, multiplies the weights pixel by pixel
-    (a trust map: 0 removes a pixel from the loss).
+    Pseudo-labels of a teacher's `logits` (batch, classes, H, W) and their weights (batch, H, W). By default as in
+    DACS: every pixel gets its argmax, and every pixel of an image the same weight, the share of that image's pixels
+    whose confidence exceeds `threshold`. With `class_quantile` q, class-balanced per-pixel selection as in CBST (Zou
+    et al., 2018): a pixel weighs 1 if its confidence reaches its class's threshold, the smaller of `threshold` and the
+    q-quantile of the confidences of the batch's pixels given that class, else 0, so that every predicted class keeps
+    at least a share 1 − q of its pixels (rare classes are not drowned by frequent confident ones). `gate` (batch, H,
+    W) in [0, 1], optional, multiplies the weights pixel by pixel (a trust map: 0 removes a pixel from the loss).
     """
     probabilities = logits.softmax(dim=1)
     confidence, labels = probabilities.max(dim=1)
-    quality = (confidence > threshold).float().mean(dim=(1, 2), keepdim=True)
-    weights = quality.expand_as(confidence).clone()
+    if class_quantile is None:
+        quality = (confidence > threshold).float().mean(dim=(1, 2), keepdim=True)
+        weights = quality.expand_as(confidence).clone()
+    else:
+        if not 0 <= class_quantile <= 1:
+            raise ValueError(f"class_quantile must lie in [0, 1], got {class_quantile}")
+        thresholds = torch.full((logits.shape[1],), threshold, dtype=confidence.dtype, device=confidence.device)
+        for cls in labels.unique():
+            values = confidence[labels == cls]
+            thresholds[cls] = torch.minimum(thresholds[cls], values.quantile(class_quantile))
+        weights = (confidence >= thresholds[labels]).to(confidence.dtype)
     if gate is not None:
         if gate.shape != weights.shape:
             raise ValueError(f"gate {tuple(gate.shape)} must have the shape of the pixels {tuple(weights.shape)}")
@@ -194,7 +206,8 @@ class SelfTraining(torch.nn.Module):
     target batch:
       - source images with their labels;
       - the teacher's pseudo-labels on the unlabelled target images (its weak view: the images as given), weighted per
-        image by the share of pixels above `threshold` (`pseudo_labels`), times a per-pixel `trust` map if given;
+        image by the share of pixels above `threshold` (or selected per class, `class_quantile`; `pseudo_labels`),
+        times a per-pixel `trust` map if given;
       - DACS: half of each source image's classes pasted onto a target image (`class_mix_masks`, `mix`), then
         `strong_augmentation`; the student learns source labels on the pasted pixels, pseudo-labels elsewhere;
       - MIC (with `mask_ratio` > 0): the student sees the target images with random `mask_block` × `mask_block` blocks
@@ -208,10 +221,13 @@ class SelfTraining(torch.nn.Module):
         strong_augmentation: a function of a (B, 3, H, W) batch of normalised images (and a `torch.Generator`) that
             returns the student's strong view; `None`: no change.
         mask_ratio, mask_block: MIC's share of hidden blocks and their side in pixels (0: no masking loss).
+        class_quantile: `None`, DACS's image-level pseudo-label weight; a quantile q, class-balanced per-pixel
+            selection (see `pseudo_labels`).
     """
 
     def __init__(self, segmenter, ema_decay: float = 0.99, threshold: float = 0.968,
-                 strong_augmentation: Callable | None = None, mask_ratio: float = 0.0, mask_block: int = 16):  # fmt: skip
+                 strong_augmentation: Callable | None = None, mask_ratio: float = 0.0, mask_block: int = 16,
+                 class_quantile: float | None = None):  # fmt: skip
         super().__init__()
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
@@ -220,6 +236,7 @@ class SelfTraining(torch.nn.Module):
         self.ema_decay, self.threshold = ema_decay, threshold
         self.strong_augmentation = strong_augmentation
         self.mask_ratio, self.mask_block = mask_ratio, mask_block
+        self.class_quantile = class_quantile
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -238,7 +255,7 @@ class SelfTraining(torch.nn.Module):
             ema_update(self.teacher, self.segmenter, self.ema_decay)
         with torch.no_grad():
             teacher_logits = self.teacher(pixel_values=target_pixels, transferability_map=maps.get("target")).logits
-        labels, weights = pseudo_labels(teacher_logits, self.threshold, trust)
+        labels, weights = pseudo_labels(teacher_logits, self.threshold, trust, self.class_quantile)
         paste = class_mix_masks(source_labels, generator)
         mixed_pixels = mix(source_pixels, target_pixels, paste)
         if self.strong_augmentation is not None:
