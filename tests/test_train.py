@@ -304,6 +304,42 @@ def test_alignment_methods_resume_exactly(trained, tmp_path):
             assert torch.equal(weights[key], resumed[key]), (method, key)
 
 
+def test_self_training_methods_train_save_the_student_and_resume_exactly(trained, tmp_path):
+    output, _ = trained
+    run = tmp_path / "selftrained"
+    args = ["--stage", "transfer", "--method", "selftrain", "tmt", "--source_model", str(output / "source"),
+            "--acte_model", str(output / "acte"), "--output_dir", str(run), *TINY, "--transfer_steps", "6",
+            "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest",
+            "--pseudo_label_class_quantile", "0.5"]  # fmt: skip
+    stdout = launch(args).stdout
+    assert "| selftrain   |" in stdout and "| tmt         |" in stdout
+    results = json.loads((run / "results.json").read_text())
+    assert min(results["tmt"]["mean_abs_lambda"]) > 0 and max(results["selftrain"]["mean_abs_lambda"]) == 0
+    straight = {m: load_file(run / m / "model.safetensors") for m in ("selftrain", "tmt")}
+    assert not any(key.startswith("teacher") for key in straight["tmt"])  # the teacher is training-only
+    assert any(key.startswith("acte.") for key in straight["tmt"]) and not any(k.startswith("acte.") for k in straight["selftrain"])
+    assert "self-training" in ModelCard.load(run / "tmt" / "README.md").content
+
+    for method in straight:  # killed after step 4: the teacher comes back from the checkpoint with the student
+        shutil.rmtree(run / method)
+        shutil.rmtree(run / "checkpoints" / method / "step_6")
+    launch(args)
+    for method, weights in straight.items():
+        resumed = load_file(run / method / "model.safetensors")
+        for key in weights:
+            assert torch.equal(weights[key], resumed[key]), (method, key)
+
+
+def test_unsupervised_adaptation_without_target_labels(trained, tmp_path):
+    output, _ = trained
+    run = tmp_path / "unsupervised"
+    stdout = launch(["--stage", "transfer", "--method", "selftrain", "tmt", "--focus_map", "oracle", "--source_model",
+                     str(output / "source"), "--output_dir", str(run), *TINY, "--target_train_samples", "0"]).stdout  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert results["selftrain"]["labelled_target_images"] == 0 and "| tmt-oracle  |" in stdout
+    assert 0.0 <= results["selftrain"]["target_val"]["mean_iou"] <= 1.0
+
+
 def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
     import shutil
 
@@ -408,7 +444,11 @@ def test_stock_vit_initialisation(tmp_path):
         (["--focus_map", "oracle", "--target", "bdd100k"], "--focus_map oracle needs a generated target"),
         (["--method", "finetune", "--focus_map", "shuffled"], "--method finetune uses none"),
         (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
-        (["--target_train_samples", "0"], "--target_train_samples must be >= 1"),
+        (["--target_train_samples", "0"], "suits the self-training methods only, not align_patch finetune tmt_paper"),
+        (["--target_train_samples", "-1"], "--target_train_samples must be >= 0"),
+        (["--method", "selftrain", "--mask_ratio", "1.5"], "--mask_ratio must lie in [0, 1]"),
+        (["--method", "selftrain", "--pseudo_label_class_quantile", "2"], "--pseudo_label_class_quantile must lie"),
+        (["--method", "selftrain", "--focus_map", "oracle"], "uses none"),
         (["--crop_size", "256", "512"], "larger than the largest scaled image"),
         (["--method", "patch"], "invalid choice: 'patch'"),
     ],
