@@ -1,0 +1,42 @@
+"""Paired comparison of transfer methods over seeds: mean mIoU per method, and each method minus a baseline with a
+95% t-interval over the seeds (and the baseline's seed-to-seed standard deviation, the noise floor).
+
+    python examples/results/v5_selftraining/paired.py examples/results/v5_selftraining/camvid/*.json
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="train.py results.json files, one per seed")
+    parser.add_argument("--baselines", nargs="+", default=["finetune", "selftrain"])
+    args = parser.parse_args()
+    runs = [json.load(open(path)) for path in args.results]
+    methods = [m for m in ("source", "finetune", "align_patch", "tmt_paper", "selftrain", "tmt") if all(m in r for r in runs)]
+    miou = {m: np.array([100 * r[m]["target_val"]["mean_iou"] for r in runs]) for m in methods}
+    seeds = [r["args"]["seed"] for r in runs]
+    print(f"seeds {seeds}; target {runs[0]['args']['target']} ({runs[0]['args']['target_eval_split']})\n")
+    print("| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
+    print("|---|" + "---|" * (len(seeds) + 1))
+    for m in methods:
+        print(f"| {m} | " + " | ".join(f"{v:.2f}" for v in miou[m]) + f" | {miou[m].mean():.2f} |")
+    for baseline in (b for b in args.baselines if b in miou):
+        print(f"\n| method − {baseline} | mean | 95% t-interval over {len(seeds)} seeds |\n|---|---|---|")
+        for m in methods:
+            if m in (baseline, "source"):
+                continue
+            diff = miou[m] - miou[baseline]
+            half = T_975[len(diff) - 1] * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+            print(f"| {m} | {diff.mean():+.2f} | [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] |")
+        if len(seeds) > 1:
+            print(f"\n{baseline}'s seed-to-seed standard deviation: {miou[baseline].std(ddof=1):.2f} mIoU")
+
+
+if __name__ == "__main__":
+    main()
