@@ -256,7 +256,7 @@ def selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts=(
     """
     The loss of the self-training methods (`SelfTraining`): each labelled target batch with `batch_size // 2` labelled
     source and as many unlabelled target images drawn from `auxiliary` as in `alignment_loss` (with no target labels,
-    the batch itself is the unlabelled target images). `parts` (tmt): the focus maps go to TMA (`tma`), gate the
+    the batch itself is the unlabelled target images, with `batch_size` source images). `parts` (tmt): the focus maps go to TMA (`tma`), gate the
     pseudo-labels with trust 1 - m (`trust`) and weight MIC's masking by m (`mask`).
     """
     domains = torch.tensor(auxiliary["domain_labels"])
