@@ -2,6 +2,8 @@
 95% t-interval over the seeds (and the baseline's seed-to-seed standard deviation, the noise floor).
 
     python examples/results/v5_selftraining/paired.py examples/results/v5_selftraining/camvid/*.json
+
+Files of the same seed are merged (e.g. a control run in its own output folder).
 """
 
 import argparse
@@ -14,13 +16,19 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", help="train.py results.json files, one per seed")
-    parser.add_argument("--baselines", nargs="+", default=["finetune", "selftrain"])
+    parser.add_argument("results", nargs="+", help="train.py results.json files")
+    parser.add_argument("--baselines", nargs="+", default=["finetune", "selftrain", "tmt-shuffled"])
     args = parser.parse_args()
-    runs = [json.load(open(path)) for path in args.results]
-    methods = [m for m in ("source", "finetune", "align_patch", "tmt_paper", "selftrain", "tmt") if all(m in r for r in runs)]
+    by_seed = {}
+    for path in args.results:
+        with open(path) as f:
+            result = json.load(f)
+        by_seed.setdefault(result["args"]["seed"], {}).update(result)
+    runs = list(by_seed.values())
+    methods = [m for m in ("source", "finetune", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled")
+               if all(m in r for r in runs)]  # fmt: skip
     miou = {m: np.array([100 * r[m]["target_val"]["mean_iou"] for r in runs]) for m in methods}
-    seeds = [r["args"]["seed"] for r in runs]
+    seeds = list(by_seed)
     print(f"seeds {seeds}; target {runs[0]['args']['target']} ({runs[0]['args']['target_eval_split']})\n")
     print("| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
     print("|---|" + "---|" * (len(seeds) + 1))
