@@ -23,7 +23,7 @@ SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_
             "ignore_source_labels", "class_conditional_alignment", "target_focus_weight", "tmt_parts", "mask_ratio",
             "source_model")  # fmt: skip
 METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle", "tmt_paper",
-           "tmt_paper-oracle", "tmt_paper-shuffled", "selftrain", "tmt-oracle", "tmt-shuffled")
+           "tmt_paper-oracle", "tmt_paper-shuffled", "selftrain", "tmt-oracle", "tmt-shuffled")  # fmt: skip
 SELF_TRAINING = ("selftrain", "tmt", "tmt-oracle", "tmt-shuffled")  # in runs that record --tmt_parts (protocol v5 on)
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
 FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",

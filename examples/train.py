@@ -205,10 +205,14 @@ def validate_args(args):
     if any(c > s for c, s in zip(args.crop_size, [round(x * 1.5) for x in args.image_size])):
         sys.exit(f"--crop_size {args.crop_size} is larger than the largest scaled image (1.5 × {args.image_size})")
     if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
-        sys.exit(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder")
+        sys.exit(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder"
+        )
     planned = {"all": ["source", "acte", *run_names(args)], "source": ["source"], "acte": ["acte"],
                "transfer": run_names(args)}[args.stage]  # fmt: skip
-    existing = [d for d in (os.path.join(args.output_dir, name) for name in planned) if os.path.isdir(d) and os.listdir(d)]
+    existing = [
+        d for d in (os.path.join(args.output_dir, name) for name in planned) if os.path.isdir(d) and os.listdir(d)
+    ]
     if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
         sys.exit(f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
                  "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones.")  # fmt: skip
@@ -221,7 +225,9 @@ def run_names(args):
 
 def segmentation_loss(model, batch):
     """Cross-entropy on the labelled images; TMA gets the batch's cached `focus` map if it has one."""
-    loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=batch.get("focus")).loss
+    loss = model(
+        pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=batch.get("focus")
+    ).loss
     return loss, {"loss": loss.item()}
 
 
@@ -631,7 +637,6 @@ def main(argv=None):
         )
     folder = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
     processor = TMTImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]})
-    started = time.time()
     results_path = os.path.join(args.output_dir, "results.json")
     results = {}
     if os.path.isfile(results_path) and args.resume_from_checkpoint:
@@ -639,7 +644,9 @@ def main(argv=None):
             results = json.load(f)
     results["args"] = vars(args)
     results["generator_version"] = GENERATOR_VERSION  # what the synthetic/* domains were generated with
-    wall_times = results["wall_time_s"] = results.get("wall_time_s") if isinstance(results.get("wall_time_s"), dict) else {}
+    wall_times = results["wall_time_s"] = (
+        results.get("wall_time_s") if isinstance(results.get("wall_time_s"), dict) else {}
+    )
 
     # Data: the target's evaluation split is the yardstick of every stage.
     with accelerator.main_process_first():
@@ -701,7 +708,9 @@ def main(argv=None):
         optimizer = torch.optim.AdamW(acte.parameters(), lr=ACTE_LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
         def acte_loss(model, batch):
-            out = model(pixel_values=batch["pixel_values"], domain_labels=batch["domain_labels"], labels=batch["labels"])
+            out = model(
+                pixel_values=batch["pixel_values"], domain_labels=batch["domain_labels"], labels=batch["labels"]
+            )
             logs = {"loss": out.loss.item(), "domain_loss": out.domain_loss.item()}
             return out.loss, logs | {"semantic_loss": out.semantic_loss.item()}
 
@@ -771,7 +780,9 @@ def main(argv=None):
                 if oracle:
                     train_data = domain_split(args.target, args.target_train_split, len(target_train), args,
                                               with_labels=args.target_train_samples > 0, oracle_maps=True)  # fmt: skip
-                    oracle_eval = domain_split(args.target, args.target_eval_split, args.num_eval, args, oracle_maps=True)
+                    oracle_eval = domain_split(
+                        args.target, args.target_eval_split, args.num_eval, args, oracle_maps=True
+                    )
             if oracle:
                 method_eval_loader = accelerator.prepare(eval_loader(oracle_eval, args))
             elif uses_map:  # ACTE's maps, computed once per image instead of on every batch
@@ -790,7 +801,9 @@ def main(argv=None):
             trained, compute_loss = model, segmentation_loss
             if method in ALIGNMENT_LEVEL:
                 _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3, appearance_jitter=True)
-                trained = AdversarialAlignment(model, ALIGNMENT_LEVEL[method], args.alignment_weight, args.transfer_steps)
+                trained = AdversarialAlignment(
+                    model, ALIGNMENT_LEVEL[method], args.alignment_weight, args.transfer_steps
+                )
                 groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
                 compute_loss = alignment_loss(auxiliary, auxiliary_transform, args, accelerator)
             elif method in SELF_TRAINING:  # the teacher's weak view: no photometric change (the student's is strong)

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -252,7 +251,9 @@ def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monk
     labels, domains, maps = compute_loss(lambda *inputs: inputs[1:], batch)
     assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
     assert (labels[:4] == 3).all() and (labels[4:6] == 1).all() and (labels[6:] == IGNORE_INDEX).all()
-    assert (maps[:4] == -1).all() and set(maps[4:6, 0, 0].tolist()) <= {0, 1} and set(maps[6:, 0, 0].tolist()) <= {2, 3, 4}
+    assert (
+        (maps[:4] == -1).all() and set(maps[4:6, 0, 0].tolist()) <= {0, 1} and set(maps[6:, 0, 0].tolist()) <= {2, 3, 4}
+    )
 
 
 def test_cached_focus_maps_are_actes_maps(monkeypatch):
@@ -317,7 +318,9 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
     assert min(results["tmt"]["mean_abs_lambda"]) > 0 and max(results["selftrain"]["mean_abs_lambda"]) == 0
     straight = {m: load_file(run / m / "model.safetensors") for m in ("selftrain", "tmt")}
     assert not any(key.startswith("teacher") for key in straight["tmt"])  # the teacher is training-only
-    assert any(key.startswith("acte.") for key in straight["tmt"]) and not any(k.startswith("acte.") for k in straight["selftrain"])
+    assert any(key.startswith("acte.") for key in straight["tmt"]) and not any(
+        k.startswith("acte.") for k in straight["selftrain"]
+    )
     assert "self-training" in ModelCard.load(run / "tmt" / "README.md").content
 
     for method in straight:  # killed after step 4: the teacher comes back from the checkpoint with the student

@@ -80,7 +80,9 @@ class AdversarialAlignment(torch.nn.Module):
         self.discriminator = torch.nn.Sequential(
             torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
         )
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # checkpointed with the wrapper: the ramp resumes
+        self.register_buffer(
+            "step", torch.zeros((), dtype=torch.long)
+        )  # checkpointed with the wrapper: the ramp resumes
 
     def forward(self, pixel_values, labels, domain_labels, transferability_map=None):
         """`domain_labels`: (batch,) 0 for source images, 1 for target images. Returns (loss, logs)."""
