@@ -568,7 +568,8 @@ def write_model_cards(args, results, source_dir, widget_image):
     for name, method in zip(run_names(args), args.method):
         if results.get(name):
             repo = tmt_repo if name == pushed_method(args) else f"{tmt_repo}-{name}"
-            with_acte = method == "tmt_paper" and args.focus_map != "oracle"
+            tma_on = method == "tmt_paper" or (method == "tmt" and "tma" in args.tmt_parts)
+            with_acte = tma_on and args.focus_map != "oracle"  # the saved model carries the ACTE that feeds its TMA
             cards[name] = tmt_model_card(
                 repo, source=args.source, target=args.target, method=method,
                 metrics={"mean_iou": target_miou(name)}, with_acte=with_acte,

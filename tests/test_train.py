@@ -321,7 +321,8 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
     assert any(key.startswith("acte.") for key in straight["tmt"]) and not any(
         k.startswith("acte.") for k in straight["selftrain"]
     )
-    assert "self-training" in ModelCard.load(run / "tmt" / "README.md").content
+    card = ModelCard.load(run / "tmt" / "README.md").content
+    assert "self-training" in card and "ACTE computes the focus map from the image" in card
 
     for method in straight:  # killed after step 4: the teacher comes back from the checkpoint with the student
         shutil.rmtree(run / method)
