@@ -223,6 +223,11 @@ def run_names(args):
     return [f"{m}-{args.focus_map}" if m in MAP_METHODS and args.focus_map != "acte" else m for m in args.method]
 
 
+def uses_tma(method, args):
+    """Whether a transfer method trains TMA (and so saves the ACTE that feeds it, unless the map is the oracle's)."""
+    return method == "tmt_paper" or (method == "tmt" and "tma" in args.tmt_parts)
+
+
 def segmentation_loss(model, batch):
     """Cross-entropy on the labelled images; TMA gets the batch's cached `focus` map if it has one."""
     loss = model(
@@ -231,22 +236,36 @@ def segmentation_loss(model, batch):
     return loss, {"loss": loss.item()}
 
 
-def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
+def auxiliary_draw(auxiliary, auxiliary_transform, counts, accelerator):
     """
-    The loss of the alignment methods: each labelled target batch is extended with `batch_size // 2` labelled source
-    and as many unlabelled target images, drawn from `auxiliary` with the global RNG (which Accelerate checkpoints, so
-    a resumed run draws the same; every process draws for all and keeps its own share), and passed to an
-    `AdversarialAlignment` with their domain labels (and the `focus` maps of tmt_paper).
+    A function that draws `counts` = (source, target) images from `auxiliary` (labelled source, then unlabelled target
+    images), collated, sources first. It draws with the global RNG, which Accelerate checkpoints, so a resumed run draws
+    the same; every process draws for all and keeps its own share.
     """
     domains = torch.tensor(auxiliary["domain_labels"])
     pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
+    shares = [slice(accelerator.process_index * c, (accelerator.process_index + 1) * c) for c in counts]
+
+    def draw():
+        picks = [pool[torch.randint(len(pool), (c * accelerator.num_processes,))][share]
+                 for pool, c, share in zip(pools, counts, shares)]  # fmt: skip
+        auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
+        return collate([auxiliary[int(i)] for i in torch.cat(picks)])
+
+    return draw
+
+
+def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
+    """
+    The loss of the alignment methods: each labelled target batch is extended with `batch_size // 2` labelled source
+    and as many unlabelled target images (`auxiliary_draw`), and passed to an `AdversarialAlignment` with their domain
+    labels (and the `focus` maps of tmt_paper).
+    """
     count = max(1, args.batch_size // 2)
-    share = slice(accelerator.process_index * count, (accelerator.process_index + 1) * count)
+    draw = auxiliary_draw(auxiliary, auxiliary_transform, (count, count), accelerator)
 
     def compute_loss(model, batch):
-        picks = [pool[torch.randint(len(pool), (count * accelerator.num_processes,))][share] for pool in pools]
-        auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
-        extra = collate([auxiliary[int(i)] for i in torch.cat(picks)])
+        extra = draw()
         device = batch["pixel_values"].device
         pixel_values = torch.cat([batch["pixel_values"], extra["pixel_values"].to(device)])
         labels = torch.cat([batch["labels"], extra["labels"].to(device)])
@@ -261,23 +280,19 @@ def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
 def selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts=()):
     """
     The loss of the self-training methods (`SelfTraining`): each labelled target batch with `batch_size // 2` labelled
-    source and as many unlabelled target images drawn from `auxiliary` as in `alignment_loss` (with no target labels,
-    the batch itself is the unlabelled target images, with `batch_size` source images). `parts` (tmt): the focus maps go to TMA (`tma`), gate the
-    pseudo-labels with trust 1 - m (`trust`) and weight MIC's masking by m (`mask`).
+    source and as many unlabelled target images (`auxiliary_draw`); with no target labels, the batch itself is the
+    unlabelled target images, with `batch_size` source images. `parts` (tmt): the focus maps go to TMA (`tma`), gate
+    the pseudo-labels with trust 1 - m (`trust`) and weight MIC's masking by m (`mask`).
     """
-    domains = torch.tensor(auxiliary["domain_labels"])
-    pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
-    unlabelled_only = args.target_train_samples == 0  # no target labels: the batch is the unlabelled target images
+    unlabelled_only = args.target_train_samples == 0
     counts = (args.batch_size, 0) if unlabelled_only else (max(1, args.batch_size // 2),) * 2
-    shares = [slice(accelerator.process_index * c, (accelerator.process_index + 1) * c) for c in counts]
+    draw = auxiliary_draw(auxiliary, auxiliary_transform, counts, accelerator)
 
     def compute_loss(model, batch):
-        picks = [pool[torch.randint(len(pool), (c * accelerator.num_processes,))][share]
-                 for pool, c, share in zip(pools, counts, shares)]  # fmt: skip
-        auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
+        extra = draw()
         generator = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))  # from the checkpointed RNG
         device = batch["pixel_values"].device
-        extra = {k: v.to(device) for k, v in collate([auxiliary[int(i)] for i in torch.cat(picks)]).items()}
+        extra = {k: v.to(device) for k, v in extra.items()}
         labelled = {k: v for k, v in batch.items() if k != "domain_labels"}
         sources = {k: v[: counts[0]] for k, v in extra.items()}
         targets = {k: v[counts[0] :] for k, v in extra.items()}
@@ -568,8 +583,7 @@ def write_model_cards(args, results, source_dir, widget_image):
     for name, method in zip(run_names(args), args.method):
         if results.get(name):
             repo = tmt_repo if name == pushed_method(args) else f"{tmt_repo}-{name}"
-            tma_on = method == "tmt_paper" or (method == "tmt" and "tma" in args.tmt_parts)
-            with_acte = tma_on and args.focus_map != "oracle"  # the saved model carries the ACTE that feeds its TMA
+            with_acte = uses_tma(method, args) and args.focus_map != "oracle"
             cards[name] = tmt_model_card(
                 repo, source=args.source, target=args.target, method=method,
                 metrics={"mean_iou": target_miou(name)}, with_acte=with_acte,
@@ -760,12 +774,11 @@ def main(argv=None):
             stage_started = time.time()
             set_seed(args.seed)
             model = TMTForSemanticSegmentation.from_pretrained(source_dir)
-            uses_map = method in MAP_METHODS
-            uses_tma = method == "tmt_paper" or (method == "tmt" and "tma" in args.tmt_parts)
+            uses_map, tma_on = method in MAP_METHODS, uses_tma(method, args)
             tma = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             others = [p for n, p in model.named_parameters() if not n.endswith("tma_lambda")]
             groups = [{"params": others}]
-            if uses_tma:
+            if tma_on:
                 groups.append({"params": tma, "lr": args.transfer_learning_rate * TMA_LR_SCALE, "weight_decay": 0.0})
             else:  # TMA off: λ stays frozen at 0, whatever map is given
                 for p in tma:
@@ -788,12 +801,12 @@ def main(argv=None):
                 method_eval_loader = accelerator.prepare(eval_loader(oracle_eval, args))
             elif uses_map:  # ACTE's maps, computed once per image instead of on every batch
                 acte = ACTEModel.from_pretrained(acte_dir)
-                if uses_tma:
+                if tma_on:
                     model.attach_acte(acte)  # the saved model computes its maps itself
                 shuffled = args.focus_map == "shuffled"
                 train_data = with_focus_maps(target_train, acte, args, shuffled)
                 auxiliary = with_focus_maps(auxiliary, acte, args, shuffled)
-                if shuffled and uses_tma:  # evaluated with shuffled maps too (the attached ACTE would give its own)
+                if shuffled and tma_on:  # evaluated with shuffled maps too (the attached ACTE would give its own)
                     shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), acte, args, True)
                     method_eval_loader = accelerator.prepare(eval_loader(shuffled_eval, args))
             # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's view.

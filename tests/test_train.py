@@ -294,8 +294,13 @@ def test_alignment_methods_resume_exactly(trained, tmp_path):
     straight = {m: load_file(run / m / "model.safetensors") for m in methods}
     assert not any(key.startswith("discriminator") for key in straight["tmt_paper-shuffled"])  # training-only
 
-    # A run killed after step 4 of each method: its outputs and later checkpoints are gone, step_4 is left.
-    for method in methods:
+    assert_resumed_after_step_4_equals(run, args, straight)
+
+
+def assert_resumed_after_step_4_equals(run, args, straight):
+    """Kills each method of a finished 6-step run after step 4 (its output folder and step_6 gone, step_4 left),
+    reruns `args` and checks that every method ends with the uninterrupted run's weights `straight`."""
+    for method in straight:
         shutil.rmtree(run / method)
         shutil.rmtree(run / "checkpoints" / method / "step_6")
     launch(args)
@@ -318,20 +323,12 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
     assert min(results["tmt"]["mean_abs_lambda"]) > 0 and max(results["selftrain"]["mean_abs_lambda"]) == 0
     straight = {m: load_file(run / m / "model.safetensors") for m in ("selftrain", "tmt")}
     assert not any(key.startswith("teacher") for key in straight["tmt"])  # the teacher is training-only
-    assert any(key.startswith("acte.") for key in straight["tmt"]) and not any(
-        k.startswith("acte.") for k in straight["selftrain"]
-    )
+    assert any(key.startswith("acte.") for key in straight["tmt"])
+    assert not any(key.startswith("acte.") for key in straight["selftrain"])
     card = ModelCard.load(run / "tmt" / "README.md").content
     assert "self-training" in card and "ACTE computes the focus map from the image" in card
 
-    for method in straight:  # killed after step 4: the teacher comes back from the checkpoint with the student
-        shutil.rmtree(run / method)
-        shutil.rmtree(run / "checkpoints" / method / "step_6")
-    launch(args)
-    for method, weights in straight.items():
-        resumed = load_file(run / method / "model.safetensors")
-        for key in weights:
-            assert torch.equal(weights[key], resumed[key]), (method, key)
+    assert_resumed_after_step_4_equals(run, args, straight)  # the teacher comes back from the checkpoint too
 
 
 def test_unsupervised_adaptation_without_target_labels(trained, tmp_path):

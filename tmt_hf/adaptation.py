@@ -80,9 +80,8 @@ class AdversarialAlignment(torch.nn.Module):
         self.discriminator = torch.nn.Sequential(
             torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
         )
-        self.register_buffer(
-            "step", torch.zeros((), dtype=torch.long)
-        )  # checkpointed with the wrapper: the ramp resumes
+        # Checkpointed with the wrapper, so the ramp resumes.
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, pixel_values, labels, domain_labels, transferability_map=None):
         """`domain_labels`: (batch,) 0 for source images, 1 for target images. Returns (loss, logs)."""
@@ -194,8 +193,13 @@ def block_masks(
         raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
     batch, height, width = shape
     grid = (math.ceil(height / block_size), math.ceil(width / block_size))
-    blocks = torch.rand((batch, 1, *grid), generator=generator) < ratio
-    return F.interpolate(blocks.float(), scale_factor=block_size, mode="nearest")[:, 0, :height, :width].bool()
+    blocks = torch.rand((batch, *grid), generator=generator) < ratio
+    return _blocks_to_pixels(blocks, block_size, height, width)
+
+
+def _blocks_to_pixels(blocks: torch.Tensor, block_size: int, height: int, width: int) -> torch.Tensor:
+    """(B, h, w) boolean blocks -> (B, height, width) boolean pixel masks, each block `block_size` pixels wide."""
+    return F.interpolate(blocks[:, None].float(), scale_factor=block_size, mode="nearest")[:, 0, :height, :width].bool()
 
 
 class SelfTraining(torch.nn.Module):
@@ -308,4 +312,4 @@ def weighted_block_masks(weights: torch.Tensor, block_size: int, ratio: float, g
     mean = block_weights.flatten(1).mean(1).clamp_min(1e-6)[:, None, None]
     probability = (ratio * block_weights / mean).clamp(max=1.0)
     blocks = torch.rand(probability.shape, generator=generator).to(probability.device) < probability
-    return F.interpolate(blocks[:, None].float(), scale_factor=block_size, mode="nearest")[:, 0, :height, :width].bool()
+    return _blocks_to_pixels(blocks, block_size, height, width)
