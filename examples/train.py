@@ -112,7 +112,8 @@ def parse_args(argv=None):
     add("--num_source_train", type=int, default=300, help="max source training images")
     add("--num_target_unlabeled", type=int, default=200, help="target training images used without labels")
     add("--target_train_samples", type=int, default=20,
-        help="labelled target images, the first of the split (0: unsupervised adaptation, selftrain and tmt only)")  # fmt: skip
+        help="labelled target images, the first of the split (fewer than --batch_size repeat to fill a batch; "
+             "0: unsupervised adaptation, selftrain and tmt only)")  # fmt: skip
     add("--num_eval", type=int, default=100, help="max evaluation images per domain")
     add("--image_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
         help="images are resized to this (generated scenes are rendered at it)")  # fmt: skip
@@ -389,6 +390,18 @@ def two_domains(source_part, target_part):
     parts = [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate((source_part, target_part))]
     mixed = datasets.concatenate_datasets(parts).remove_columns("sample_index")
     return mixed.add_column("sample_index", list(range(len(mixed))))
+
+
+def repeated_to_fill(dataset, batch_size):
+    """
+    A training set smaller than one batch (5 labelled target images at batch 8), repeated until it fills one; each
+    copy gets its own `sample_index`, so its own crop, flip and appearance draw.
+    """
+    copies = -(-batch_size // max(len(dataset), 1))
+    if copies <= 1:
+        return dataset
+    repeated = datasets.concatenate_datasets([dataset] * copies).remove_columns("sample_index")
+    return repeated.add_column("sample_index", list(range(len(repeated))))
 
 
 def train_loader(dataset, args, seed, appearance_jitter=False):
@@ -810,6 +823,7 @@ def main(argv=None):
                     shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), acte, args, True)
                     method_eval_loader = accelerator.prepare(eval_loader(shuffled_eval, args))
             # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's view.
+            train_data = repeated_to_fill(train_data, args.batch_size * accelerator.num_processes)
             loader, sampler, transform = train_loader(train_data, args, args.seed + 2,
                                                       appearance_jitter=args.target_train_samples > 0)  # fmt: skip
             trained, compute_loss = model, segmentation_loss

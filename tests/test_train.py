@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -124,12 +125,31 @@ def test_acte_stage_on_a_target_without_local_shifts(tmp_path):
     assert "[acte] held-out discriminator accuracy" in result.stdout and "AUROC" not in result.stdout
 
 
-def test_too_few_images_for_one_batch_fail_clearly(trained, tmp_path):
-    output, _ = trained
-    result = launch(["--stage", "transfer", "--method", "finetune", "--source_model", str(output / "source"),
-                     "--output_dir", str(tmp_path / "small"), *TINY, "--target_train_samples", "3"], check=False)  # fmt: skip
+def test_too_few_source_images_for_one_batch_fail_clearly(tmp_path):
+    result = launch(["--stage", "source", "--output_dir", str(tmp_path / "small"), *TINY, "--num_source_train", "3"],
+                    check=False)  # fmt: skip
     assert result.returncode != 0
     assert "3 training images do not fill one batch of --batch_size 4" in result.stderr
+
+
+def test_a_labelled_set_smaller_than_a_batch_repeats_to_fill_it(trained, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import repeated_to_fill
+
+    small = datasets.Dataset.from_dict({"image": ["a", "b", "c"], "sample_index": [0, 1, 2]})
+    filled = repeated_to_fill(small, 8)
+    assert filled["image"] == ["a", "b", "c"] * 3 and filled["sample_index"] == list(range(9))  # own augmentation each
+    assert repeated_to_fill(small, 3) is small
+
+    output, _ = trained
+    run = tmp_path / "three"
+    launch(["--stage", "transfer", "--method", "finetune", "--source_model", str(output / "source"), "--output_dir",
+            str(run), *TINY, "--target_train_samples", "3"])  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert results["finetune"]["labelled_target_images"] == 3  # the labelled images, not their copies
+    source = load_file(output / "source" / "model.safetensors")
+    tuned = load_file(run / "finetune" / "model.safetensors")
+    assert any(not torch.equal(source[key], tuned[key]) for key in source)  # it trained
 
 
 def test_model_cards_carry_measured_metrics(trained):
