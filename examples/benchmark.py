@@ -2,14 +2,15 @@
 
 For every pair and seed: a source model (trained once per source domain and seed), ACTE on the pair (when a method
 needs it), then the same budget on the same labelled target images for `finetune` and every method of `--methods`
-(train.py's transfer methods, and `oracle`: tmt_paper fed the generator's ground-truth shift mask). Writes OUTPUT_DIR/benchmark.json (every run's per-class
-IoU; finished runs are kept when the script is run again), OUTPUT_DIR/benchmark.md and summary.json (mIoU per pair,
-every method's gain over finetune with a paired bootstrap 95% interval over the (pair, seed) runs, and finetune's
-seed-to-seed noise) and OUTPUT_DIR/gains.png.
+(train.py's transfer methods, self-training included, and `oracle`: tmt_paper fed the generator's ground-truth shift
+mask). Writes OUTPUT_DIR/benchmark.json (every run's per-class IoU; finished runs are kept when the script is run
+again), OUTPUT_DIR/benchmark.md and summary.json (mIoU per pair, every method's gain over finetune with a paired
+bootstrap 95% interval over the (pair, seed) runs, and finetune's seed-to-seed noise) and OUTPUT_DIR/gains.png.
 
     python examples/benchmark.py                  # all 20 ordered pairs of the 5 generated domains, 3 seeds
     python examples/benchmark.py --quick          # 4 pairs x 2 seeds
     python examples/benchmark.py --pairs synthetic/clear:synthetic/night --methods oracle tmt_paper -- --transfer_steps 1800
+    python examples/benchmark.py --quick --methods selftrain tmt   # the self-training methods
     python examples/benchmark.py --pairs cityscapes:bdd100k --seeds 1 -- --preset base --image_size 512 1024
     python examples/benchmark.py --workers 12     # (source, seed) groups in parallel, e.g. on a GPU with many cores
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from tmt_hf.data import SYNTHETIC_DOMAINS
 
-TRANSFER_METHODS = ("finetune", "align_patch", "tmt_paper", "oracle")
+TRANSFER_METHODS = ("finetune", "align_patch", "tmt_paper", "selftrain", "tmt", "oracle")
 QUICK_PAIRS = ["synthetic/clear:synthetic/night", "synthetic/clear:synthetic/rain", "synthetic/fog:synthetic/autumn",
                "synthetic/autumn:synthetic/fog"]  # fmt: skip
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
@@ -118,7 +119,8 @@ def run_pair(source, target, seed, output_dir, methods, train_args, env):
     pair_dir = os.path.join(output_dir, "runs", f"{tag(source)}2{tag(target)}-seed{seed}")
     common = ["--source", source, "--target", target, "--seed", str(seed), "--output_dir", pair_dir,
               "--overwrite_output_dir", *train_args]  # fmt: skip
-    if "tmt_paper" in methods and not os.path.isfile(os.path.join(pair_dir, "acte", "training_summary.json")):
+    acte_done = os.path.isfile(os.path.join(pair_dir, "acte", "training_summary.json"))
+    if {"tmt_paper", "tmt"} & set(methods) and not acte_done:
         run_train(["--stage", "acte", *common], env)
     transfer = ["--stage", "transfer", "--source_model", os.path.join(source_dir, "source"), "--resume_from_checkpoint",
                 "latest", *common]  # fmt: skip

@@ -24,17 +24,17 @@ def run(script, *args):
 
 def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
     args = ["--pairs", "synthetic/clear:synthetic/fog", "--seeds", "2", "--workers", "2", "--output_dir", str(tmp_path),
-            "--methods", "tmt_paper", "oracle", "--", *TINY_TRAIN]  # fmt: skip
+            "--methods", "tmt_paper", "tmt", "oracle", "--", *TINY_TRAIN]  # fmt: skip
     out = run("benchmark.py", *args)
     runs = json.loads((tmp_path / "benchmark.json").read_text())
     assert sorted(r["seed"] for r in runs) == [0, 1] and {r["source_domain"] for r in runs} == {"synthetic/clear"}
     for run_ in runs:
-        for method in ("source", "finetune", "tmt_paper", "oracle"):
+        for method in ("source", "finetune", "tmt_paper", "tmt", "oracle"):
             assert 0 <= run_[method]["mean_iou"] <= 1 and len(run_[method]["per_category_iou"]) == 19
     table = (tmp_path / "benchmark.md").read_text()
     assert "| synthetic/clear → synthetic/fog | 2 |" in table and "mean over 2 runs" in table and table in out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    for method in ("tmt_paper", "oracle"):
+    for method in ("tmt_paper", "tmt", "oracle"):
         gain = summary["gain_over_finetune"][method]
         differences = [100 * (r[method]["mean_iou"] - r["finetune"]["mean_iou"]) for r in runs]
         assert abs(gain["mean"] - sum(differences) / 2) < 1e-9
