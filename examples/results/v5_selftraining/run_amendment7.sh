@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Amendment 7 of PROTOCOL.md (after run_amendment6.sh), resumable. Usage: as run_amendment6.sh (OUT CAMVID).
+# Amendment 7 of PROTOCOL.md, resumable. (f) runs once amendment 6 (d) has finished: rerun the script after it.
+# Usage: as run_amendment6.sh (OUT CAMVID).
 set -euo pipefail
 OUT=$1
 CAMVID=$2
@@ -13,11 +14,12 @@ for seed in 42 1 2; do
   $CAMVID_RUN --seed $seed --target_train_samples 5 --focus_map shuffled --source_model "$OUT/camvid/seed42/source" \
     --acte_model "$OUT/camvid/seed42/acte" --output_dir "$OUT/camvid/labels5-shuffled-seed$seed"
 done
-# (f) shuffled maps, full-pipeline seeds 1 and 2, 20 labels
-for seed in 1 2; do
-  $CAMVID_RUN --seed $seed --focus_map shuffled --source_model "$OUT/camvid/pipeline-seed$seed/source" \
-    --acte_model "$OUT/camvid/pipeline-seed$seed/acte" --output_dir "$OUT/camvid/pipeline-shuffled-seed$seed"
-done
 # (g) TMA only, 5 labels, transfer seed 42
 $CAMVID_RUN --seed 42 --target_train_samples 5 --tmt_parts tma --source_model "$OUT/camvid/seed42/source" \
   --acte_model "$OUT/camvid/seed42/acte" --output_dir "$OUT/camvid/labels5-tma-seed42"
+# (f) shuffled maps, full-pipeline seeds 1 and 2, 20 labels
+for seed in 1 2; do
+  [ -d "$OUT/camvid/pipeline-seed$seed/acte" ] || { echo "(f) seed $seed waits for amendment 6 (d)"; continue; }
+  $CAMVID_RUN --seed $seed --focus_map shuffled --source_model "$OUT/camvid/pipeline-seed$seed/source" \
+    --acte_model "$OUT/camvid/pipeline-seed$seed/acte" --output_dir "$OUT/camvid/pipeline-shuffled-seed$seed"
+done
