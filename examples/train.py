@@ -382,14 +382,20 @@ def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=F
         )
     else:
         dataset = dataset.select_columns(columns)
+    return indexed(dataset)
+
+
+def indexed(dataset):
+    """`dataset` with a `sample_index` column 0..n-1 (replacing any), which seeds each row's augmentation."""
+    if "sample_index" in dataset.column_names:
+        dataset = dataset.remove_columns("sample_index")
     return dataset.add_column("sample_index", list(range(len(dataset))))
 
 
 def two_domains(source_part, target_part):
     """Source then target images with `domain_labels` 0 / 1 and one `sample_index` over both (for augmentation)."""
     parts = [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate((source_part, target_part))]
-    mixed = datasets.concatenate_datasets(parts).remove_columns("sample_index")
-    return mixed.add_column("sample_index", list(range(len(mixed))))
+    return indexed(datasets.concatenate_datasets(parts))
 
 
 def repeated_to_fill(dataset, batch_size):
@@ -397,11 +403,9 @@ def repeated_to_fill(dataset, batch_size):
     A training set smaller than one batch (5 labelled target images at batch 8), repeated until it fills one; each
     copy gets its own `sample_index`, so its own crop, flip and appearance draw.
     """
-    copies = -(-batch_size // max(len(dataset), 1))
-    if copies <= 1:
+    if not 0 < len(dataset) < batch_size:
         return dataset
-    repeated = datasets.concatenate_datasets([dataset] * copies).remove_columns("sample_index")
-    return repeated.add_column("sample_index", list(range(len(repeated))))
+    return indexed(datasets.concatenate_datasets([dataset] * -(-batch_size // len(dataset))))
 
 
 def train_loader(dataset, args, seed, appearance_jitter=False):
