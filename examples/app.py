@@ -18,7 +18,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from tmt_hf.data import generate_scene
 from tmt_hf.inference import pad_to_multiple, segment_image
-from tmt_hf.visualize import colorize, draw_boundaries, heat_overlay
+from tmt_hf.visualize import colorize, draw_boundaries, heat_overlay, palette_of
 
 DEFAULT_MODEL = os.environ.get("TMT_MODEL", "outputs/tmt-clear2night/tmt")
 
@@ -36,6 +36,7 @@ def example_images(folder: str) -> list[str]:
 def build_demo(model_path: str) -> gr.Blocks:
     processor = AutoImageProcessor.from_pretrained(model_path, trust_remote_code=True)
     model = AutoModelForSemanticSegmentation.from_pretrained(model_path, trust_remote_code=True).eval()
+    palette = palette_of(model.config.id2label)  # the colours of the model's label space
 
     def segment(image: Image.Image):
         if image is None:
@@ -43,13 +44,13 @@ def build_demo(model_path: str) -> gr.Blocks:
         image = image.convert("RGB")
         segmentation, outputs = segment_image(processor, model, image)
         if outputs.focus_map is None or model.acte is None:
-            return colorize(segmentation), image, image
+            return colorize(segmentation, palette), image, image
         pixels = pad_to_multiple(processor(image, return_tensors="pt")["pixel_values"], model.size_multiple)
         with torch.no_grad():
             assignments = model.acte(pixel_values=pixels).region_assignments
         regions = model.acte.hard_regions(assignments, model.acte.config.cell_size)[0].numpy()
         focus = heat_overlay(image, outputs.focus_map[0].numpy())
-        return colorize(segmentation), focus, draw_boundaries(image, regions)
+        return colorize(segmentation, palette), focus, draw_boundaries(image, regions)
 
     with gr.Blocks(title="TMT: transferability-aware segmentation") as demo:
         gr.Markdown(f"# TMT cross-domain segmentation\nModel: `{model_path}`. ACTE scores how well each adaptive region "
@@ -58,7 +59,7 @@ def build_demo(model_path: str) -> gr.Blocks:
             image = gr.Image(type="pil", label="street image", elem_id="input-image")
         button = gr.Button("Segment", variant="primary", elem_id="segment-button")
         with gr.Row():
-            outputs = [gr.Image(type="pil", label="segmentation (Cityscapes palette)", elem_id="segmentation"),
+            outputs = [gr.Image(type="pil", label="segmentation", elem_id="segmentation"),
                        gr.Image(type="pil", label="focus map (ACTE)", elem_id="focus-map"),
                        gr.Image(type="pil", label="ACTE adaptive regions", elem_id="regions")]  # fmt: skip
         gr.Examples(example_images(tempfile.mkdtemp(prefix="tmt-examples-")), inputs=image)

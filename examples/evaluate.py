@@ -5,8 +5,9 @@
     python examples/evaluate.py --model outputs/tmt-clear2night/oracle --data synthetic/night --shift_mask_as_map \
         --confusions bus truck train
 
-mIoU is averaged over the classes the dataset labels: a registered benchmark's (CamVid: 11 of the 19), otherwise the
-classes its labels hold. `--confusions` adds, for each named class, where its pixels went: the shares of its labelled pixels predicted as
+The dataset's labels are mapped into the model's label space (its `id2label`: Cityscapes or IDD level-1, see
+`tmt_hf.data.label_spaces`). mIoU is averaged over the classes the dataset labels: a registered benchmark's (CamVid: 11
+of the 19), otherwise the classes its labels hold. `--confusions` adds, for each named class, where its pixels went: the shares of its labelled pixels predicted as
 each class (the four largest), i.e. rows of the confusion matrix.
 
 Runs on any number of processes: predictions are gathered with `gather_for_metrics`, so every process count gives
@@ -21,7 +22,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from tmt_hf.data import SegmentationTransform, collate, labelled_classes, load_domain
+from tmt_hf.data import LABEL_SPACES, SegmentationTransform, collate, label_space_of, labelled_classes, load_domain
 from tmt_hf.metrics import MeanIoU
 
 
@@ -30,7 +31,11 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="a save_pretrained folder or Hub id")
     parser.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--split", default="validation", help="a split, or a row range of one (train[42:])")
-    parser.add_argument("--data_dir", default=None, help="folder of a benchmark read from local files (camvid)")
+    parser.add_argument("--data_dir", default=None,
+                        help="folder of a benchmark read from local files (camvid, idd-lite)")  # fmt: skip
+    parser.add_argument("--data_label_space", choices=sorted(LABEL_SPACES), default=None,
+                        help="the label space of a Hub/local dataset's label files (default: the registry entry's; "
+                             "cityscapes train ids for a Hub id or local path)")  # fmt: skip
     parser.add_argument("--num_samples", type=int, default=None)
     parser.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="default: the model's image processor size")  # fmt: skip
@@ -52,10 +57,14 @@ def main(argv=None):
         parser.error(
             f"--confusions {' '.join(unknown)}: not classes of the model ({', '.join(model.config.id2label.values())})"
         )
+    space = label_space_of(model.config.id2label)
+    if space is None:
+        parser.error(f"{args.model} predicts classes of no registered label space ({list(model.config.id2label.values())}"
+                     "); register its LabelSpace in tmt_hf.data.LABEL_SPACES")  # fmt: skip
     size = tuple(args.image_size) if args.image_size else (processor.size["height"], processor.size["width"])
     with accelerator.main_process_first():
         dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size,
-                              data_dir=args.data_dir)  # fmt: skip
+                              data_dir=args.data_dir, label_space=space.name, native_labels=args.data_label_space)  # fmt: skip
     if args.shift_mask_as_map:
         if model.config.model_type != "tmt":
             parser.error(f"--shift_mask_as_map needs a TMT model, whose TMA reads a map; {args.model} is a "
@@ -72,7 +81,8 @@ def main(argv=None):
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
     model, loader = accelerator.prepare(model, loader)
 
-    metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index, labelled_classes(args.data))
+    classes = labelled_classes(args.data, space.name)
+    metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index, classes)
     with torch.no_grad():
         for batch in loader:
             maps = {"transferability_map": batch["focus"]} if args.shift_mask_as_map else {}

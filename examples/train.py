@@ -1,8 +1,10 @@
 """Train TMT with Accelerate: the cross-domain protocol, from a source model to the adapted target model.
 
     accelerate launch examples/train.py                       # every stage on the embedded generated benchmark
-    accelerate launch examples/train.py --source cityscapes --target bdd100k --preset base \\
+    accelerate launch examples/train.py --source cityscapes --target bdd100k \\
         --model_name_or_path google/vit-base-patch16-224-in21k --image_size 512 1024 --crop_size 512 512
+    accelerate launch examples/train.py --source camvid/day --target idd-lite --label_space idd_level1 \\
+        --data_dir path/to/data --model_name_or_path facebook/deit-tiny-patch16-224 ...
 
 Stages (`--stage`):
   source    a segmentation ViT (TMTForSemanticSegmentation, TMA idle) on the source labels;
@@ -20,6 +22,12 @@ Stages (`--stage`):
                            (--tmt_parts), and TMA in the student;
   all       (default) source, acte, then transfer, and a table of target mIoU.
 Labelled images get random photometric augmentation (brightness, colour cast, blur, noise) in every stage.
+
+Starting from a pretrained ViT (`--model_name_or_path`, a stock ViT/DeiT or a TMT checkpoint), the run normalises every
+image with the checkpoint's image processor (mean, std), resamples its position embeddings to --crop_size, and trains
+the source stage with the usual ViT fine-tuning recipe: the new decode head at --head_learning_rate_scale times the
+learning rate, layer-wise learning-rate decay (--layer_decay) and warm-up (--warmup_ratio). The model predicts the
+classes of --label_space; both domains' labels are mapped into it (see tmt_hf.data.label_spaces).
 `--focus_map oracle` feeds the map methods (tmt_paper, tmt) the generator's ground-truth shift mask instead of ACTE's
 map (generated targets only: what a perfect estimator would give); `--focus_map shuffled` gives each image another
 image's ACTE map (the control that keeps the maps' statistics and breaks their placement).
@@ -29,6 +37,7 @@ and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
 """
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -47,6 +56,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
+from transformers import ImageProcessingMixin
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
@@ -55,8 +65,11 @@ from tmt_hf.data import (
     DOMAINS,
     GENERATOR_VERSION,
     IGNORE_INDEX,
+    LABEL_SPACES,
     SegmentationTransform,
     collate,
+    get_label_space,
+    label_space_of,
     labelled_classes,
     load_domain,
 )
@@ -75,7 +88,6 @@ TMA_LR_SCALE = 100.0  # λ of TMA starts at 0 and learns at 100× the transfer l
 ACTE_CELL_SIZE = 2  # ACTE's seed-grid cell in feature positions: 16-px regions at its stride 8
 ACTE_LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.01  # AdamW, every stage
-WARMUP_RATIO = 0.05  # share of each stage's steps in linear warm-up, then cosine decay
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -101,7 +113,14 @@ def parse_args(argv=None):
     # Data.
     add("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
-    add("--data_dir", default=None, help="folder of a benchmark read from local files (camvid: SegNet's CamVid/)")
+    add("--data_dir", default=None,
+        help="folder of a benchmark read from local files (camvid: SegNet's CamVid/; idd-lite: idd20k_lite/)")  # fmt: skip
+    add("--label_space", choices=sorted(LABEL_SPACES), default="cityscapes",
+        help="the classes the model predicts; both domains' labels are mapped into them")  # fmt: skip
+    add("--source_label_space", choices=sorted(LABEL_SPACES), default=None,
+        help="the label space a Hub/local source dataset's label files are in (default: the registry entry's; "
+             "cityscapes train ids for a Hub id or local path)")  # fmt: skip
+    add("--target_label_space", choices=sorted(LABEL_SPACES), default=None, help="the same for the target dataset")
     add("--columns", nargs=2, default=None, metavar=("IMAGE", "LABEL"),
         help="the image and label columns of Hub/local datasets (default: the registry's, or image label)")  # fmt: skip
     add("--train_split", default="train", help="training split of both domains; a row range works, e.g. train[:40]")
@@ -123,7 +142,8 @@ def parse_args(argv=None):
     # Models.
     add("--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS), help="ViT size when training from scratch")
     add("--model_name_or_path", default=None,
-        help="source stage: a stock ViT or TMT checkpoint to start from (default: random init)")  # fmt: skip
+        help="source stage: a pretrained ViT/DeiT or TMT checkpoint to start from (default: --preset, random init); "
+             "its image processor's mean/std normalise every stage")  # fmt: skip
     add("--source_model", default=None, help="transfer stage: default OUTPUT_DIR/source")
     add("--acte_model", default=None, help="transfer stage: default OUTPUT_DIR/acte")
     # Optimisation.
@@ -131,7 +151,15 @@ def parse_args(argv=None):
     add("--acte_steps", type=int, default=300, help="optimizer steps of the ACTE stage")
     add("--transfer_steps", type=int, default=300, help="optimizer steps of each transfer method")
     add("--batch_size", type=int, default=8, help="per device (evaluation: twice this)")
-    add("--learning_rate", type=float, default=5e-4, help="source stage learning rate (AdamW)")
+    add("--learning_rate", type=float, default=None,
+        help="source stage learning rate (AdamW; of the last encoder layer under --layer_decay); default 5e-4 from "
+             "scratch, 2e-4 from --model_name_or_path")  # fmt: skip
+    add("--head_learning_rate_scale", type=float, default=10.0,
+        help="from --model_name_or_path: the new decode head learns at this times --learning_rate")  # fmt: skip
+    add("--layer_decay", type=float, default=0.75,
+        help="from --model_name_or_path: layer-wise learning-rate decay (BEiT/MAE), encoder layer i of L at "
+             "--learning_rate * decay^(L - i), the embeddings at decay^L; 1: off")  # fmt: skip
+    add("--warmup_ratio", type=float, default=0.05, help="share of each stage's steps in linear warm-up, then cosine")
     add("--transfer_learning_rate", type=float, default=2e-4, help="transfer stage learning rate")
     add("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     add("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
@@ -178,6 +206,13 @@ def validate_args(args):
         sys.exit(f"--pseudo_label_class_quantile must lie in [0, 1], got {args.pseudo_label_class_quantile}")
     if args.alignment_weight < 0:
         sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
+    if args.learning_rate is None:
+        args.learning_rate = 2e-4 if args.model_name_or_path else 5e-4
+    for name in ("learning_rate", "head_learning_rate_scale", "layer_decay"):
+        if getattr(args, name) <= 0:
+            sys.exit(f"--{name} must be > 0, got {getattr(args, name)}")
+    if not 0 <= args.warmup_ratio < 1:
+        sys.exit(f"--warmup_ratio must lie in [0, 1), got {args.warmup_ratio}")
     if args.cpu_threads is not None and args.cpu_threads < 1:
         sys.exit("--cpu_threads must be >= 1")
     if args.focus_map != "acte" and not set(MAP_METHODS) & set(args.method):
@@ -186,6 +221,10 @@ def validate_args(args):
     if args.focus_map == "oracle" and not args.target.startswith("synthetic/"):
         sys.exit("--focus_map oracle needs a generated target (synthetic/<domain>): only the generator knows which "
                  "pixels its domain shifted")  # fmt: skip
+    if args.focus_map == "oracle" and args.label_space != "cityscapes":
+        sys.exit(
+            "--focus_map oracle marks the generator's restyled Cityscapes classes: it needs --label_space cityscapes"
+        )
     if args.focus_map == "oracle" and args.push_to_hub:
         sys.exit("--focus_map oracle reads the generator's shift masks at evaluation; such a model is not pushed")
     if args.stage == "transfer":
@@ -312,10 +351,14 @@ def selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts=(
     return compute_loss
 
 
-def strong_view(pixel_values, generator=None):
-    """The student's strong view in self-training: random photometric augmentation of normalised images."""
-    images = [random_global_appearance(image.cpu() * 0.5 + 0.5, generator) for image in pixel_values]
-    return ((torch.stack(images) - 0.5) / 0.5).to(pixel_values.device)
+def strong_view(pixel_values, generator=None, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
+    """
+    The student's strong view in self-training: random photometric augmentation of images normalised with
+    `image_mean`/`image_std` (undone, augmented in [0, 1], redone).
+    """
+    mean, std = torch.tensor(image_mean).view(3, 1, 1), torch.tensor(image_std).view(3, 1, 1)
+    images = [random_global_appearance(image.cpu() * std + mean, generator) for image in pixel_values]
+    return ((torch.stack(images) - mean) / std).to(pixel_values.device)
 
 
 @torch.no_grad()
@@ -326,7 +369,8 @@ def with_focus_maps(dataset, acte, args, shuffled=False):
     image gets the next image's map (the last the first's).
     """
     images = dataset.select_columns(["image"])
-    images.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size)))
+    images.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size), image_mean=args.image_mean,
+                                               image_std=args.image_std))  # fmt: skip
     height, width = args.image_size
     acte.eval()
     maps = []
@@ -362,13 +406,14 @@ class EpochShuffleSampler(Sampler):
 
 def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=False):
     """
-    One domain's split, with a `sample_index` column for reproducible augmentation. `oracle_maps` adds the oracle's
-    map for the generated `--target` as a `focus` column: the generator's shift mask on target images, and on another
-    domain's images (which the target's shifts never touched) the pixels of the classes the target restyles.
+    One domain's split in --label_space, with a `sample_index` column for reproducible augmentation. `oracle_maps` adds
+    the oracle's map for the generated `--target` as a `focus` column: the generator's shift mask on target images, and
+    on another domain's images (which the target's shifts never touched) the pixels of the classes the target restyles.
     """
     dataset = load_domain(name, split, image_column=args.columns and args.columns[0], label_column=args.columns and args.columns[1],
                           num_samples=num_samples, synthetic_size=tuple(args.image_size),
-                          on_bad_sample=args.on_bad_sample, data_dir=args.data_dir)  # fmt: skip
+                          on_bad_sample=args.on_bad_sample, data_dir=args.data_dir, label_space=args.label_space,
+                          native_labels=args.source_label_space if name == args.source else args.target_label_space)  # fmt: skip
     columns = ["image", "label"] if with_labels else ["image"]
     if oracle_maps and name == args.target:
         dataset = dataset.select_columns([*columns, "shift_mask"]).rename_column("shift_mask", "focus")
@@ -410,7 +455,8 @@ def repeated_to_fill(dataset, batch_size):
 
 def train_loader(dataset, args, seed, appearance_jitter=False):
     transform = SegmentationTransform(train=True, size=tuple(args.image_size), crop_size=tuple(args.crop_size),
-                                      scale_range=(0.75, 1.5), seed=seed, appearance_jitter=appearance_jitter)  # fmt: skip
+                                      scale_range=(0.75, 1.5), seed=seed, appearance_jitter=appearance_jitter,
+                                      image_mean=args.image_mean, image_std=args.image_std)  # fmt: skip
     dataset.set_transform(transform)
     sampler = EpochShuffleSampler(len(dataset), seed)
     # A private generator: creating an iterator each epoch must not draw from the global RNG, which Accelerate
@@ -421,7 +467,8 @@ def train_loader(dataset, args, seed, appearance_jitter=False):
 
 
 def eval_loader(dataset, args):
-    dataset.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size)))
+    dataset.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size), image_mean=args.image_mean,
+                                                image_std=args.image_std))  # fmt: skip
     return DataLoader(dataset, batch_size=2 * args.batch_size, collate_fn=collate)
 
 
@@ -484,7 +531,7 @@ def latest_checkpoint(stage_checkpoints: str) -> str | None:
 def run_training(stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator,
                  evaluate_fn=None):  # fmt: skip
     """The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume."""
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, WARMUP_RATIO))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, args.warmup_ratio))
     accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if len(loader) == 0:  # drop_last leaves nothing: fail now, not with a division by zero
@@ -553,6 +600,51 @@ def save_checkpoint(accelerator, checkpoints, step):
     accelerator.wait_for_everyone()
 
 
+def image_normalization(args, source_dir):
+    """
+    The (mean, std) of every transform and saved processor: those of the image processor of the checkpoint the model
+    starts from (--model_name_or_path for the source stage, else the source model); ViT's 0.5 where it has none.
+    """
+    checkpoints = (
+        [args.model_name_or_path] if args.stage in ("all", "source") else [source_dir, args.model_name_or_path]
+    )
+    for checkpoint in filter(None, checkpoints):
+        try:
+            config, _ = ImageProcessingMixin.get_image_processor_dict(checkpoint)
+        except OSError:  # no preprocessor_config.json there
+            continue
+        if "image_mean" in config and "image_std" in config:
+            return [float(v) for v in config["image_mean"]], [float(v) for v in config["image_std"]]
+    if args.model_name_or_path:
+        logging.getLogger(__name__).warning(f"{args.model_name_or_path} has no image processor with a mean and std "
+                                            "(preprocessor_config.json): normalising with mean = std = 0.5")  # fmt: skip
+    return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+
+
+def fine_tuning_groups(model, learning_rate, layer_decay, head_scale):
+    """
+    AdamW parameter groups of the ViT fine-tuning recipe (BEiT, MAE): encoder layer i of L learns at learning_rate *
+    layer_decay^(L - i), the embeddings at layer_decay^L, the new decode head at head_scale * learning_rate; biases,
+    norms, the CLS token and position embeddings get no weight decay.
+    """
+    depth = model.config.num_hidden_layers
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("vit.layers."):
+            scale = layer_decay ** (depth - 1 - int(name.split(".")[2]))
+        elif name.startswith("vit."):
+            scale = layer_decay**depth
+        else:
+            scale = head_scale
+        no_decay = param.ndim == 1 or name.endswith(("cls_token", "position_embeddings", "mask_token"))
+        group = groups.setdefault((scale, no_decay), {"params": [], "lr": learning_rate * scale}
+                                  | ({"weight_decay": 0.0} if no_decay else {}))  # fmt: skip
+        group["params"].append(param)
+    return list(groups.values())
+
+
 def warmup_cosine(steps, warmup_ratio):
     warmup = max(1, int(steps * warmup_ratio))
     return lambda s: (
@@ -582,6 +674,7 @@ def write_model_cards(args, results, source_dir, widget_image):
         args.model_name_or_path if args.model_name_or_path and not os.path.exists(args.model_name_or_path) else None
     )
     target_miou = lambda stage: results[stage]["target_val"]["mean_iou"]  # noqa: E731
+    classes = f"{args.label_space}: {', '.join(get_label_space(args.label_space).classes)}"
     cards = {}
     if results.get("source") and "source_val" in results["source"]:
         source_repo = tmt_repo if args.stage == "source" else f"{tmt_repo}-source"
@@ -589,13 +682,14 @@ def write_model_cards(args, results, source_dir, widget_image):
             source_repo, source=args.source, target=args.source, method="finetune",
             metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]}, base_model=base_model,
             widget_images=widget(source_repo), split=args.eval_split,
-            training={"stage": "source", "data": args.source, "steps": args.source_steps,
+            training={"stage": "source", "data": args.source, "classes": classes, "steps": args.source_steps,
                       f"mIoU on {args.target} (source-only)": round(target_miou("source"), 4)},
         )  # fmt: skip
     if results.get("acte"):
         metrics = {k: v for k, v in results["acte"].items() if k == "discriminator_accuracy"}
         cards["acte"] = acte_model_card(acte_repo, source=args.source, target=args.target, metrics=metrics,
                                         training={**results["acte"].get("training", {}), "steps": args.acte_steps,
+                                                  "auxiliary head's classes": classes,
                                                   "batch size": args.batch_size})  # fmt: skip
     for name, method in zip(run_names(args), args.method):
         if results.get(name):
@@ -606,7 +700,8 @@ def write_model_cards(args, results, source_dir, widget_image):
                 metrics={"mean_iou": target_miou(name)}, with_acte=with_acte,
                 acte_repo_id=args.hub_acte_model_id if with_acte else None,
                 widget_images=widget(repo), split=args.target_eval_split,
-                training={"source model": source_dir, "labelled target images": results[name]["labelled_target_images"],
+                training={"source model": source_dir, "classes": classes,
+                          "labelled target images": results[name]["labelled_target_images"],
                           "steps": args.transfer_steps, "batch size": args.batch_size,
                           "learning rate": args.transfer_learning_rate,
                           "source-only target mIoU": round(target_miou("source"), 4)},
@@ -668,7 +763,11 @@ def main(argv=None):
             "tmt-hf", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
         )
     folder = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
-    processor = TMTImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]})
+    source_dir = args.source_model or folder("source")
+    args.image_mean, args.image_std = image_normalization(args, source_dir)
+    processor = TMTImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]},
+                                  image_mean=args.image_mean, image_std=args.image_std)  # fmt: skip
+    label_space = get_label_space(args.label_space)
     results_path = os.path.join(args.output_dir, "results.json")
     results = {}
     if os.path.isfile(results_path) and args.resume_from_checkpoint:
@@ -685,32 +784,38 @@ def main(argv=None):
         target_eval = domain_split(args.target, args.target_eval_split, args.num_eval, args)
         source_eval = domain_split(args.source, args.eval_split, args.num_eval, args)
     widget_image = target_eval[0]["image"]  # the model cards' widget example
-    num_labels = TMTConfig().num_labels
+    num_labels = len(label_space.classes)
     # mIoU over the classes a benchmark labels (CamVid: 11 of 19); for other data, over the classes its labels hold.
-    target_classes = labelled_classes(args.target) or present_classes(target_eval)
-    source_classes = labelled_classes(args.source) or present_classes(source_eval)
+    target_classes = labelled_classes(args.target, args.label_space) or present_classes(target_eval)
+    source_classes = labelled_classes(args.source, args.label_space) or present_classes(source_eval)
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
     evaluate_target = lambda m, loader=target_eval_loader: evaluate(m, loader, accelerator, num_labels, target_classes)  # noqa: E731
 
     # ---- Stage 1: source model -----------------------------------------------------------------------------------
-    source_dir = args.source_model or folder("source")
     if args.stage in ("all", "source") and not (args.resume_from_checkpoint and finished(folder("source"))):
         stage_started = time.time()
         with accelerator.main_process_first():
             source_train = domain_split(args.source, args.train_split, args.num_source_train, args)
         loader, sampler, transform = train_loader(source_train, args, args.seed, appearance_jitter=True)
         if args.model_name_or_path:
-            model, info = TMTForSemanticSegmentation.from_pretrained(args.model_name_or_path, output_loading_info=True,
-                                                                     num_labels=num_labels, ignore_mismatched_sizes=True)  # fmt: skip
+            model, info = TMTForSemanticSegmentation.from_pretrained(
+                args.model_name_or_path, output_loading_info=True, id2label=label_space.id2label,
+                label2id=label_space.label2id, ignore_mismatched_sizes=True,
+            )  # fmt: skip
             backbone_missing = [k for k in info["missing_keys"] if k.startswith("vit.") and ".tma_" not in k]
             if backbone_missing:
                 raise ValueError(
-                    f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}"
+                    f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {sorted(backbone_missing)[:5]}"
                 )
+            model.vit.resize_position_embeddings(args.crop_size)  # a 224x224 grid becomes the crop's, once
+            groups = fine_tuning_groups(model, args.learning_rate, args.layer_decay, args.head_learning_rate_scale)
         else:
-            model = TMTForSemanticSegmentation(TMTConfig.from_preset(args.preset, image_size=args.crop_size[0]))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=WEIGHT_DECAY)
+            model = TMTForSemanticSegmentation(TMTConfig.from_preset(
+                args.preset, image_size=args.crop_size[0], id2label=label_space.id2label, label2id=label_space.label2id
+            ))  # fmt: skip
+            groups = [{"params": list(model.parameters())}]
+        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=WEIGHT_DECAY)
         evaluate_source = lambda m: evaluate(m, source_eval_loader, accelerator, num_labels, source_classes)  # noqa: E731
         model, history = run_training("source", model, loader, sampler, transform, segmentation_loss, optimizer,
                                       args.source_steps, args, accelerator, evaluate_source)  # fmt: skip
@@ -791,6 +896,9 @@ def main(argv=None):
             stage_started = time.time()
             set_seed(args.seed)
             model = TMTForSemanticSegmentation.from_pretrained(source_dir)
+            if label_space_of(model.config.id2label) is not label_space:
+                raise ValueError(f"The source model {source_dir!r} predicts {list(model.config.id2label.values())}, not "
+                                 f"the --label_space {args.label_space} classes {list(label_space.classes)}")  # fmt: skip
             uses_map, tma_on = method in MAP_METHODS, uses_tma(method, args)
             tma = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
             others = [p for n, p in model.named_parameters() if not n.endswith("tma_lambda")]
@@ -840,7 +948,8 @@ def main(argv=None):
                 compute_loss = alignment_loss(auxiliary, auxiliary_transform, args, accelerator)
             elif method in SELF_TRAINING:  # the teacher's weak view: no photometric change (the student's is strong)
                 _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3)
-                trained = SelfTraining(model, EMA_DECAY, PSEUDO_LABEL_THRESHOLD, strong_view, args.mask_ratio,
+                view = functools.partial(strong_view, image_mean=args.image_mean, image_std=args.image_std)
+                trained = SelfTraining(model, EMA_DECAY, PSEUDO_LABEL_THRESHOLD, view, args.mask_ratio,
                                        class_quantile=args.pseudo_label_class_quantile)  # fmt: skip
                 parts = args.tmt_parts if method == "tmt" else ()
                 compute_loss = selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts)

@@ -220,6 +220,20 @@ def test_visualisation_figures(tmp_path):
     assert coloured[1, 0].tolist() == [0, 0, 0]
 
 
+def test_segmentation_colours_follow_the_label_space():
+    from tmt_hf.data import IDD_LEVEL1_CLASSES, get_label_space
+    from tmt_hf.visualize import CITYSCAPES_PALETTE, colorize, palette_of
+
+    idd = palette_of(get_label_space("idd_level1").id2label)
+    assert len(idd) == len(IDD_LEVEL1_CLASSES) and idd[3].tolist() == [0, 0, 142]  # vehicles: Cityscapes' car colour
+    coloured = np.asarray(colorize(np.array([[6, 2], [255, 0]]), idd))
+    assert coloured[0, 0].tolist() == [70, 130, 180] and coloured[0, 1].tolist() == [220, 20, 60]  # sky, living things
+    assert coloured[1, 0].tolist() == [0, 0, 0]
+    assert np.array_equal(palette_of(get_label_space("cityscapes").id2label), np.asarray(CITYSCAPES_PALETTE))
+    custom = palette_of({0: "water", 1: "boat", 2: "sky"})  # no registered space: a fixed colour per class
+    assert custom.shape == (3, 3) and np.array_equal(custom, palette_of({0: "water", 1: "boat", 2: "sky"}))
+
+
 def test_source_like_regions_score_as_transferable():
     """t = min(1, (1 - p) / p): a region that confidently looks like source transfers (t = 1), unlike with H(p)."""
     logits = torch.tensor([[[-6.0, 0.0, 2.0, 6.0]]])  # source-like, undecided, target-like, very target-like

@@ -422,3 +422,151 @@ def test_mean_iou_over_the_classes_a_dataset_labels():
     assert everything.compute()["mean_iou"] == pytest.approx(np.mean([*iou, 0.0]))  # 3's IoU of 0 drags the mean
     with pytest.raises(ValueError, match="classes must lie in"):
         MeanIoU(4, classes=[4])
+
+
+def test_cityscapes_train_ids_map_into_idd_level1_as_documented():
+    from tmt_hf.data import CITYSCAPES_TO_IDD_LEVEL1, IDD_LEVEL1_CLASSES, get_label_space, label_space_of, space_mapping
+
+    documented = {0: 0, 1: 1, 9: 1, 2: 5, 8: 5, 3: 4, 4: 4, 5: 4, 6: 4, 7: 4, 10: 6, 11: 2, 12: 2,
+                  **{vehicle: 3 for vehicle in range(13, 19)}, 255: 255}  # fmt: skip
+    assert {i: int(CITYSCAPES_TO_IDD_LEVEL1[i]) for i in documented} == documented
+    assert IDD_LEVEL1_CLASSES[3] == "vehicles" and len(IDD_LEVEL1_CLASSES) == 7
+    assert (space_mapping("idd_level1", "idd_level1")[[0, 6, 255]] == [0, 6, 255]).all()
+    with pytest.raises(ValueError, match="'idd_level1' space cannot be mapped into the 'cityscapes' space"):
+        space_mapping("idd_level1", "cityscapes")
+    with pytest.raises(ValueError, match="Unknown label space 'ade20k'"):
+        get_label_space("ade20k")
+    assert label_space_of(get_label_space("idd_level1").id2label).name == "idd_level1"
+    assert label_space_of({0: "road", 1: "water"}) is None
+    # The classes a benchmark labels, in the chosen space: CamVid's 11 Cityscapes classes cover IDD's 7.
+    assert registry.labelled_classes("camvid/day", "idd_level1") == tuple(range(7))
+    assert registry.labelled_classes("idd-lite", "idd_level1") == tuple(range(7))
+
+
+@pytest.mark.parametrize("official", [True, False])
+def test_idd_lite_reads_the_download_and_the_local_folder_layout(tmp_path, official):
+    from conftest import write_idd_lite
+
+    labels = write_idd_lite(tmp_path, {"train": {"7": 2, "12": 3}, "validation": {"40": 2}}, official=official)
+    kwargs = {"data_dir": str(tmp_path), "label_space": "idd_level1"}
+    train = load_domain("idd-lite", "train", **kwargs)
+    # In (sequence, frame) order, so that a row range keeps a sequence's frames together; level-1 ids kept as they are.
+    expected = [labels["train", s, f] for s, f in sorted((s, f) for split, s, f in labels if split == "train")]
+    assert len(train) == 5 and train[0]["image"].mode == "RGB"
+    for row, label in zip(train, expected):
+        np.testing.assert_array_equal(np.asarray(row["label"]), label)
+    assert len(load_domain("idd-lite", "validation", **kwargs)) == 2
+    if official:  # data_dir may also be idd20k_lite/ itself
+        assert (
+            len(load_domain("idd-lite", "val", data_dir=str(tmp_path / "idd20k_lite"), label_space="idd_level1")) == 2
+        )
+        (tmp_path / "idd20k_lite" / "gtFine" / "train" / "12" / "000101_label.png").unlink()
+        with pytest.raises(ValueError, match=r"no label for 1 frame\(s\).*12/000101_label\.png"):
+            load_domain("idd-lite", "train", **kwargs)
+    with pytest.raises(ValueError, match="'idd_level1' space cannot be mapped into the 'cityscapes' space"):
+        load_domain("idd-lite", "validation", data_dir=str(tmp_path))  # IDD's 7 classes cannot become Cityscapes' 19
+    with pytest.raises(ValueError, match="pass data_dir="):
+        load_domain("idd-lite", "train", label_space="idd_level1")
+    with pytest.raises(ValueError, match="expected `idd20k_lite/leftImg8bit/`"):
+        load_domain("idd-lite", "train", data_dir=str(tmp_path / "nowhere"), label_space="idd_level1")
+
+
+def test_labels_are_mapped_into_the_chosen_space(tmp_path, monkeypatch):
+    from conftest import write_local_pairs
+
+    from tmt_hf.data import CITYSCAPES_TO_IDD_LEVEL1, label_spaces
+
+    write_local_pairs(tmp_path / "city", {"train": 2}, classes=[0, 2, 8, 9, 11, 13, 255])
+    city = load_domain(str(tmp_path / "city"))  # a local folder holds Cityscapes train ids unless told otherwise
+    idd = load_domain(str(tmp_path / "city"), label_space="idd_level1")
+    for a, b in zip(city, idd):
+        np.testing.assert_array_equal(np.asarray(b["label"]), CITYSCAPES_TO_IDD_LEVEL1[np.asarray(a["label"])])
+    # A local folder of IDD level-1 ids, declared as such.
+    write_local_pairs(tmp_path / "idd", {"train": 2}, classes=[0, 3, 6, 255])
+    declared = load_domain(str(tmp_path / "idd"), label_space="idd_level1", native_labels="idd_level1")
+    assert set(np.unique(np.asarray(declared[0]["label"]))) <= {0, 3, 6, 255}
+    # CamVid's SegNet ids go through their Cityscapes train ids: sky 0 -> 10 -> 6, pedestrian 9 -> 11 -> 2.
+    raw = _segnet_camvid(tmp_path / "camvid", {"train": ["0001TP_006690"]})["0001TP_006690"]
+    camvid = load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "camvid"), label_space="idd_level1")
+    np.testing.assert_array_equal(np.asarray(camvid[0]["label"]),
+                                  CITYSCAPES_TO_IDD_LEVEL1[registry.CAMVID_TO_TRAIN_ID[raw]])  # fmt: skip
+    scenes = load_domain("synthetic/night", "train", num_samples=2, synthetic_size=(32, 64))
+    mapped = load_domain("synthetic/night", "train", num_samples=2, synthetic_size=(32, 64), label_space="idd_level1")
+    np.testing.assert_array_equal(
+        np.asarray(mapped[1]["label"]), CITYSCAPES_TO_IDD_LEVEL1[np.asarray(scenes[1]["label"])]
+    )
+    # A label the space has no class for is an error naming the file and the id.
+    partial = CITYSCAPES_TO_IDD_LEVEL1.copy()
+    partial[9] = label_spaces.UNPLACED
+    monkeypatch.setitem(label_spaces.SPACE_MAPPINGS, ("cityscapes", "idd_level1"), partial)
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 \(file .*city/train/labels/000\.png\): Cityscapes train ids \[9\] have no class in the 'idd_level1'",
+    ):
+        load_domain(str(tmp_path / "city"), label_space="idd_level1")
+
+
+def test_ids_outside_a_datasets_label_set_are_errors_naming_the_file(tmp_path, caplog):
+    from conftest import write_idd_lite
+
+    frames = {"train": ["0001TP_006690", "0001TP_006720", "0001TP_006750"]}
+    raw = _segnet_camvid(tmp_path / "camvid", frames)
+    bad = raw["0001TP_006720"].copy()
+    bad[3, 4] = 12  # the 32-class CamVid release's ids are not SegNet's
+    Image.fromarray(bad).save(tmp_path / "camvid" / "trainannot" / "0001TP_006720.png")
+    with pytest.raises(ValueError, match=r"row 1 \(file .*trainannot/0001TP_006720\.png\): label id\(s\) \[12\] are not "
+                                         r"in camvid/dusk's label set \(CamVid's 11 SegNet classes 0-10 and void 11\)"):  # fmt: skip
+        load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "camvid"))
+    kept = load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "camvid"), on_bad_sample="skip")
+    assert len(kept) == 2 and "skipped 1 of 3" in caplog.text and "0001TP_006720.png" in caplog.text
+    write_idd_lite(tmp_path / "idd", {"train": {"3": 2}})
+    path = tmp_path / "idd" / "idd20k_lite" / "gtFine" / "train" / "3" / "000101_label.png"
+    label = np.asarray(Image.open(path)).copy()
+    label[5, 5], label[6, 6] = 7, 254
+    Image.fromarray(label).save(path)
+    with pytest.raises(
+        ValueError, match=r"file .*3/000101_label\.png\): label id\(s\) \[7, 254\] are not in idd-lite's"
+    ):
+        load_domain("idd-lite", "train", data_dir=str(tmp_path / "idd"), label_space="idd_level1")
+
+
+def test_size_mismatches_and_colour_coded_labels_name_the_file(tmp_path, caplog):
+    from conftest import write_idd_lite
+
+    raw = _segnet_camvid(tmp_path / "camvid", {"train": ["0001TP_006690", "0001TP_006720"]})
+    Image.fromarray(np.stack([raw["0001TP_006720"]] * 3, axis=-1)).save(
+        tmp_path / "camvid" / "trainannot" / "0001TP_006720.png"
+    )
+    write_idd_lite(tmp_path / "idd", {"train": {"3": 2}})
+    small = tmp_path / "idd" / "idd20k_lite" / "gtFine" / "train" / "3" / "000100_label.png"
+    Image.open(small).crop((0, 0, 20, 20)).save(small)
+    cases = [(("camvid/dusk", {"data_dir": str(tmp_path / "camvid")}),
+              r"row 1 \(file .*trainannot/0001TP_006720\.png\): label images must be single-channel ids .* got mode RGB"),
+             (("idd-lite", {"data_dir": str(tmp_path / "idd"), "label_space": "idd_level1"}),
+              r"row 0 \(file .*3/000100_label\.png\): label size \(20, 20\) differs from image size \(32, 24\) "
+              r"\(image file .*3/000100_image\.jpg")]  # fmt: skip
+    for (name, kwargs), message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_domain(name, "train", **kwargs)
+        assert len(load_domain(name, "train", on_bad_sample="skip", **kwargs)) == 1
+        assert "skipped 1 of 2" in caplog.text
+        caplog.clear()
+
+
+def test_estimate_reports_classes_of_the_label_space(tmp_path, capsys):
+    import json
+
+    from conftest import tiny_acte_config, write_idd_lite
+
+    from tmt_hf import ACTEModel, TMTImageProcessor
+    from tmt_hf.cli import main as cli_main
+    from tmt_hf.data import IDD_LEVEL1_CLASSES
+
+    ACTEModel(tiny_acte_config(num_semantic_classes=7)).save_pretrained(tmp_path / "acte")
+    TMTImageProcessor(size={"height": 24, "width": 32}).save_pretrained(tmp_path / "acte")  # the fixture's size
+    write_idd_lite(tmp_path / "idd", {"validation": {"40": 2}})
+    cli_main(["estimate", "--acte", str(tmp_path / "acte"), "--data", "idd-lite", "--data_dir", str(tmp_path / "idd"),
+              "--label_space", "idd_level1", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["classes"]) == set(IDD_LEVEL1_CLASSES)  # the fixture's labels hold all 7
+    assert sum(row["pixels"] for row in report["classes"].values()) == 2 * (24 * 32 - 3)  # 255 left out

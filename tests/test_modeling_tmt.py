@@ -212,6 +212,31 @@ def test_stock_vit_checkpoint_maps_every_backbone_weight(tmp_path):
     assert (seg.eval().vit(pixels).last_hidden_state - unnormalised).abs().max() < 1e-5
 
 
+def test_position_embeddings_resampled_to_a_non_square_crop(tmp_path):
+    # A 64x64 checkpoint (4x4 grid) fine-tuned at 48x80 crops (3x5): resampled once, it computes what ViT computes by
+    # interpolating on every forward pass; the model keeps the 3x5 grid through save and reload.
+    vit = ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64)
+    ).eval()
+    vit.save_pretrained(tmp_path / "vit")
+    model = TMTForSemanticSegmentation.from_pretrained(tmp_path / "vit").eval()
+    pixels, wide = torch.randn(2, 3, 48, 80), torch.randn(1, 3, 64, 128)
+    expected = vit(pixels, interpolate_pos_encoding=True, output_hidden_states=True).hidden_states[-1]
+    model.vit.resize_position_embeddings((48, 80))
+    assert model.config.image_size == [48, 80] and model.vit.embeddings.position_embeddings.shape == (1, 16, 32)
+    assert (model.vit(pixels).last_hidden_state - expected).abs().max() < 1e-5
+    embeddings = model.vit.embeddings  # at the crop size the stored grid is used as it is
+    assert embeddings.interpolate_pos_encoding(None, 48, 80) is embeddings.position_embeddings
+    model.save_pretrained(tmp_path / "tmt")
+    reloaded = TMTForSemanticSegmentation.from_pretrained(tmp_path / "tmt").eval()
+    assert reloaded.config.image_size == [48, 80]
+    assert (reloaded.vit(pixels).last_hidden_state - expected).abs().max() < 1e-5
+    # Other sizes resample the non-square grid; the logits keep the input size.
+    assert reloaded(wide).logits.shape[-2:] == (64, 128)
+    with pytest.raises(ValueError, match="multiples of the patch size 16, got 50x80"):
+        reloaded.vit.resize_position_embeddings((50, 80))
+
+
 def test_bad_inputs_give_clear_errors():
     model = TMTForSemanticSegmentation(tiny_tmt_config()).eval()
     pixels = torch.randn(2, 3, 32, 32)

@@ -286,7 +286,7 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
     torch.manual_seed(0)
     acte = ACTEModel(ACTEConfig(focus_alpha=1.0)).eval()  # m = 1 - t: structured even untrained
     dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
-    args = argparse.Namespace(image_size=[64, 128], batch_size=1)
+    args = argparse.Namespace(image_size=[64, 128], batch_size=1, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte, args)
     cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     batch = collate([cached[i] for i in range(3)])
@@ -479,3 +479,133 @@ def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
                             text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def pretrained_checkpoint(folder, with_processor=True):
+    """A tiny ImageNet-style checkpoint in the Hub's layout (as facebook/deit-tiny-patch16-224): a
+    ViTForImageClassification at 32x32 (a 2x2 position grid) and, optionally, its ViTImageProcessor with ImageNet
+    mean/std."""
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
+                       num_labels=10)  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(folder)
+    if with_processor:
+        ViTImageProcessor(
+            image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, size={"height": 32, "width": 32}
+        ).save_pretrained(folder)
+    return str(folder)
+
+
+def test_pretrained_checkpoints_set_normalisation_and_the_fine_tuning_recipe(tmp_path, monkeypatch, caplog):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import eval_loader, fine_tuning_groups, image_normalization, parse_args, strong_view, train_loader
+
+    from tmt_hf import TMTForSemanticSegmentation
+    from tmt_hf.data.transforms import random_global_appearance
+
+    checkpoint = pretrained_checkpoint(tmp_path / "deit")
+    args = parse_args(["--model_name_or_path", checkpoint, "--output_dir", str(tmp_path / "out"), "--image_size",
+                       "32", "48", "--crop_size", "32", "48", "--batch_size", "2"])  # fmt: skip
+    assert args.learning_rate == 2e-4 and parse_args(["--output_dir", str(tmp_path / "o")]).learning_rate == 5e-4
+    args.image_mean, args.image_std = image_normalization(args, str(tmp_path / "out" / "source"))
+    assert (args.image_mean, args.image_std) == (IMAGENET_MEAN, IMAGENET_STD)
+    # Training and evaluation transforms normalise with them: an image of the mean colour becomes 0.
+    mean_colour = Image.new("RGB", (48, 32), tuple(round(255 * m) for m in IMAGENET_MEAN))
+    data = datasets.Dataset.from_dict({"image": [mean_colour] * 2, "label": [Image.new("L", (48, 32))] * 2,
+                                       "sample_index": [0, 1]})  # fmt: skip
+    for loader in (train_loader(data, args, seed=0)[0], eval_loader(data.select_columns(["image", "label"]), args)):
+        assert next(iter(loader))["pixel_values"].abs().max() < 0.02
+    # The student's strong view undoes and redoes that normalisation around the photometric augmentation.
+    images = torch.rand(2, 3, 32, 48)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    view = strong_view((images - mean) / std, torch.Generator().manual_seed(3), IMAGENET_MEAN, IMAGENET_STD)
+    generator = torch.Generator().manual_seed(3)
+    expected = torch.stack([random_global_appearance(image, generator) for image in images])
+    torch.testing.assert_close(view * std + mean, expected, atol=1e-5, rtol=0)
+    # The transfer stage takes the source model's processor; a checkpoint without one falls back to 0.5, saying so.
+    bare = pretrained_checkpoint(tmp_path / "bare", with_processor=False)
+    args = parse_args(["--model_name_or_path", bare, "--output_dir", str(tmp_path / "o2")])
+    assert image_normalization(args, "unused") == ([0.5] * 3, [0.5] * 3)
+    assert "has no image processor with a mean and std" in caplog.text
+    args.stage = "transfer"
+    assert image_normalization(args, checkpoint) == (IMAGENET_MEAN, IMAGENET_STD)
+
+    # Layer-wise decay over the 3 encoder layers, the new decode head at 10x, no weight decay on biases and norms.
+    model = TMTForSemanticSegmentation.from_pretrained(checkpoint, num_labels=7, ignore_mismatched_sizes=True)
+    rate = {
+        id(p): (g["lr"], g.get("weight_decay")) for g in fine_tuning_groups(model, 1e-3, 0.5, 10.0) for p in g["params"]
+    }
+    named = dict(model.named_parameters())
+    assert rate[id(named["vit.layers.2.attention.q_proj.weight"])] == (1e-3, None)
+    assert rate[id(named["vit.layers.0.attention.q_proj.weight"])] == (1e-3 * 0.25, None)
+    assert rate[id(named["vit.embeddings.patch_embeddings.projection.weight"])] == (1e-3 * 0.125, None)
+    assert rate[id(named["vit.embeddings.position_embeddings"])] == (1e-3 * 0.125, 0.0)
+    assert rate[id(named["vit.layers.1.layernorm_before.weight"])] == (1e-3 * 0.5, 0.0)
+    assert rate[id(named["decode_head.classifier.weight"])] == (1e-2, None)
+    assert len(rate) == len(named)
+
+
+def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_path):
+    from conftest import write_idd_lite, write_local_pairs
+
+    from tmt_hf.data import IDD_LEVEL1_CLASSES
+
+    checkpoint = pretrained_checkpoint(tmp_path / "deit")
+    write_local_pairs(tmp_path / "day", {"train": 16, "validation": 4}, classes=[0, 1, 2, 5, 8, 10, 11, 13, 255],
+                      size=(60, 80))  # Cityscapes train ids, as ../shared/data/camvid  # fmt: skip
+    write_idd_lite(tmp_path / "idd", {"train": {"7": 6, "12": 6}, "validation": {"40": 4}}, size=(57, 80))
+    output = tmp_path / "out"
+    stdout = launch(["--source", str(tmp_path / "day"), "--target", "idd-lite", "--data_dir", str(tmp_path / "idd"),
+                     "--label_space", "idd_level1", "--model_name_or_path", checkpoint, "--method", "finetune", "tmt",
+                     "--output_dir", str(output), *TINY]).stdout  # fmt: skip
+    assert "over 7 classes" in stdout and "| tmt " in stdout
+    results = json.loads((output / "results.json").read_text())
+    assert results["args"]["image_mean"] == IMAGENET_MEAN
+    for stage in ("source", "acte", "finetune", "tmt"):
+        processor = json.loads((output / stage / "preprocessor_config.json").read_text())
+        assert (processor["image_mean"], processor["image_std"]) == (IMAGENET_MEAN, IMAGENET_STD), stage
+    for stage in ("source", "finetune", "tmt"):
+        config = json.loads((output / stage / "config.json").read_text())
+        assert list(config["id2label"].values()) == list(IDD_LEVEL1_CLASSES) and config["image_size"] == [64, 128]
+        assert "idd_level1: drivable, non-drivable" in (output / stage / "README.md").read_text()
+    assert json.loads((output / "acte" / "config.json").read_text())["num_semantic_classes"] == 7
+    assert results["finetune"]["target_val"]["classes"] == list(range(7))
+
+    # Scored again from the saved folder (its processor, its label space), the same images give the same mIoU.
+    report = subprocess.run([sys.executable, str(REPO / "examples" / "evaluate.py"), "--model", str(output / "finetune"),
+                             "--data", "idd-lite", "--data_dir", str(tmp_path / "idd"), "--image_size", "64", "128"],
+                            capture_output=True, text=True, env=LAUNCH_ENV, cwd=REPO, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    report = json.loads(report.stdout[report.stdout.index("{") :])
+    assert report["classes"] == list(IDD_LEVEL1_CLASSES) and report["num_images"] == 4
+    assert report["mean_iou"] == pytest.approx(results["finetune"]["target_val"]["mean_iou"], abs=1e-6)
+
+    Image.fromarray(np.random.randint(0, 255, (57, 80, 3), dtype=np.uint8)).save(tmp_path / "street.png")
+    out = run_without_tmt_hf(
+        f"""
+        from PIL import Image
+        from transformers import pipeline
+        names = {list(IDD_LEVEL1_CLASSES)!r}
+        for stage in ("finetune", "tmt"):
+            segmenter = pipeline("image-segmentation", model={str(output)!r} + "/" + stage, trust_remote_code=True)
+            assert list(segmenter.image_processor.image_mean) == {IMAGENET_MEAN!r}
+            masks = segmenter(Image.open({str(tmp_path / "street.png")!r}))
+            assert masks and {{m["label"] for m in masks}} <= set(names), masks
+            assert list(segmenter.model.config.id2label.values()) == names
+        print("OK")
+        """,
+        tmp_path,
+    )
+    assert out.strip() == "OK"
+    # The transfer stage refuses a source model of another label space.
+    result = launch(["--stage", "transfer", "--method", "finetune", "--source", str(tmp_path / "day"), "--target",
+                     str(tmp_path / "day"), "--output_dir", str(output), "--overwrite_output_dir", *TINY], check=False)  # fmt: skip
+    assert (
+        result.returncode != 0
+        and "predicts ['drivable'" in result.stderr
+        and "not the --label_space cityscapes" in result.stderr
+    )

@@ -53,7 +53,7 @@ def open_image(path: str) -> Image.Image:
 
 
 def predict(args):
-    from .visualize import colorize, heat_overlay
+    from .visualize import colorize, heat_overlay, palette_of
 
     processor, model = load_segmenter(args.model)
     os.makedirs(args.out, exist_ok=True)
@@ -61,26 +61,29 @@ def predict(args):
         image = open_image(path)
         segmentation, outputs = segment_image(processor, model, image)
         stem = os.path.splitext(os.path.basename(path))[0]
-        colorize(segmentation).save(os.path.join(args.out, f"{stem}_segmentation.png"))
+        colorize(segmentation, palette_of(model.config.id2label)).save(
+            os.path.join(args.out, f"{stem}_segmentation.png")
+        )
         if outputs.focus_map is not None:
             heat_overlay(image, outputs.focus_map[0].numpy()).save(os.path.join(args.out, f"{stem}_focus.png"))
     print(f"wrote {len(args.images)} prediction(s) to {args.out}")
 
 
 def maps(args):
-    from .visualize import acte_maps, save_acte_figure
+    from .visualize import CITYSCAPES_PALETTE, acte_maps, palette_of, save_acte_figure
 
     processor, acte = find_acte(args.model)
     image = open_image(args.image)
     pixels = processor(image, return_tensors="pt")["pixel_values"]
     pixels = pad_to_multiple(pixels, acte.config.size_multiple)
     shown = image.resize((pixels.shape[-1], pixels.shape[-2]))
-    segmentation = None
+    segmentation, palette = None, CITYSCAPES_PALETTE
     if args.with_segmentation:
         _, model = load_segmenter(args.model)
         with torch.no_grad():
             segmentation = model(pixel_values=pixels).logits.argmax(1)[0].numpy()
-    save_acte_figure(shown, acte_maps(acte, pixels), args.out, segmentation=segmentation)
+        palette = palette_of(model.config.id2label)
+    save_acte_figure(shown, acte_maps(acte, pixels), args.out, segmentation=segmentation, palette=palette)
     print(f"wrote {args.out}")
 
 
@@ -90,16 +93,17 @@ def estimate(args):
     for TMA (each region against its own image: which classes shifted most), and the mean *absolute* score (no
     image-relative step: does the class look like the source domain at all?).
     """
-    from .configuration_tmt import CITYSCAPES_CLASSES
-    from .data import SegmentationTransform, load_domain
+    from .data import SegmentationTransform, get_label_space, load_domain
     from .modeling_acte import spread_to_positions
 
     processor, acte = find_acte(args.acte)
     size = (processor.size["height"], processor.size["width"])
-    dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size)
+    classes = get_label_space(args.label_space).classes
+    dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size,
+                          data_dir=args.data_dir, label_space=args.label_space)  # fmt: skip
     transform = SegmentationTransform(train=False, size=size, size_divisor=acte.config.size_multiple,
                                       image_mean=processor.image_mean, image_std=processor.image_std)  # fmt: skip
-    totals, sums, low, absolute = np.zeros(19), np.zeros(19), np.zeros(19), np.zeros(19)
+    totals, sums, low, absolute = (np.zeros(len(classes)) for _ in range(4))
     for start in tqdm(range(0, len(dataset), args.batch_size), desc="estimate"):
         rows = dataset[start : start + args.batch_size]
         batch = transform({"image": rows["image"], "label": rows["label"]})
@@ -113,16 +117,16 @@ def estimate(args):
             F.interpolate(m[:, None], size=labels.shape[-2:], mode="bilinear")[:, 0]
             for m in (out.transferability, position_absolute[:, 0].clamp(0.0, 1.0))
         )
-        valid = labels < 19
-        ids, values = labels[valid], t[valid].double()
-        totals += torch.bincount(ids, minlength=19).numpy()
-        sums += torch.bincount(ids, weights=values, minlength=19).numpy()
-        low += torch.bincount(ids, weights=(values < args.threshold).double(), minlength=19).numpy()
-        absolute += torch.bincount(ids, weights=t_absolute[valid].double(), minlength=19).numpy()
+        valid = labels < len(classes)
+        ids, values, count = labels[valid], t[valid].double(), len(classes)
+        totals += torch.bincount(ids, minlength=count).numpy()
+        sums += torch.bincount(ids, weights=values, minlength=count).numpy()
+        low += torch.bincount(ids, weights=(values < args.threshold).double(), minlength=count).numpy()
+        absolute += torch.bincount(ids, weights=t_absolute[valid].double(), minlength=count).numpy()
     report = {
         name: {"mean_transferability": sums[i] / totals[i], "low_transferability_fraction": low[i] / totals[i],
                "mean_absolute_transferability": absolute[i] / totals[i], "pixels": int(totals[i])}
-        for i, name in enumerate(CITYSCAPES_CLASSES) if totals[i] > 0
+        for i, name in enumerate(classes) if totals[i] > 0
     }  # fmt: skip
     if args.json:
         print(json.dumps({"data": args.data, "threshold": args.threshold, "classes": report}, indent=2))
@@ -156,6 +160,8 @@ def main(argv=None):
     p.add_argument("--acte", required=True, help="an ACTE folder, or a TMT folder with ACTE")
     p.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
     p.add_argument("--split", default="validation")
+    p.add_argument("--data_dir", default=None, help="folder of a benchmark read from local files (camvid, idd-lite)")
+    p.add_argument("--label_space", default="cityscapes", help="the classes to report (cityscapes or idd_level1)")
     p.add_argument("--num_samples", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.5, help="transferability below this counts as low")

@@ -223,6 +223,32 @@ class TMTPreTrainedModel(ViTPreTrainedModel):
                 init.zeros_(module.tma_offset)
 
 
+def resample_position_grid(
+    patch_positions: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Bicubic resampling of (1, h·w, dim) patch position embeddings from an h×w grid to `new_grid`, as in ViT."""
+    dim = patch_positions.shape[-1]
+    patch_positions = patch_positions.reshape(1, *grid, dim).permute(0, 3, 1, 2)
+    patch_positions = F.interpolate(patch_positions, size=new_grid, mode="bicubic", align_corners=False)
+    return patch_positions.permute(0, 2, 3, 1).reshape(1, -1, dim)
+
+
+class TMTEmbeddings(ViTEmbeddings):
+    """
+    ViT's embeddings, with a stored position grid that may be non-square: `config.image_size` = [height, width] (e.g.
+    a 15x20 grid for 240x320 crops, after `TMTModel.resize_position_embeddings`). Inputs of another size get the
+    grid resampled bicubically, as in ViT.
+    """
+
+    def interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        grid = (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        new_grid = (height // self.patch_size, width // self.patch_size)
+        if new_grid == grid:
+            return self.position_embeddings
+        patch_positions = resample_position_grid(self.position_embeddings[:, 1:], grid, new_grid)
+        return torch.cat([self.position_embeddings[:, :1], patch_positions], dim=1)
+
+
 class TMTModel(TMTPreTrainedModel, ViTModel):
     """
     The ViT encoder with TMA in the layers listed in `config.tma_layers`. Position embeddings are interpolated, so any
@@ -246,13 +272,31 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
     ):
         super(ViTModel, self).__init__(config)
         self.config = config
-        self.embeddings = ViTEmbeddings(config, use_mask_token=use_mask_token)
+        self.embeddings = TMTEmbeddings(config, use_mask_token=use_mask_token)
         self.layers = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
         for index, layer in enumerate(self.layers):
             layer.attention = TMTAttention(config, index)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else None
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self.post_init()
+
+    @torch.no_grad()
+    def resize_position_embeddings(self, image_size: tuple[int, int]) -> None:
+        """
+        Resamples the stored position embeddings (bicubic, the CLS position kept) to the patch grid of `image_size` =
+        (height, width) and records it in `config.image_size`, as when fine-tuning a pretrained ViT at a new
+        resolution (e.g. a 224x224 checkpoint for 240x320 crops): inputs of that size then use them as stored.
+        """
+        height, width = image_size
+        patch = self.config.patch_size
+        if height % patch or width % patch:
+            raise ValueError(f"image_size must be multiples of the patch size {patch}, got {height}x{width}")
+        embeddings = self.embeddings
+        resized = embeddings.interpolate_pos_encoding(embeddings.position_embeddings, height, width)
+        embeddings.position_embeddings = nn.Parameter(resized.detach().clone())
+        embeddings.image_size = embeddings.patch_embeddings.image_size = (height, width)
+        embeddings.patch_embeddings.num_patches = (height // patch) * (width // patch)
+        self.config.image_size = [height, width]
 
     def pool_focus_map(self, transferability_map: torch.Tensor, batch_size: int, grid: tuple[int, int]) -> torch.Tensor:
         """Checks a focus map (B, h, w) in [0, 1] at any resolution and area-pools it to the patch grid."""

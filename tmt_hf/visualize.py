@@ -6,22 +6,27 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .data.label_spaces import CITYSCAPES_PALETTE, LABEL_SPACES, label_space_of
 from .modeling_acte import ACTEModel
 
-# The Cityscapes colour palette of the 19 train ids; 255 (ignored) is black.
-CITYSCAPES_PALETTE = np.array([
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153), (250, 170, 30),
-    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
-    (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-], dtype=np.uint8)  # fmt: skip
+
+def palette_of(id2label: dict | None = None) -> np.ndarray:
+    """
+    The colours of a model's classes: its registered label space's palette (`label_spaces`), Cityscapes' by default,
+    and for classes of no registered space a fixed colour per class id.
+    """
+    space = LABEL_SPACES["cityscapes"] if id2label is None else label_space_of(id2label)
+    if space is not None:
+        return np.array(space.palette, dtype=np.uint8)
+    return (np.random.default_rng(0).integers(0, 256, (len(id2label), 3))).astype(np.uint8)
 
 
-def colorize(segmentation) -> Image.Image:
-    """Train-id map (H, W) -> RGB image in the Cityscapes palette."""
+def colorize(segmentation, palette=CITYSCAPES_PALETTE) -> Image.Image:
+    """Class-id map (H, W) -> RGB image in `palette` (default: Cityscapes'; see `palette_of`); 255 (ignored) is black."""
     ids = np.asarray(segmentation).astype(np.int64)
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(CITYSCAPES_PALETTE)] = CITYSCAPES_PALETTE
-    return Image.fromarray(palette[np.clip(ids, 0, 255)])
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    colours[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return Image.fromarray(colours[np.clip(ids, 0, 255)])
 
 
 def region_boundaries(regions) -> np.ndarray:
@@ -68,8 +73,8 @@ def acte_maps(acte: ACTEModel, pixel_values: torch.Tensor) -> dict:
     }
 
 
-def save_acte_figure(image: Image.Image, maps: dict, path: str, segmentation=None) -> str:
-    """One PNG: equal-sized patches | ACTE adaptive regions | transferability | focus map (| segmentation)."""
+def save_acte_figure(image: Image.Image, maps: dict, path: str, segmentation=None, palette=CITYSCAPES_PALETTE) -> str:
+    """One PNG: equal-sized patches | ACTE adaptive regions | transferability | focus map (| segmentation in `palette`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,7 +87,7 @@ def save_acte_figure(image: Image.Image, maps: dict, path: str, segmentation=Non
         ("focus map m (TMA attends here)", heat_overlay(image, maps["focus_map"])),
     ]
     if segmentation is not None:
-        panels.append(("segmentation", colorize(segmentation)))
+        panels.append(("segmentation", colorize(segmentation, palette)))
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2 * image.height / image.width + 0.6))
     for axis, (title, panel) in zip(np.atleast_1d(axes), panels):
         axis.imshow(panel)
@@ -94,4 +99,6 @@ def save_acte_figure(image: Image.Image, maps: dict, path: str, segmentation=Non
     return path
 
 
-__all__ = ["CITYSCAPES_PALETTE", "acte_maps", "colorize", "draw_boundaries", "heat_overlay", "save_acte_figure"]
+__all__ = [
+    "CITYSCAPES_PALETTE", "acte_maps", "colorize", "draw_boundaries", "heat_overlay", "palette_of", "save_acte_figure",
+]  # fmt: skip

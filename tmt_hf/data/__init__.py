@@ -1,5 +1,16 @@
-"""Domain datasets: real benchmarks through `datasets`, the embedded generated benchmark, and paired transforms."""
+"""Domain datasets: real benchmarks through `datasets`, the embedded generated benchmark, label spaces, and paired
+transforms."""
 
+from .label_spaces import (
+    CITYSCAPES_TO_IDD_LEVEL1,
+    IDD_LEVEL1_CLASSES,
+    LABEL_SPACES,
+    LabelSpace,
+    get_label_space,
+    label_space_of,
+    lookup_table,
+    space_mapping,
+)
 from .registry import (
     BENCHMARKS,
     CAMVID_CLASSES,
@@ -10,7 +21,6 @@ from .registry import (
     Benchmark,
     labelled_classes,
     load_domain,
-    lookup_table,
     parse_split,
 )
 from .synthetic import (
@@ -31,17 +41,23 @@ __all__ = [
     "CAMVID_CLASSES",
     "CAMVID_TO_TRAIN_ID",
     "CITYSCAPES_ID_TO_TRAIN_ID",
+    "CITYSCAPES_TO_IDD_LEVEL1",
     "DOMAINS",
     "GENERATOR_VERSION",
+    "IDD_LEVEL1_CLASSES",
     "IGNORE_INDEX",
+    "LABEL_SPACES",
     "MAPILLARY_TO_TRAIN_ID",
     "SYNTHETIC_DOMAINS",
     "SYNTHETIC_SPLIT_SIZES",
     "Benchmark",
     "DomainStyle",
+    "LabelSpace",
     "SegmentationTransform",
     "collate",
     "generate_scene",
+    "get_label_space",
+    "label_space_of",
     "labelled_classes",
     "load_domain",
     "lookup_table",
@@ -49,4 +65,5 @@ __all__ = [
     "generator_version_of",
     "restyled_classes",
     "scene_seed",
+    "space_mapping",
 ]

@@ -1,6 +1,6 @@
-"""Domain datasets through `datasets`: the real driving benchmarks, CamVid read from its SegNet layout, the embedded
-generated benchmark, and any Hub id or local path, all returned with columns `image` (PIL RGB) and `label` (PIL mode
-L, Cityscapes train IDs)."""
+"""Domain datasets through `datasets`: the real driving benchmarks, CamVid read from its SegNet layout, IDD-Lite read
+from its download, the embedded generated benchmark, and any Hub id or local path, all returned with columns `image`
+(PIL RGB) and `label` (PIL mode L, ids of the chosen label space: Cityscapes train ids by default)."""
 
 import glob
 import io
@@ -12,21 +12,11 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ..configuration_tmt import CITYSCAPES_CLASSES
 from ..image_processing_tmt import to_rgb8
+from .label_spaces import IGNORE_INDEX, UNPLACED, get_label_space, lookup_table, space_mapping
 from .synthetic import DOMAINS, GENERATOR_VERSION, SPLIT_SEED_OFFSETS, generate_scene, scene_seed
 
 logger = datasets.logging.get_logger(__name__)
-
-IGNORE_INDEX = 255
-
-
-def lookup_table(pairs: dict[int, int]) -> np.ndarray:
-    """A 256-entry raw-id -> train-id table; ids not listed map to 255 (ignored)."""
-    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for raw, train in pairs.items():
-        table[raw] = train
-    return table
 
 
 # Cityscapes label ids -> train ids (cityscapesScripts' labels.py). GTA5 and ACDC's *_labelIds.png use the same ids.
@@ -83,26 +73,33 @@ CAMVID_TO_TRAIN_ID = lookup_table({0: 10, 1: 2, 2: 5, 3: 0, 4: 1, 5: 8, 6: 7, 7:
 CAMVID_CLASSES = tuple(sorted(int(t) for t in CAMVID_TO_TRAIN_ID if t != IGNORE_INDEX))
 # CamVid's four sequences: 0001TP was filmed at dusk, the other three in daylight.
 CAMVID_SEQUENCES = {"day": ("0006R0", "0016E5", "Seq05VD"), "dusk": ("0001TP",)}
-ALL_CLASSES = tuple(range(len(CITYSCAPES_CLASSES)))
+ALL_CLASSES = tuple(range(19))
+# IDD-Lite's labels are IDD's level-1 ids: 0 drivable ... 6 sky, 255 void (see label_spaces.IDD_LEVEL1_CLASSES).
+IDD_LEVEL1_IDS = tuple(range(7))
 
 
 @dataclass(frozen=True)
 class Benchmark:
     """
-    A registered domain: where it comes from (a default Hub id, or `layout="segnet"` for CamVid's folders, read from
-    `data_dir`), its columns, its label mapping to train ids, and the train ids it labels (`classes`: mIoU is
-    averaged over these).
+    A registered domain: where it comes from (a default Hub id, or a `layout` read from `data_dir`), its columns, its
+    label mapping from raw ids to ids of its native `label_space`, the ids it labels there (`classes`: mIoU is
+    averaged over these) and, where declared, the raw ids its label files may hold (`raw_ids`; any other is an error).
     """
 
     name: str
     hub_id: str | None
     image_column: str = "image"
     label_column: str = "label"
-    label_mapping: np.ndarray | None = field(default=None, repr=False)  # None: labels already are train ids
+    label_mapping: np.ndarray | None = field(default=None, repr=False)  # None: labels already are native ids
     note: str = ""
     classes: tuple[int, ...] = ALL_CLASSES
-    layout: str = "hub"  # "hub", or "segnet": `<split>/*.png` images and `<split>annot/*.png` labels under data_dir
+    # "hub"; "segnet": `<split>/*.png` images and `<split>annot/*.png` labels under data_dir; "idd": IDD-Lite's
+    # download (`idd20k_lite/leftImg8bit|gtFine/<split>/<seq>/`) or the local-folder layout, under data_dir
+    layout: str = "hub"
     sequences: tuple[str, ...] | None = None  # segnet layout: keep the frames of these sequences (file-name prefixes)
+    label_space: str = "cityscapes"  # the space of its (mapped) labels, see label_spaces
+    raw_ids: tuple[int, ...] | None = None  # the raw label ids its files may hold, void included (None: unchecked)
+    raw_ids_note: str = ""  # what those are, for the error
 
 
 # Default Hub ids. Licences forbid most of these benchmarks from being re-hosted, so community mirrors come and go;
@@ -129,7 +126,13 @@ for _domain in DOMAINS:
 for _name, _sequences in (("camvid", None), ("camvid/day", CAMVID_SEQUENCES["day"]),
                           ("camvid/dusk", CAMVID_SEQUENCES["dusk"])):  # fmt: skip
     BENCHMARKS[_name] = Benchmark(_name, None, label_mapping=CAMVID_TO_TRAIN_ID, note="CamVid, SegNet layout",
-                                  classes=CAMVID_CLASSES, layout="segnet", sequences=_sequences)  # fmt: skip
+                                  classes=CAMVID_CLASSES, layout="segnet", sequences=_sequences, raw_ids=tuple(range(12)),
+                                  raw_ids_note="CamVid's 11 SegNet classes 0-10 and void 11")  # fmt: skip
+# IDD-Lite (Indian streets) as users download it (`idd20k_lite/`), or in the local-folder layout; pass data_dir=.
+BENCHMARKS["idd-lite"] = Benchmark(
+    "idd-lite", None, note="IDD-Lite, idd20k_lite/ or local-folder layout", classes=IDD_LEVEL1_IDS, layout="idd",
+    label_space="idd_level1", raw_ids=(*IDD_LEVEL1_IDS, IGNORE_INDEX), raw_ids_note="IDD level-1 ids 0-6 and void 255",
+)  # fmt: skip
 
 # Default split sizes of the generated benchmark.
 SYNTHETIC_SPLIT_SIZES = {"train": 400, "validation": 100, "test": 100}
@@ -151,10 +154,16 @@ def parse_split(split: str) -> tuple[str, slice | None]:
     return match["split"], slice(bound(match["start"]), bound(match["stop"]))
 
 
-def labelled_classes(name_or_path: str) -> tuple[int, ...] | None:
-    """The train ids a registered benchmark labels (mIoU is averaged over them); `None` for a Hub id or local path."""
+def labelled_classes(name_or_path: str, label_space: str = "cityscapes") -> tuple[int, ...] | None:
+    """
+    The ids a registered benchmark labels in `label_space` (mIoU is averaged over them); `None` for a Hub id or local
+    path.
+    """
     benchmark = BENCHMARKS.get(name_or_path.lower())
-    return benchmark.classes if benchmark else None
+    if benchmark is None:
+        return None
+    mapped = space_mapping(benchmark.label_space, label_space)[list(benchmark.classes)]
+    return tuple(sorted({int(c) for c in mapped if c not in (UNPLACED, IGNORE_INDEX)}))
 
 
 def synthetic_rows(domain: str, split: str, num_samples: int, height: int, width: int, generator_version: int):
@@ -226,6 +235,38 @@ def segnet_pairs(data_dir: str, split: str, sequences: tuple[str, ...] | None) -
                                        "label": [os.path.join(label_dir, s + ".png") for s in stems]})  # fmt: skip
 
 
+def idd_lite_pairs(data_dir: str, split: str) -> datasets.Dataset:
+    """
+    IDD-Lite from `data_dir`: the official download, `idd20k_lite/leftImg8bit/<split>/<seq>/<id>_image.jpg` paired with
+    `idd20k_lite/gtFine/<split>/<seq>/<id>_label.png` (`val` for `validation`; `data_dir` is `idd20k_lite/` or holds
+    it), or the local-folder layout `<split>/images/<seq>_<id>.jpg` + `<split>/labels/<seq>_<id>.png`. Frames come in
+    (sequence, frame) order, so a row range of a split keeps each sequence's frames together.
+    """
+    root = next((r for r in (os.path.join(data_dir, "idd20k_lite"), data_dir)
+                 if os.path.isdir(os.path.join(r, "leftImg8bit"))), None)  # fmt: skip
+    if root is None:
+        if os.path.isdir(os.path.join(data_dir, split, "images")):
+            return imagefolder_pairs(data_dir, split)
+        found = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else "no such folder"
+        raise ValueError(f"IDD-Lite in {data_dir!r}: expected `idd20k_lite/leftImg8bit/` and `idd20k_lite/gtFine/` (the "
+                         f"official download) or `{split}/images/` and `{split}/labels/` folders; found {found}")  # fmt: skip
+    folder = {"validation": "val"}.get(split, split)
+    image_dir, label_dir = os.path.join(root, "leftImg8bit", folder), os.path.join(root, "gtFine", folder)
+    if not (os.path.isdir(image_dir) and os.path.isdir(label_dir)):
+        raise ValueError(f"IDD-Lite in {root!r}: expected `leftImg8bit/{folder}/` and `gtFine/{folder}/` for split "
+                         f"{split!r}; found {sorted(os.listdir(os.path.join(root, 'leftImg8bit')))} in leftImg8bit/")  # fmt: skip
+    images = sorted(glob.glob(os.path.join(image_dir, "*", "*_image.*")))
+    images = [p for p in images if p.lower().endswith(IMAGE_EXTENSIONS)]
+    if not images:
+        raise ValueError(f"IDD-Lite in {root!r}: no `<seq>/<id>_image.jpg` frames in {image_dir!r}")
+    labels = [os.path.join(label_dir, os.path.relpath(os.path.dirname(p), image_dir),
+                           os.path.basename(p).rsplit("_image.", 1)[0] + "_label.png") for p in images]  # fmt: skip
+    missing = [p for p in labels if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(f"IDD-Lite in {root!r}: no label for {len(missing)} frame(s), e.g. {missing[:3]}")
+    return datasets.Dataset.from_dict({"image": images, "label": labels})
+
+
 def open_image(value, dataset_name: str, column: str, index: int) -> Image.Image:
     """Decodes an undecoded `datasets.Image` value ({"bytes", "path"}), naming the file when it cannot be read."""
     if isinstance(value, Image.Image):
@@ -261,15 +302,17 @@ def load_domain(
     synthetic_size: tuple[int, int] = (256, 512),
     on_bad_sample: str = "raise",
     data_dir: str | None = None,
+    label_space: str = "cityscapes",
+    native_labels: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """
-    Loads one domain as a dataset with columns `image` (PIL RGB) and `label` (PIL mode L, Cityscapes train ids, 255
+    Loads one domain as a dataset with columns `image` (PIL RGB) and `label` (PIL mode L, ids of `label_space`, 255
     ignored); generated domains also carry `shift_mask`.
 
     Args:
         name_or_path: a registry name (`cityscapes`, `bdd100k`, `mapillary`, `acdc`, `gta5`, `camvid`, `camvid/day`,
-            `camvid/dusk`, `synthetic/<domain>`), any Hub dataset id, or a local path: a folder of `<split>/images` +
-            `<split>/labels` pairs, a parquet file or folder, or a `save_to_disk` folder.
+            `camvid/dusk`, `idd-lite`, `synthetic/<domain>`), any Hub dataset id, or a local path: a folder of
+            `<split>/images` + `<split>/labels` pairs, a parquet file or folder, or a `save_to_disk` folder.
         split: `train`, `validation` or `test` (Hub and parquet datasets may name others), optionally with a row range,
             e.g. `train[:20]` or `train[40:]` (rows in dataset order), to carve a split out of another.
         hub_id: overrides the registry's default Hub id.
@@ -280,7 +323,12 @@ def load_domain(
         synthetic_size: (height, width) of generated scenes.
         on_bad_sample: `"raise"` stops at the first unreadable or inconsistent row, naming it; `"skip"` drops such rows
             with a warning naming each, and logs how many were skipped.
-        data_dir: the folder of a benchmark read from local files (CamVid: SegNet's `CamVid/` folder).
+        data_dir: the folder of a benchmark read from local files (CamVid: SegNet's `CamVid/` folder; IDD-Lite:
+            `idd20k_lite/` or the folder holding it, or a folder of `<split>/images` + `<split>/labels`).
+        label_space: the space the labels are returned in (`cityscapes` or `idd_level1`, see `label_spaces`).
+        native_labels: the space the dataset's labels (after `label_mapping`) are in: default the registry entry's,
+            and `cityscapes` (train ids) for a Hub id or local path. A label that `label_space` cannot place is an
+            error naming the file.
     """
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
@@ -293,7 +341,7 @@ def load_domain(
             raise ValueError(f"A row range ({split}[...]) needs a map-style dataset, not streaming=True")
         dataset = load_domain(name, split, hub_id=hub_id, image_column=image_column, label_column=label_column,
                               label_mapping=label_mapping, synthetic_size=synthetic_size, on_bad_sample=on_bad_sample,
-                              data_dir=data_dir)  # fmt: skip
+                              data_dir=data_dir, label_space=label_space, native_labels=native_labels)  # fmt: skip
         selected = range(len(dataset))[rows]
         if len(selected) == 0:
             raise ValueError(f"Dataset {name!r}: the row range {rows.start}:{rows.stop} of split {split!r} "
@@ -309,7 +357,13 @@ def load_domain(
         split = SPLIT_ALIASES.get(split, split)
         if split not in SPLIT_SEED_OFFSETS:
             raise ValueError(f"Generated domain {name!r} has splits {sorted(SPLIT_SEED_OFFSETS)}, not {split!r}")
-        return load_synthetic(domain, split, num_samples, streaming, synthetic_size)
+        to_space = space_mapping(native_labels or "cityscapes", label_space)
+        scenes = load_synthetic(domain, split, num_samples, streaming, synthetic_size)
+        if label_space == (native_labels or "cityscapes"):
+            return scenes
+        return scenes.map(
+            lambda scene: {"label": Image.fromarray(to_space[np.asarray(scene["label"])].astype(np.uint8))}
+        )
 
     benchmark = BENCHMARKS.get(name.lower())
     if benchmark is None and not os.path.exists(name) and "/" not in name:
@@ -323,12 +377,21 @@ def load_domain(
         label_mapping = benchmark.label_mapping
     if isinstance(label_mapping, dict):
         label_mapping = lookup_table(label_mapping)
+    native = get_label_space(native_labels or (benchmark.label_space if benchmark else "cityscapes"))
+    to_space = space_mapping(native.name, label_space)  # fails here, before any file is read, if there is no table
+    raw_ids = benchmark.raw_ids if benchmark is not None and label_mapping is benchmark.label_mapping else None
 
     if benchmark is not None and benchmark.layout == "segnet":
         if data_dir is None:
             raise ValueError(f"Benchmark {name!r} ({benchmark.note}) is read from local files: pass data_dir= (the "
                              "folder holding train/, trainannot/, val/, valannot/, test/, testannot/)")  # fmt: skip
         dataset = segnet_pairs(data_dir, SPLIT_ALIASES.get(split, split), benchmark.sequences)
+        dataset = dataset.to_iterable_dataset() if streaming else dataset
+    elif benchmark is not None and benchmark.layout == "idd":
+        if data_dir is None:
+            raise ValueError(f"Benchmark {name!r} ({benchmark.note}) is read from local files: pass data_dir= (the "
+                             "folder holding idd20k_lite/, or one of <split>/images and <split>/labels)")  # fmt: skip
+        dataset = idd_lite_pairs(data_dir, SPLIT_ALIASES.get(split, split))
         dataset = dataset.to_iterable_dataset() if streaming else dataset
     elif os.path.exists(name):
         dataset = load_local(name, split, streaming)
@@ -367,30 +430,36 @@ def load_domain(
     def convert(example, index):
         image = to_rgb8(open_image(example[image_column], name, image_column, index))
         label = open_image(example[label_column], name, label_column, index)
-        if label.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"Dataset {name!r}, row {index}: label images must be single-channel ids (mode L, P or I), "
-                f"got mode {label.mode}"
-            )
-        if label.size != image.size:
-            raise ValueError(
-                f"Dataset {name!r}, row {index}: label size {label.size} differs from image size {image.size} "
-                f"(columns {image_column!r}, {label_column!r})"
-            )
-        ids = np.asarray(label).astype(np.int64)
         where = f"Dataset {name!r}, row {index} ({describe(example[label_column])})"
+        if label.mode not in ("L", "P", "I", "I;16"):
+            raise ValueError(f"{where}: label images must be single-channel ids (mode L, P or I), got mode "
+                             f"{label.mode}; a colour-coded label must be converted to ids first")  # fmt: skip
+        if label.size != image.size:
+            raise ValueError(f"{where}: label size {label.size} differs from image size {image.size} (image "
+                             f"{describe(example[image_column])}; columns {image_column!r}, {label_column!r})")  # fmt: skip
+        ids = np.asarray(label).astype(np.int64)
+        if raw_ids is not None:
+            bad = np.setdiff1d(np.unique(ids), raw_ids)
+            if bad.size:
+                raise ValueError(f"{where}: label id(s) {bad[:10].tolist()} are not in {name}'s label set "
+                                 f"({benchmark.raw_ids_note})")  # fmt: skip
         if label_mapping is not None:
             if ids.min() < 0 or ids.max() >= len(label_mapping):
                 raise ValueError(f"{where}: raw label ids must lie in [0, {len(label_mapping)}) for the label "
                                  f"mapping, got values in [{ids.min()}, {ids.max()}]")  # fmt: skip
             ids = label_mapping[ids]
-        bad = np.unique(ids[(ids != IGNORE_INDEX) & ((ids < 0) | (ids >= len(CITYSCAPES_CLASSES)))])
+        count = len(native.classes)
+        bad = np.unique(ids[(ids != IGNORE_INDEX) & ((ids < 0) | (ids >= count))])
         if bad.size:
             raise ValueError(
-                f"{where}: label ids must be Cityscapes train ids in [0, {len(CITYSCAPES_CLASSES)}) or "
-                f"{IGNORE_INDEX} (ignored), got {bad[:10].tolist()}. Pass label_mapping= to map raw ids to train ids."
+                f"{where}: label ids must be {native.id_name} in [0, {count}) or {IGNORE_INDEX} (ignored), got "
+                f"{bad[:10].tolist()}. Pass label_mapping= to map raw ids to {native.id_name}."
             )
-        return {"image": image, "label": Image.fromarray(ids.astype(np.uint8), mode="L")}
+        placed = to_space[ids]
+        if (placed == UNPLACED).any():
+            raise ValueError(f"{where}: {native.id_name} {np.unique(ids[placed == UNPLACED])[:10].tolist()} have no "
+                             f"class in the {label_space!r} label space")  # fmt: skip
+        return {"image": image, "label": Image.fromarray(placed.astype(np.uint8), mode="L")}
 
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.Image(), "_readable": datasets.Value("bool")}
