@@ -133,6 +133,9 @@ def parse_args(argv=None):
     add("--target_train_samples", type=int, default=20,
         help="labelled target images, the first of the split (fewer than --batch_size repeat to fill a batch; "
              "0: unsupervised adaptation, selftrain and tmt only)")  # fmt: skip
+    add("--labelled_draw", choices=["first", "random"], default="first",
+        help="which labelled target images: the first --target_train_samples of the split, or a random draw seeded "
+             "by --seed (a new draw per seed)")  # fmt: skip
     add("--num_eval", type=int, default=100, help="max evaluation images per domain")
     add("--image_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
         help="images are resized to this (generated scenes are rendered at it)")  # fmt: skip
@@ -428,6 +431,18 @@ def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=F
     else:
         dataset = dataset.select_columns(columns)
     return indexed(dataset)
+
+
+def labelled_target(args):
+    """
+    The labelled target images: the first --target_train_samples of --target_train_split, or with --labelled_draw
+    random as many drawn from the whole split with --seed (in split order), a new draw per seed.
+    """
+    if args.labelled_draw == "first":
+        return domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+    pool = domain_split(args.target, args.target_train_split, None, args)
+    draw = np.random.default_rng(args.seed).choice(len(pool), min(args.target_train_samples, len(pool)), replace=False)
+    return indexed(pool.select(sorted(draw.tolist())))
 
 
 def indexed(dataset):
@@ -883,7 +898,7 @@ def main(argv=None):
     if args.stage in ("all", "transfer"):
         with accelerator.main_process_first():
             if args.target_train_samples:
-                target_train = domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+                target_train = labelled_target(args)
             else:  # no target labels: the self-training methods step over the unlabelled target images
                 target_train = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args,
                                             with_labels=False)  # fmt: skip

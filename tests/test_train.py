@@ -609,3 +609,23 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
         and "predicts ['drivable'" in result.stderr
         and "not the --label_space cityscapes" in result.stderr
     )
+
+
+def test_labelled_target_images_drawn_anew_per_seed(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import labelled_target, parse_args
+
+    from tmt_hf.data import load_domain
+
+    def labels(*flags):
+        args = parse_args(["--output_dir", str(tmp_path), "--image_size", "32", "64", "--crop_size", "32", "64",
+                           "--target_train_split", "train[:12]", "--target_train_samples", "4", *flags])  # fmt: skip
+        return [np.asarray(row["label"]).tobytes() for row in labelled_target(args)]
+
+    pool = [np.asarray(row["label"]).tobytes()
+            for row in load_domain("synthetic/night", "train[:12]", synthetic_size=(32, 64))]  # fmt: skip
+    assert labels() == pool[:4]  # by default the first of the split
+    draws = {seed: labels("--labelled_draw", "random", "--seed", seed) for seed in ("1", "2")}
+    assert labels("--labelled_draw", "random", "--seed", "1") == draws["1"]  # a draw is a function of the seed
+    assert draws["1"] != draws["2"] and all(len(set(d)) == 4 and set(d) <= set(pool) for d in draws.values())
+    assert [pool.index(x) for x in draws["1"]] == sorted(pool.index(x) for x in draws["1"])  # kept in split order
