@@ -12,6 +12,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from ..configuration_tmt import CITYSCAPES_CLASSES
 from ..image_processing_tmt import to_rgb8
 from .label_spaces import IGNORE_INDEX, UNPLACED, get_label_space, lookup_table, space_mapping
 from .synthetic import DOMAINS, GENERATOR_VERSION, SPLIT_SEED_OFFSETS, generate_scene, scene_seed
@@ -73,7 +74,7 @@ CAMVID_TO_TRAIN_ID = lookup_table({0: 10, 1: 2, 2: 5, 3: 0, 4: 1, 5: 8, 6: 7, 7:
 CAMVID_CLASSES = tuple(sorted(int(t) for t in CAMVID_TO_TRAIN_ID if t != IGNORE_INDEX))
 # CamVid's four sequences: 0001TP was filmed at dusk, the other three in daylight.
 CAMVID_SEQUENCES = {"day": ("0006R0", "0016E5", "Seq05VD"), "dusk": ("0001TP",)}
-ALL_CLASSES = tuple(range(19))
+ALL_CLASSES = tuple(range(len(CITYSCAPES_CLASSES)))
 # IDD-Lite's labels are IDD's level-1 ids: 0 drivable ... 6 sky, 255 void (see label_spaces.IDD_LEVEL1_CLASSES).
 IDD_LEVEL1_IDS = tuple(range(7))
 
