@@ -556,7 +556,7 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
 
     checkpoint = pretrained_checkpoint(tmp_path / "deit")
     write_local_pairs(tmp_path / "day", {"train": 16, "validation": 4}, classes=[0, 1, 2, 5, 8, 10, 11, 13, 255],
-                      size=(60, 80))  # Cityscapes train ids, as ../shared/data/camvid  # fmt: skip
+                      size=(60, 80))  # Cityscapes train ids, like the prepared CamVid folders  # fmt: skip
     write_idd_lite(tmp_path / "idd", {"train": {"7": 6, "12": 6}, "validation": {"40": 4}}, size=(57, 80))
     output = tmp_path / "out"
     stdout = launch(["--source", str(tmp_path / "day"), "--target", "idd-lite", "--data_dir", str(tmp_path / "idd"),

@@ -18,7 +18,7 @@ def palette_of(id2label: dict | None = None) -> np.ndarray:
     space = LABEL_SPACES["cityscapes"] if id2label is None else label_space_of(id2label)
     if space is not None:
         return np.array(space.palette, dtype=np.uint8)
-    return (np.random.default_rng(0).integers(0, 256, (len(id2label), 3))).astype(np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (len(id2label), 3)).astype(np.uint8)
 
 
 def colorize(segmentation, palette=CITYSCAPES_PALETTE) -> Image.Image:

@@ -91,7 +91,8 @@ def get_label_space(name: str) -> LabelSpace:
 
 def space_mapping(native: str, space: str) -> np.ndarray:
     """The int16 table from `native` ids to `space` ids (identity within a space); an error if there is none."""
-    get_label_space(native), get_label_space(space)
+    for name in (native, space):
+        get_label_space(name)  # an unknown name is an error here
     if native == space:
         return lookup_table({i: i for i in range(len(LABEL_SPACES[space].classes))} | {IGNORE_INDEX: IGNORE_INDEX},
                             default=UNPLACED, dtype=np.int16)  # fmt: skip
