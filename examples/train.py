@@ -11,6 +11,8 @@ Stages (`--stage`):
   acte      ACTE on source and unlabelled target images, with source labels for its auxiliary head;
   transfer  from the source model, each `--method` on the same budget:
               finetune     the baseline: the labelled target images only;
+              finetune_tma the map alone (TMA-only): finetune with the frozen ACTE attached and TMA on, no source or
+                           unlabelled images; finetune is its map-free control;
               align_patch  the map-free comparator of tmt_paper: also source labels and unlabelled target images,
                            with a patch-level adversarial alignment of token features;
               tmt_paper    the paper-faithful TMT transfer stage (our reconstruction): the frozen ACTE attached, TMA on,
@@ -28,9 +30,9 @@ image with the checkpoint's image processor (mean, std), resamples its position 
 the source stage with the usual ViT fine-tuning recipe: the new decode head at --head_learning_rate_scale times the
 learning rate, layer-wise learning-rate decay (--layer_decay) and warm-up (--warmup_ratio). The model predicts the
 classes of --label_space; both domains' labels are mapped into it (see tmt_hf.data.label_spaces).
-`--focus_map oracle` feeds the map methods (tmt_paper, tmt) the generator's ground-truth shift mask instead of ACTE's
-map (generated targets only: what a perfect estimator would give); `--focus_map shuffled` gives each image another
-image's ACTE map (the control that keeps the maps' statistics and breaks their placement).
+`--focus_map oracle` feeds the map methods (finetune_tma, tmt_paper, tmt) the generator's ground-truth shift mask
+instead of ACTE's map (generated targets only: what a perfect estimator would give); `--focus_map shuffled` gives each
+image another image's ACTE map (the control that keeps the maps' statistics and breaks their placement).
 
 Outputs: OUTPUT_DIR/<stage or method>/ (save_pretrained folders with processor and model card), OUTPUT_DIR/results.json,
 and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
@@ -77,11 +79,11 @@ from tmt_hf.data.transforms import random_global_appearance
 from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
 from tmt_hf.metrics import MeanIoU, shift_auroc
 
-METHODS = ("finetune", "align_patch", "tmt_paper", "selftrain", "tmt")
+METHODS = ("finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt")
 DEFAULT_METHODS = ("finetune", "align_patch", "tmt_paper")  # selftrain and tmt do not beat finetune yet
 ALIGNMENT_LEVEL = {"align_patch": "patch", "tmt_paper": "focus"}
 SELF_TRAINING = ("selftrain", "tmt")
-MAP_METHODS = ("tmt_paper", "tmt")  # methods fed a focus map (ACTE's, or the oracle's / a shuffled one)
+MAP_METHODS = ("finetune_tma", "tmt_paper", "tmt")  # methods fed a focus map (ACTE's, or the oracle's / a shuffled one)
 EMA_DECAY = 0.99  # the teacher's; DACS's value, suited to budgets of hundreds of steps
 PSEUDO_LABEL_THRESHOLD = 0.968  # DACS's confidence threshold of the pseudo-label weight
 TMA_LR_SCALE = 100.0  # λ of TMA starts at 0 and learns at 100× the transfer learning rate
@@ -101,7 +103,7 @@ def parse_args(argv=None):
     add("--method", nargs="+", choices=METHODS, default=None,
         help=f"transfer-stage methods (default: {' '.join(DEFAULT_METHODS)}; see above)")  # fmt: skip
     add("--focus_map", choices=["acte", "oracle", "shuffled"], default="acte",
-        help="the map of tmt_paper and tmt (see above); results and folders of a non-default map are named "
+        help="the map of the map methods (see above); results and folders of a non-default map are named "
              "<method>-<map>")  # fmt: skip
     add("--tmt_parts", nargs="+", choices=["tma", "trust", "mask"], default=["tma", "trust", "mask"],
         help="how tmt uses the map: TMA in the student; pseudo-label trust 1 - m per pixel; MIC masking in "
@@ -219,7 +221,7 @@ def validate_args(args):
     if args.cpu_threads is not None and args.cpu_threads < 1:
         sys.exit("--cpu_threads must be >= 1")
     if args.focus_map != "acte" and not set(MAP_METHODS) & set(args.method):
-        sys.exit(f"--focus_map {args.focus_map} chooses the map of tmt_paper and tmt; --method {' '.join(args.method)} "
+        sys.exit(f"--focus_map {args.focus_map} chooses the map of the map methods; --method {' '.join(args.method)} "
                  "uses none")  # fmt: skip
     if args.focus_map == "oracle" and not args.target.startswith("synthetic/"):
         sys.exit("--focus_map oracle needs a generated target (synthetic/<domain>): only the generator knows which "
@@ -268,7 +270,7 @@ def run_names(args):
 
 def uses_tma(method, args):
     """Whether a transfer method trains TMA (and so saves the ACTE that feeds it, unless the map is the oracle's)."""
-    return method == "tmt_paper" or (method == "tmt" and "tma" in args.tmt_parts)
+    return method in ("finetune_tma", "tmt_paper") or (method == "tmt" and "tma" in args.tmt_parts)
 
 
 def segmentation_loss(model, batch):
@@ -945,7 +947,8 @@ def main(argv=None):
                     model.attach_acte(acte)  # the saved model computes its maps itself
                 shuffled = args.focus_map == "shuffled"
                 train_data = with_focus_maps(target_train, acte, args, shuffled)
-                auxiliary = with_focus_maps(auxiliary, acte, args, shuffled)
+                if auxiliary is not None:
+                    auxiliary = with_focus_maps(auxiliary, acte, args, shuffled)
                 if shuffled and tma_on:  # evaluated with shuffled maps too (the attached ACTE would give its own)
                     shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), acte, args, True)
                     method_eval_loader = accelerator.prepare(eval_loader(shuffled_eval, args))

@@ -351,6 +351,25 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
     assert_resumed_after_step_4_equals(run, args, straight)  # the teacher comes back from the checkpoint too
 
 
+def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_path):
+    output, _ = trained
+    common = ["--stage", "transfer", "--source_model", str(output / "source"), "--acte_model", str(output / "acte"),
+              *TINY]  # fmt: skip
+    stdout = launch([*common, "--method", "finetune", "finetune_tma", "--output_dir", str(tmp_path / "acte")]).stdout
+    assert "| finetune_tma |" in stdout
+    results = json.loads((tmp_path / "acte" / "results.json").read_text())
+    assert min(results["finetune_tma"]["mean_abs_lambda"]) > 0 and max(results["finetune"]["mean_abs_lambda"]) == 0
+    weights = load_file(tmp_path / "acte" / "finetune_tma" / "model.safetensors")
+    assert any(key.startswith("acte.") for key in weights) and not any(k.startswith("discriminator") for k in weights)
+    assert "modulating self-attention" in ModelCard.load(tmp_path / "acte" / "finetune_tma" / "README.md").content
+    # Its shuffled-map control; finetune, fed no map, keeps its name.
+    launch([*common, "--method", "finetune", "finetune_tma", "--focus_map", "shuffled", "--output_dir",
+            str(tmp_path / "shuffled")])  # fmt: skip
+    shuffled = json.loads((tmp_path / "shuffled" / "results.json").read_text())
+    assert {"finetune", "finetune_tma-shuffled"} <= set(shuffled)
+    assert shuffled["finetune"]["target_val"] == results["finetune"]["target_val"]  # the same seed, the same run
+
+
 def test_unsupervised_adaptation_without_target_labels(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "unsupervised"

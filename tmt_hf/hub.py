@@ -108,6 +108,8 @@ def tmt_model_card(
         "trusted and where masking pushes adaptation, and modulating self-attention in every layer (TMA)",
         "selftrain": "the map-free self-training comparator of TMT: the same ViT segmenter and budget, TMA switched off, "
         "trained on a mean teacher's pseudo-labels of unlabelled target images (DACS class mixing, MIC masking)",
+        "finetune_tma": "a TMT segmenter fine-tuned on the labelled target images with ACTE's region transferability "
+        "focus map modulating self-attention in every layer (Transferable Masked Attention) and nothing else",
         "finetune": "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off",
         "tmt_paper": "a TMT segmenter from the paper-faithful transfer stage (our reconstruction): a ViT whose "
         "self-attention is modulated, in every layer, by ACTE's region transferability focus map (Transferable Masked "

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Protocol v6 (PROTOCOL.md beside this file): one pair's frozen 20-label protocol, every transfer seed; resumable
+# Protocol v6 (PROTOCOL.md beside this file): one pair's frozen protocol for one arm, every transfer seed; resumable
 # (rerun after a stop). Run it from a folder that holds camvid-day/, camvid-dusk/ and idd-lite/ laid out as in
 # ../shared/data (links are fine), with DEIT pointing at facebook/deit-tiny-patch16-224 or a local copy:
-#   DEIT=path/to/deit-tiny-patch16-224 bash run_pair.sh SOURCE TARGET OUT [extra train.py arguments]
-# SOURCE, TARGET: camvid-day, camvid-dusk or idd-lite; OUT absolute. Extra arguments go last to every train.py call
-# (other budgets, e.g. --target_train_samples 5, or a held-out split); their runs go to their own folders.
+#   DEIT=path/to/deit-tiny-patch16-224 [ARM=labels20] bash run_pair.sh SOURCE TARGET OUT [extra train.py arguments]
+# SOURCE, TARGET: camvid-day, camvid-dusk or idd-lite; OUT absolute. ARM (amendment 1):
+#   labels20 (default), labels5  finetune, selftrain, tmt, tmt with shuffled maps, tmt_paper on 20 / 5 labelled images;
+#   labels0    selftrain, tmt, tmt with shuffled maps on unlabelled target images only (source-only is the baseline);
+#   labelsall  finetune, finetune_tma (TMA only), finetune_tma with shuffled maps, tmt_paper on every labelled pool image;
+#   steps600   finetune and tmt on 20 labelled images with 600 transfer steps (the doubling check).
+# Extra arguments go last to every train.py call (e.g. a held-out split); their runs go to their own folders.
 set -euo pipefail
 SOURCE=$1 TARGET=$2 OUT=$3
 shift 3
 REPO=$(cd "$(dirname "$0")/../../.." && pwd)
 DEIT=${DEIT:-facebook/deit-tiny-patch16-224}
-TAG=labels20
-[ $# -gt 0 ] && TAG=$(echo "$*" | tr -cs 'A-Za-z0-9' '_' | sed 's/^_//; s/_$//')
+ARM=${ARM:-labels20}
+TAG=$ARM
+[ $# -gt 0 ] && TAG=$ARM-$(echo "$*" | tr -cs 'A-Za-z0-9' '_' | sed 's/^_//; s/_$//')
 
-# Each domain's data flags as source (training, validation) and as target (labelled/unlabelled pool, validation).
+# Each domain's data flags as source (training, validation) and as target (labelled/unlabelled pool, validation),
+# and the size of its labelled pool as a target.
 domain() {  # domain NAME ROLE
   case "$1:$2" in
     camvid-day:source) echo "--source camvid-day --train_split train --eval_split validation" ;;
@@ -21,9 +27,19 @@ domain() {  # domain NAME ROLE
     camvid-dusk:target) echo "--target camvid-dusk --target_train_split train[:40] --target_eval_split train[42:] --num_target_unlabeled 40" ;;
     idd-lite:source) echo "--source idd-lite --train_split train[:1150] --eval_split train[1150:]" ;;
     idd-lite:target) echo "--target idd-lite --target_train_split train[:1150] --target_eval_split train[1150:] --num_target_unlabeled 400" ;;
+    camvid-day:pool) echo 305 ;;
+    camvid-dusk:pool) echo 40 ;;
+    idd-lite:pool) echo 1150 ;;
     *) echo "unsupported: $1 as $2" >&2; exit 2 ;;
   esac
 }
+case $ARM in  # ARM: labelled images, methods, the method run again with shuffled maps, the paper's stage
+  labels20 | labels5) ARM_ARGS="--target_train_samples ${ARM#labels}" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper ;;
+  labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
+  labelsall) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool)" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
+  steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune tmt" SHUFFLED= PAPER= ;;
+  *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
+esac
 SPACE=idd_level1
 [ "$SOURCE:$TARGET" = camvid-day:camvid-dusk ] && SPACE=cityscapes
 PAIR="$OUT/${SOURCE}2${TARGET}"
@@ -31,16 +47,14 @@ TRAIN="python $REPO/examples/train.py --resume_from_checkpoint latest --checkpoi
   $(domain "$SOURCE" source) $(domain "$TARGET" target) --data_dir idd-lite --label_space $SPACE
   --model_name_or_path $DEIT --image_size 192 256 --crop_size 192 256 --num_source_train 1150 --num_eval 253"
 BASE="--source_model $PAIR/base/source --acte_model $PAIR/base/acte"
+TRANSFER="$TRAIN --stage transfer $BASE --labelled_draw random $ARM_ARGS"
 
 $TRAIN --stage source --seed 42 --output_dir "$PAIR/base" "$@"
 $TRAIN --stage acte --seed 42 --output_dir "$PAIR/base" "$@"
 for seed in 42 1 2; do
-  $TRAIN --stage transfer $BASE --seed $seed --labelled_draw random --method finetune selftrain tmt \
-    --output_dir "$PAIR/$TAG-seed$seed" "$@"
-  $TRAIN --stage transfer $BASE --seed $seed --labelled_draw random --method tmt --focus_map shuffled \
-    --output_dir "$PAIR/$TAG-seed$seed-shuffled" "$@"
+  $TRANSFER --seed $seed --method $METHODS --output_dir "$PAIR/$TAG-seed$seed" "$@"
+  [ -z "$SHUFFLED" ] || $TRANSFER --seed $seed --method $SHUFFLED --focus_map shuffled --output_dir "$PAIR/$TAG-seed$seed-shuffled" "$@"
 done
 for seed in 42 1 2; do
-  $TRAIN --stage transfer $BASE --seed $seed --labelled_draw random --method tmt_paper \
-    --output_dir "$PAIR/$TAG-seed$seed-paper" "$@"
+  [ -z "$PAPER" ] || $TRANSFER --seed $seed --method $PAPER --output_dir "$PAIR/$TAG-seed$seed-paper" "$@"
 done
