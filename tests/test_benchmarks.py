@@ -152,3 +152,57 @@ def test_acte_report_by_class_averages_runs(tmp_path):
     table = run("benchmark_acte.py", "--report", str(tmp_path / "fog_seed0.json"), str(tmp_path / "fog_seed1.json"),
                 "--by_class")  # fmt: skip
     assert "| fog | car | 2 | 0.25 | 0.750 | 0.500 | 0.750 |" in table
+
+
+def test_error_auroc_scores_every_map_against_the_source_models_errors(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    train = [sys.executable, str(REPO / "examples" / "train.py"), "--output_dir", str(tmp_path / "run"), *TINY_TRAIN,
+             "--source", "synthetic/clear", "--target", "synthetic/night", "--method", "finetune"]  # fmt: skip
+    result = subprocess.run(train, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    vit_config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ViTModel(vit_config).save_pretrained(tmp_path / "vit")
+    run("acte_error_auroc.py", "--source_model", str(tmp_path / "run" / "source"), "--acte_model",
+        str(tmp_path / "run" / "acte"), "--features_model", str(tmp_path / "vit"), "--source", "synthetic/clear",
+        "--target", "synthetic/night", "--num_source_train", "8", "--num_target_unlabeled", "8", "--num_eval", "4",
+        "--image_size", "64", "128", "--steps", "2", "--batch_size", "4", "--output", str(tmp_path / "auroc.json"))  # fmt: skip
+    report = json.loads((tmp_path / "auroc.json").read_text())
+    source = json.loads((tmp_path / "run" / "results.json").read_text())["source"]["target_val"]
+    # Its errors are the source model's as train.py scores them on the same images.
+    assert abs(report["source_pixel_error_rate"] - (1 - source["overall_accuracy"])) < 1e-6
+    assert set(report["error_auroc"]) == {"acte_focus", "acte_shift", "vit_focus", "vit_shift", "source_entropy"}
+    for scores in report["error_auroc"].values():
+        assert 0 <= scores["pooled"] <= 1 and 0 <= scores["per_image"] <= 1
+
+
+def test_the_candidate_acte_reads_a_frozen_vits_patch_features(tmp_path):
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from acte_error_auroc import vit_feature_acte
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path / "vit")
+    acte = vit_feature_acte(str(tmp_path / "vit"), num_labels=3, cell_size=2)
+    pixels = torch.randn(2, 3, 64, 128)
+    vit = ViTModel.from_pretrained(tmp_path / "vit", add_pooling_layer=False).eval()
+    tokens = vit(pixels, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+    features, _ = acte.encoder(pixels)
+    assert features.shape == (2, 32, 4, 8)
+    torch.testing.assert_close(features.flatten(2).transpose(1, 2), tokens)
+    # Training moves the discriminator and the head, never the ViT (which stays in eval mode).
+    before = {k: v.clone() for k, v in acte.state_dict().items()}
+    acte.train()
+    assert not acte.encoder.vit.training
+    out = acte(pixels, domain_labels=torch.tensor([0, 1]), labels=torch.randint(3, (2, 64, 128)))
+    out.loss.backward()
+    torch.optim.AdamW([p for p in acte.parameters() if p.requires_grad], lr=1e-2).step()
+    after = acte.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert not torch.equal(before["discriminator.0.weight"], after["discriminator.0.weight"])
+    assert out.focus_map.shape == (2, 4, 8)

@@ -1,0 +1,173 @@
+"""Every protocol-v6 table, rebuilt from the committed results (PROTOCOL.md, amendment 1):
+
+    python examples/results/v6_real/tables.py            # per pair and arm, over pairs, by label budget, ACTE
+
+Reads `<pair>/<arm>-seed<N>[-shuffled|-paper].json` beside this file (train.py's results.json, copied) and
+`acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each
+method's target mIoU by seed and its mean, each method minus the baseline (finetune; source-only at 0 labels) with a
+95% t-interval over seeds. Over pairs: the mean of the per-pair differences, with a 95% percentile interval from
+bootstrap draws resampling pairs, then seeds within each drawn pair (paired by seed), and the pairs' t-interval.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")
+ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600")
+METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "tmt_paper", "selftrain", "tmt",
+           "tmt-shuffled")  # fmt: skip
+# Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
+CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "tmt_paper", "selftrain", "tmt", "tmt-shuffled")] + [
+    (m, "source") for m in ("selftrain", "tmt", "tmt-shuffled")
+] + [("tmt", "selftrain"), ("tmt", "tmt-shuffled"), ("finetune_tma", "finetune_tma-shuffled")]  # fmt: skip
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
+FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper))?\.json")
+
+
+def load(folder):
+    """{pair: {arm: {method: {seed: mIoU in %}}}} from every results file under `folder`."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*", "*.json"))):
+        match = FILE.fullmatch(os.path.basename(path))
+        if not match:
+            continue
+        with open(path) as f:
+            result = json.load(f)
+        arm = runs.setdefault(os.path.basename(os.path.dirname(path)), {}).setdefault(match["arm"], {})
+        for method in METHODS:
+            if method in result:
+                arm.setdefault(method, {})[int(match["seed"])] = 100 * result[method]["target_val"]["mean_iou"]
+    return runs
+
+
+def t_interval(values):
+    """A 95% t-interval of the mean, as text ("n/a" for one value)."""
+    if len(values) < 2:
+        return "n/a"
+    half = T_975[len(values) - 1] * np.std(values, ddof=1) / np.sqrt(len(values))
+    return f"[{np.mean(values) - half:+.2f}, {np.mean(values) + half:+.2f}]"
+
+
+def paired(arm, method, baseline):
+    """Seed-paired differences method − baseline (the seeds both have), or None."""
+    if method not in arm or baseline not in arm:
+        return None
+    seeds = sorted(set(arm[method]) & set(arm[baseline]))
+    return np.array([arm[method][s] - arm[baseline][s] for s in seeds]) if seeds else None
+
+
+def bootstrap(differences, draws=10_000, seed=0):
+    """95% percentile interval of the mean over pairs, resampling pairs, then seeds within each drawn pair."""
+    rng = np.random.default_rng(seed)
+    picked_pairs = rng.integers(len(differences), size=(draws, len(differences)))
+    means = np.zeros(draws)
+    for column in range(len(differences)):
+        for p, d in enumerate(differences):
+            rows = picked_pairs[:, column] == p
+            means[rows] += d[rng.integers(len(d), size=(rows.sum(), len(d)))].mean(axis=1)
+    return tuple(np.percentile(means / len(differences), [2.5, 97.5]))
+
+
+def pair_table(pair, arm_name, arm):
+    methods = [m for m in METHODS if m in arm]
+    seeds = sorted({s for m in methods for s in arm[m]})
+    lines = [f"### {pair}, {arm_name}\n", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
+    for m in methods:
+        cells = [f"{arm[m][s]:.2f}" if s in arm[m] else "" for s in seeds]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(list(arm[m].values())):.2f} |")
+    lines += ["", "| contrast | mean | 95% t-interval over seeds |", "|---|---|---|"]
+    for method, baseline in CONTRASTS:
+        d = paired(arm, method, baseline)
+        if d is not None:
+            lines.append(f"| {method} − {baseline} | {d.mean():+.2f} | {t_interval(d)} |")
+    if len(arm.get("finetune", {})) > 1:
+        lines.append(f"\nfinetune's seed-to-seed standard deviation (the noise floor): "
+                     f"{np.std(list(arm['finetune'].values()), ddof=1):.2f} mIoU")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def over_pairs_table(runs, arm_name):
+    pairs = [p for p in PAIRS if arm_name in runs.get(p, {})]
+    if not pairs:
+        return ""
+    arms = [runs[p][arm_name] for p in pairs]
+    lines = [f"### {arm_name}, over {len(pairs)} pair{'s' * (len(pairs) > 1)}: {', '.join(pairs)}\n",
+             "| contrast | " + " | ".join(pairs) + " | mean over pairs | 95% bootstrap (pairs, seeds) | "
+             "95% t-interval over pairs |", "|---|" + "---|" * (len(pairs) + 3)]  # fmt: skip
+    for method, baseline in CONTRASTS:
+        differences = [paired(arm, method, baseline) for arm in arms]
+        if any(d is None for d in differences):
+            continue
+        means = [d.mean() for d in differences]
+        low, high = bootstrap(differences)
+        lines.append(f"| {method} − {baseline} | " + " | ".join(f"{m:+.2f}" for m in means)
+                     + f" | {np.mean(means):+.2f} | [{low:+.2f}, {high:+.2f}] | {t_interval(means)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def budget_table(runs):
+    """Mean target mIoU per method and label budget, over the pairs each budget ran on."""
+    lines = ["### By label budget (mean over the pairs each arm ran on; 3 seeds each)\n",
+             "| arm | pairs | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]  # fmt: skip
+    for arm_name in ARMS:
+        pairs = [p for p in PAIRS if arm_name in runs.get(p, {})]
+        if not pairs:
+            continue
+        cells = []
+        for m in METHODS:
+            complete = all(m in runs[p][arm_name] for p in pairs)
+            cells.append(f"{np.mean([np.mean(list(runs[p][arm_name][m].values())) for p in pairs]):.2f}"
+                         if complete else "")  # fmt: skip
+        lines.append(f"| {arm_name} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def error_auroc_table(folder):
+    """The error AUROC of each map (examples/acte_error_auroc.py) per pair, pooled over pixels (per-image mean)."""
+    reports = {}
+    for pair in PAIRS:
+        path = os.path.join(folder, "acte", f"{pair}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                reports[pair] = json.load(f)
+    if not reports:
+        return ""
+    maps = list(next(iter(reports.values()))["error_auroc"])
+    lines = ["### Error AUROC of each map against the source-only model's wrong pixels (target validation)\n",
+             "| map | " + " | ".join(reports) + " | mean |", "|---|" + "---|" * (len(reports) + 1)]  # fmt: skip
+    for name in maps:
+        scores = [r["error_auroc"][name] for r in reports.values()]
+        lines.append(f"| {name} | " + " | ".join(f"{s['pooled']:.3f} ({s['per_image']:.3f})" for s in scores)
+                     + f" | {np.mean([s['pooled'] for s in scores]):.3f} |")  # fmt: skip
+    rates = " | ".join(f"{100 * r['source_pixel_error_rate']:.1f}%" for r in reports.values())
+    return "\n".join(lines) + f"\n| (source-only pixel error rate) | {rates} | |\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=HERE, help="the folder holding one subfolder of results per pair")
+    args = parser.parse_args()
+    runs = load(args.results)
+    print("## Over pairs\n")
+    for arm_name in ARMS:
+        table = over_pairs_table(runs, arm_name)
+        if table:
+            print(table)
+    print(budget_table(runs))
+    print(error_auroc_table(args.results))
+    print("## Per pair\n")
+    for pair in PAIRS:
+        for arm_name in ARMS:
+            if arm_name in runs.get(pair, {}):
+                print(pair_table(pair, arm_name, runs[pair][arm_name]))
+
+
+if __name__ == "__main__":
+    main()
