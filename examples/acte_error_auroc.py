@@ -3,7 +3,8 @@ against the pixels the source-only model gets wrong on the target's validation i
 mean of per-image AUROCs). Prints JSON.
 
 Maps scored (higher = more likely wrong):
-  acte_focus, acte_shift      the trained ACTE's focus map (what TMA receives) and its 1 - transferability;
+  acte_focus, acte_shift      the trained ACTE's focus map (what TMA receives), and its two halves: 1 - transferability
+  acte_uncertainty            (the region discriminator's) and the auxiliary head's region uncertainty;
   vit_focus, vit_shift        the candidate: ACTE's clustering, region discriminator and auxiliary head on the frozen
                               patch features of a pretrained ViT (--features_model) instead of ACTE's convolutional
                               encoder, trained here like the ACTE stage (same images, steps, batch, learning rate);
@@ -27,6 +28,7 @@ from transformers import AutoImageProcessor, ViTModel
 from tmt_hf import ACTEConfig, ACTEModel, TMTForSemanticSegmentation
 from tmt_hf.data import IGNORE_INDEX, SegmentationTransform, collate, load_domain
 from tmt_hf.metrics import shift_auroc
+from tmt_hf.modeling_acte import spread_to_positions
 
 ACTE_LEARNING_RATE, WEIGHT_DECAY = 1e-3, 0.01  # examples/train.py's ACTE stage
 
@@ -94,8 +96,14 @@ def main():
     size = tuple(args.image_size)
 
     def split(name, split_name, count, train):
-        data = load_domain(name, split_name, num_samples=count, synthetic_size=size, data_dir=args.data_dir,
-                           label_space=args.label_space)
+        data = load_domain(
+            name,
+            split_name,
+            num_samples=count,
+            synthetic_size=size,
+            data_dir=args.data_dir,
+            label_space=args.label_space,
+        )
         data.set_transform(SegmentationTransform(train=train, size=size, crop_size=size if train else None,
                                                  scale_range=(0.75, 1.5), appearance_jitter=train,
                                                  image_mean=processor.image_mean, image_std=processor.image_std))  # fmt: skip
@@ -123,7 +131,8 @@ def main():
             print(f"[candidate] step {step} loss {loss.item():.4f}", flush=True)
     candidate.eval()
 
-    maps = {name: [] for name in ("acte_focus", "acte_shift", "vit_focus", "vit_shift", "source_entropy")}
+    maps = {name: [] for name in ("acte_focus", "acte_shift", "acte_uncertainty", "vit_focus", "vit_shift",
+                                  "source_entropy")}  # fmt: skip
     wrong = []
     evaluation = split(args.target, args.target_eval_split, args.num_eval, train=False)
     with torch.no_grad():
@@ -135,7 +144,10 @@ def main():
             probabilities = logits.softmax(dim=1)
             entropy = -(probabilities * probabilities.clamp_min(1e-8).log()).sum(dim=1) / np.log(num_labels)
             acte_out, candidate_out = acte(pixels), candidate(pixels)
+            uncertainty = spread_to_positions(acte_out.region_uncertainty[:, None], acte_out.region_assignments,
+                                              acte.config.cell_size)[:, 0]  # fmt: skip
             scored = {"acte_focus": full(acte_out.focus_map), "acte_shift": 1 - full(acte_out.transferability),
+                      "acte_uncertainty": full(uncertainty),
                       "vit_focus": full(candidate_out.focus_map), "vit_shift": 1 - full(candidate_out.transferability),
                       "source_entropy": entropy}  # fmt: skip
             for i, label in enumerate(labels):

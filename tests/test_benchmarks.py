@@ -171,7 +171,14 @@ def test_error_auroc_scores_every_map_against_the_source_models_errors(tmp_path)
     source = json.loads((tmp_path / "run" / "results.json").read_text())["source"]["target_val"]
     # Its errors are the source model's as train.py scores them on the same images.
     assert abs(report["source_pixel_error_rate"] - (1 - source["overall_accuracy"])) < 1e-6
-    assert set(report["error_auroc"]) == {"acte_focus", "acte_shift", "vit_focus", "vit_shift", "source_entropy"}
+    assert set(report["error_auroc"]) == {
+        "acte_focus",
+        "acte_shift",
+        "acte_uncertainty",
+        "vit_focus",
+        "vit_shift",
+        "source_entropy",
+    }
     for scores in report["error_auroc"].values():
         assert 0 <= scores["pooled"] <= 1 and 0 <= scores["per_image"] <= 1
 
