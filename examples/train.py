@@ -33,6 +33,9 @@ classes of --label_space; both domains' labels are mapped into it (see tmt_hf.da
 `--focus_map oracle` feeds the map methods (finetune_tma, tmt_paper, tmt) the generator's ground-truth shift mask
 instead of ACTE's map (generated targets only: what a perfect estimator would give); `--focus_map shuffled` gives each
 image another image's ACTE map (the control that keeps the maps' statistics and breaks their placement).
+`--focus_map error_oracle` marks, on every training image, the pixels the source model gets wrong (read off the labels,
+so for a target whose unlabelled pool has labels held back): the ceiling of any transferability map on a real pair. It
+exists for training images only, so it feeds tmt's trust and mask parts (`--tmt_parts trust mask`), not TMA.
 
 Outputs: OUTPUT_DIR/<stage or method>/ (save_pretrained folders with processor and model card), OUTPUT_DIR/results.json,
 and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
@@ -102,7 +105,7 @@ def parse_args(argv=None):
     add("--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run")
     add("--method", nargs="+", choices=METHODS, default=None,
         help=f"transfer-stage methods (default: {' '.join(DEFAULT_METHODS)}; see above)")  # fmt: skip
-    add("--focus_map", choices=["acte", "oracle", "shuffled"], default="acte",
+    add("--focus_map", choices=["acte", "oracle", "shuffled", "error_oracle"], default="acte",
         help="the map of the map methods (see above); results and folders of a non-default map are named "
              "<method>-<map>")  # fmt: skip
     add("--tmt_parts", nargs="+", choices=["tma", "trust", "mask"], default=["tma", "trust", "mask"],
@@ -230,6 +233,10 @@ def validate_args(args):
         sys.exit(
             "--focus_map oracle marks the generator's restyled Cityscapes classes: it needs --label_space cityscapes"
         )
+    if args.focus_map == "error_oracle" and (set(args.method) & set(MAP_METHODS) - {"tmt"} or "tma" in args.tmt_parts):
+        sys.exit("--focus_map error_oracle marks where the source model is wrong on training images (from their labels); "
+                 "it has no map for evaluation images, so it feeds tmt's trust and mask parts only: --method tmt "
+                 "--tmt_parts trust mask")  # fmt: skip
     if args.focus_map == "oracle" and args.push_to_hub:
         sys.exit("--focus_map oracle reads the generator's shift masks at evaluation; such a model is not pushed")
     if args.stage == "transfer":
@@ -238,7 +245,7 @@ def validate_args(args):
             sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
                      "--stage source first.")  # fmt: skip
         acte = args.acte_model or os.path.join(args.output_dir, "acte")
-        with_acte = [m for m in args.method if m in MAP_METHODS and args.focus_map != "oracle"]
+        with_acte = [m for m in args.method if m in MAP_METHODS and args.focus_map in ("acte", "shuffled")]
         if with_acte and not os.path.isfile(f"{acte}/config.json"):
             sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
                      "run --stage acte first.")  # fmt: skip
@@ -366,23 +373,36 @@ def strong_view(pixel_values, generator=None, image_mean=(0.5, 0.5, 0.5), image_
     return ((torch.stack(images) - mean) / std).to(pixel_values.device)
 
 
+def acte_focus(acte):
+    """ACTE's focus map of a batch, (B, H, W) at the images' size."""
+    acte.eval()
+    return lambda pixel_values, labels: F.interpolate(
+        acte(pixel_values).focus_map[:, None], size=pixel_values.shape[2:], mode="bilinear"
+    )[:, 0]
+
+
+def source_errors(model):
+    """The error oracle of a batch: 1 where `model` (the source model) predicts another class than the label."""
+    model.eval()
+    return lambda pixel_values, labels: ((model(pixel_values=pixel_values).logits.argmax(dim=1) != labels)
+                                         & (labels != IGNORE_INDEX)).float()  # fmt: skip
+
+
 @torch.no_grad()
-def with_focus_maps(dataset, acte, args, shuffled=False):
+def with_focus_maps(dataset, map_of, args, shuffled=False):
     """
-    `dataset` with a `focus` column: ACTE's focus map of each image at --image_size, computed once (grayscale 0-255) so
-    that training does not run ACTE on every batch; the transforms crop and flip it with the image. `shuffled`: each
-    image gets the next image's map (the last the first's).
+    `dataset` with a `focus` column: each image's map at --image_size (`map_of(pixel_values, labels)`, e.g.
+    `acte_focus(acte)`), computed once (grayscale 0-255) so that training does not compute it on every batch; the
+    transforms crop and flip it with the image. `shuffled`: each image gets the next image's map (the last the first's).
     """
-    images = dataset.select_columns(["image"])
+    images = dataset.select_columns([c for c in ("image", "label") if c in dataset.column_names])
     images.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size), image_mean=args.image_mean,
                                                image_std=args.image_std))  # fmt: skip
     height, width = args.image_size
-    acte.eval()
     maps = []
     for batch in DataLoader(images, batch_size=2 * args.batch_size, collate_fn=collate):
-        pixel_values = batch["pixel_values"].to(acte.device)
-        focus = F.interpolate(acte(pixel_values).focus_map[:, None], size=pixel_values.shape[2:], mode="bilinear")
-        focus = (255 * focus[:, 0, :height, :width].clamp(0, 1)).round().byte().cpu().numpy()
+        focus = map_of(batch["pixel_values"], batch.get("labels"))
+        focus = (255 * focus[:, :height, :width].clamp(0, 1)).round().byte().cpu().numpy()
         maps += [datasets.Image().encode_example(Image.fromarray(m)) for m in focus]
     if shuffled:
         maps = maps[1:] + maps[:1]
@@ -903,7 +923,7 @@ def main(argv=None):
                 target_train = labelled_target(args)
             else:  # no target labels: the self-training methods step over the unlabelled target images
                 target_train = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args,
-                                            with_labels=False)  # fmt: skip
+                                            with_labels=args.focus_map == "error_oracle")  # fmt: skip
         if not results.get("source"):
             results["source"] = {"target_val": evaluate_target(TMTForSemanticSegmentation.from_pretrained(source_dir))}
         for name, method in zip(run_names(args), args.method):
@@ -941,16 +961,20 @@ def main(argv=None):
                     )
             if oracle:
                 method_eval_loader = accelerator.prepare(eval_loader(oracle_eval, args))
+            elif args.focus_map == "error_oracle" and uses_map:  # the source model's errors, from the labels
+                map_of = source_errors(TMTForSemanticSegmentation.from_pretrained(source_dir))
+                train_data = with_focus_maps(target_train, map_of, args)
+                auxiliary = with_focus_maps(auxiliary, map_of, args)
             elif uses_map:  # ACTE's maps, computed once per image instead of on every batch
                 acte = ACTEModel.from_pretrained(acte_dir)
                 if tma_on:
                     model.attach_acte(acte)  # the saved model computes its maps itself
-                shuffled = args.focus_map == "shuffled"
-                train_data = with_focus_maps(target_train, acte, args, shuffled)
+                shuffled, map_of = args.focus_map == "shuffled", acte_focus(acte)
+                train_data = with_focus_maps(target_train, map_of, args, shuffled)
                 if auxiliary is not None:
-                    auxiliary = with_focus_maps(auxiliary, acte, args, shuffled)
+                    auxiliary = with_focus_maps(auxiliary, map_of, args, shuffled)
                 if shuffled and tma_on:  # evaluated with shuffled maps too (the attached ACTE would give its own)
-                    shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), acte, args, True)
+                    shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), map_of, args, True)
                     method_eval_loader = accelerator.prepare(eval_loader(shuffled_eval, args))
             # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's view.
             train_data = repeated_to_fill(train_data, args.batch_size * accelerator.num_processes)

@@ -278,7 +278,7 @@ def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monk
 
 def test_cached_focus_maps_are_actes_maps(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import with_focus_maps
+    from train import acte_focus, with_focus_maps
 
     from tmt_hf import ACTEConfig, ACTEModel
     from tmt_hf.data import SegmentationTransform, collate, load_domain
@@ -287,7 +287,7 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
     acte = ACTEModel(ACTEConfig(focus_alpha=1.0)).eval()  # m = 1 - t: structured even untrained
     dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
     args = argparse.Namespace(image_size=[64, 128], batch_size=1, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte, args)
+    cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte_focus(acte), args)
     cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     batch = collate([cached[i] for i in range(3)])
     with torch.no_grad():
@@ -295,7 +295,7 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
     assert expected.std() > 0.01  # a map with structure, not a constant
     torch.testing.assert_close(batch["focus"], expected[:, 0], atol=0.5 / 255 + 1e-6, rtol=0)
     # The shuffled-map control: each image gets the next image's map, the last the first's.
-    shuffled = with_focus_maps(dataset.select_columns(["image", "label"]), acte, args, shuffled=True)
+    shuffled = with_focus_maps(dataset.select_columns(["image", "label"]), acte_focus(acte), args, shuffled=True)
     shuffled.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     torch.testing.assert_close(collate([shuffled[i] for i in range(3)])["focus"], batch["focus"].roll(-1, dims=0))
 
@@ -349,6 +349,35 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
     assert "self-training" in card and "ACTE computes the focus map from the image" in card
 
     assert_resumed_after_step_4_equals(run, args, straight)  # the teacher comes back from the checkpoint too
+
+
+def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path, monkeypatch):
+    output, _ = trained
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    from train import source_errors, with_focus_maps
+
+    from tmt_hf import TMTForSemanticSegmentation
+    from tmt_hf.data import SegmentationTransform, collate, load_domain
+
+    model = TMTForSemanticSegmentation.from_pretrained(output / "source")
+    dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
+    args = argparse.Namespace(image_size=[64, 128], batch_size=1, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    cached = with_focus_maps(dataset.select_columns(["image", "label"]), source_errors(model), args)
+    cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
+    batch = collate([cached[i] for i in range(3)])
+    with torch.no_grad():
+        wrong = model(pixel_values=batch["pixel_values"]).logits.argmax(dim=1) != batch["labels"]
+    expected = (wrong & (batch["labels"] != 255)).float()
+    assert 0 < expected.mean() < 1
+    torch.testing.assert_close(batch["focus"], expected)
+    # It feeds tmt's trust and mask parts; no ACTE is read, attached or saved.
+    run = tmp_path / "error_oracle"
+    stdout = launch(["--stage", "transfer", "--method", "selftrain", "tmt", "--tmt_parts", "trust", "mask",
+                     "--focus_map", "error_oracle", "--source_model", str(output / "source"), "--output_dir", str(run),
+                     *TINY]).stdout  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert "| tmt-error_oracle |" in stdout and max(results["tmt-error_oracle"]["mean_abs_lambda"]) == 0
+    assert not any(k.startswith("acte.") for k in load_file(run / "tmt-error_oracle" / "model.safetensors"))
 
 
 def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_path):
@@ -489,6 +518,8 @@ def test_stock_vit_initialisation(tmp_path):
         (["--method", "selftrain", "--mask_ratio", "1.5"], "--mask_ratio must lie in [0, 1]"),
         (["--method", "selftrain", "--pseudo_label_class_quantile", "2"], "--pseudo_label_class_quantile must lie"),
         (["--method", "selftrain", "--focus_map", "oracle"], "uses none"),
+        (["--method", "tmt", "--focus_map", "error_oracle"], "feeds tmt's trust and mask parts only"),
+        (["--method", "tmt_paper", "--focus_map", "error_oracle"], "feeds tmt's trust and mask parts only"),
         (["--crop_size", "256", "512"], "larger than the largest scaled image"),
         (["--method", "patch"], "invalid choice: 'patch'"),
     ],

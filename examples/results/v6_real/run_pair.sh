@@ -7,7 +7,9 @@
 #   labels20 (default), labels5  finetune, selftrain, tmt, tmt with shuffled maps, tmt_paper on 20 / 5 labelled images;
 #   labels0    selftrain, tmt, tmt with shuffled maps on unlabelled target images only (source-only is the baseline);
 #   labelsall  finetune, finetune_tma (TMA only), finetune_tma with shuffled maps, tmt_paper on every labelled pool image;
-#   steps600   finetune and tmt on 20 labelled images with 600 transfer steps (the doubling check).
+#   steps600   finetune and tmt on 20 labelled images with 600 transfer steps (the doubling check);
+#   oracle20   (amendment 2) tmt's trust and mask parts alone (--tmt_parts trust mask) on 20 labelled images, fed the
+#              error oracle (the source model's wrong pixels, from the labels), then ACTE's map, then shuffled maps.
 # Extra arguments go last to every train.py call (e.g. a held-out split); their runs go to their own folders.
 set -euo pipefail
 SOURCE=$1 TARGET=$2 OUT=$3
@@ -33,11 +35,13 @@ domain() {  # domain NAME ROLE
     *) echo "unsupported: $1 as $2" >&2; exit 2 ;;
   esac
 }
-case $ARM in  # ARM: labelled images, methods, the method run again with shuffled maps, the paper's stage
+ORACLE=
+case $ARM in  # ARM: labelled images, methods, the method run again with shuffled maps, the paper's stage, the oracle's
   labels20 | labels5) ARM_ARGS="--target_train_samples ${ARM#labels}" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper ;;
   labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
   labelsall) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool)" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
   steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune tmt" SHUFFLED= PAPER= ;;
+  oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
   *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
 esac
 SPACE=idd_level1
@@ -51,6 +55,9 @@ TRANSFER="$TRAIN --stage transfer $BASE --labelled_draw random $ARM_ARGS"
 
 $TRAIN --stage source --seed 42 --output_dir "$PAIR/base" "$@"
 $TRAIN --stage acte --seed 42 --output_dir "$PAIR/base" "$@"
+for seed in 42 1 2; do
+  [ -z "$ORACLE" ] || $TRANSFER --seed $seed --method $ORACLE --focus_map error_oracle --output_dir "$PAIR/$TAG-seed$seed-oracle" "$@"
+done
 for seed in 42 1 2; do
   $TRANSFER --seed $seed --method $METHODS --output_dir "$PAIR/$TAG-seed$seed" "$@"
   [ -z "$SHUFFLED" ] || $TRANSFER --seed $seed --method $SHUFFLED --focus_map shuffled --output_dir "$PAIR/$TAG-seed$seed-shuffled" "$@"

@@ -1,12 +1,13 @@
-"""Every protocol-v6 table, rebuilt from the committed results (PROTOCOL.md, amendment 1):
+"""Every protocol-v6 table, rebuilt from the committed results (PROTOCOL.md and its amendments):
 
     python examples/results/v6_real/tables.py            # per pair and arm, over pairs, by label budget, ACTE
 
-Reads `<pair>/<arm>-seed<N>[-shuffled|-paper].json` beside this file (train.py's results.json, copied) and
-`acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each
-method's target mIoU by seed and its mean, each method minus the baseline (finetune; source-only at 0 labels) with a
-95% t-interval over seeds. Over pairs: the mean of the per-pair differences, with a 95% percentile interval from
-bootstrap draws resampling pairs, then seeds within each drawn pair (paired by seed), and the pairs' t-interval.
+Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle].json` beside this file (train.py's results.json, copied) and
+`acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its mean, each
+method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs: the mean
+of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds within
+each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask parts
+alone (amendment 2).
 """
 
 import argparse
@@ -19,15 +20,18 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")
-ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600")
+ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "oracle20")
 METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "tmt_paper", "selftrain", "tmt",
-           "tmt-shuffled")  # fmt: skip
+           "tmt-shuffled", "tmt-error_oracle")  # fmt: skip
+# An arm whose baselines are another arm's runs of the same seeds (same labelled images, source model and steps).
+SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
 # Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
 CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "tmt_paper", "selftrain", "tmt", "tmt-shuffled")] + [
     (m, "source") for m in ("selftrain", "tmt", "tmt-shuffled")
-] + [("tmt", "selftrain"), ("tmt", "tmt-shuffled"), ("finetune_tma", "finetune_tma-shuffled")]  # fmt: skip
+] + [("tmt", "selftrain"), ("tmt", "tmt-shuffled"), ("finetune_tma", "finetune_tma-shuffled"),
+     ("tmt-error_oracle", "selftrain"), ("tmt-error_oracle", "tmt")]  # fmt: skip
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
-FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper))?\.json")
+FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle))?\.json")
 
 
 def load(folder):
@@ -43,6 +47,10 @@ def load(folder):
         for method in METHODS:
             if method in result:
                 arm.setdefault(method, {})[int(match["seed"])] = 100 * result[method]["target_val"]["mean_iou"]
+    for arms in runs.values():
+        for arm_name, (other, methods) in SHARED_BASELINES.items():
+            if arm_name in arms and other in arms:
+                arms[arm_name].update({m: arms[other][m] for m in methods if m in arms[other]})
     return runs
 
 
