@@ -389,13 +389,14 @@ def source_errors(model):
 
 
 @torch.no_grad()
-def with_focus_maps(dataset, map_of, args, shuffled=False):
+def with_focus_maps(dataset, map_of, args, shuffled=False, from_labels=False):
     """
     `dataset` with a `focus` column: each image's map at --image_size (`map_of(pixel_values, labels)`, e.g.
-    `acte_focus(acte)`), computed once (grayscale 0-255) so that training does not compute it on every batch; the
-    transforms crop and flip it with the image. `shuffled`: each image gets the next image's map (the last the first's).
+    `acte_focus(acte)`; labels only `from_labels`), computed once (grayscale 0-255) so that training does not compute it
+    on every batch; the transforms crop and flip it with the image. `shuffled`: each image gets the next image's map
+    (the last the first's).
     """
-    images = dataset.select_columns([c for c in ("image", "label") if c in dataset.column_names])
+    images = dataset.select_columns(["image", "label"] if from_labels else ["image"])
     images.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size), image_mean=args.image_mean,
                                                image_std=args.image_std))  # fmt: skip
     height, width = args.image_size
@@ -963,8 +964,8 @@ def main(argv=None):
                 method_eval_loader = accelerator.prepare(eval_loader(oracle_eval, args))
             elif args.focus_map == "error_oracle" and uses_map:  # the source model's errors, from the labels
                 map_of = source_errors(TMTForSemanticSegmentation.from_pretrained(source_dir))
-                train_data = with_focus_maps(target_train, map_of, args)
-                auxiliary = with_focus_maps(auxiliary, map_of, args)
+                train_data = with_focus_maps(target_train, map_of, args, from_labels=True)
+                auxiliary = with_focus_maps(auxiliary, map_of, args, from_labels=True)
             elif uses_map:  # ACTE's maps, computed once per image instead of on every batch
                 acte = ACTEModel.from_pretrained(acte_dir)
                 if tma_on:

@@ -362,7 +362,7 @@ def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path
     model = TMTForSemanticSegmentation.from_pretrained(output / "source")
     dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
     args = argparse.Namespace(image_size=[64, 128], batch_size=1, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    cached = with_focus_maps(dataset.select_columns(["image", "label"]), source_errors(model), args)
+    cached = with_focus_maps(dataset.select_columns(["image", "label"]), source_errors(model), args, from_labels=True)
     cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     batch = collate([cached[i] for i in range(3)])
     with torch.no_grad():
