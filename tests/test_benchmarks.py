@@ -171,14 +171,8 @@ def test_error_auroc_scores_every_map_against_the_source_models_errors(tmp_path)
     source = json.loads((tmp_path / "run" / "results.json").read_text())["source"]["target_val"]
     # Its errors are the source model's as train.py scores them on the same images.
     assert abs(report["source_pixel_error_rate"] - (1 - source["overall_accuracy"])) < 1e-6
-    assert set(report["error_auroc"]) == {
-        "acte_focus",
-        "acte_shift",
-        "acte_uncertainty",
-        "vit_focus",
-        "vit_shift",
-        "source_entropy",
-    }
+    maps = {"acte_focus", "acte_shift", "acte_uncertainty", "vit_focus", "vit_shift", "source_entropy"}
+    assert set(report["error_auroc"]) == maps
     for scores in report["error_auroc"].values():
         assert 0 <= scores["pooled"] <= 1 and 0 <= scores["per_image"] <= 1
 
@@ -213,3 +207,26 @@ def test_the_candidate_acte_reads_a_frozen_vits_patch_features(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     assert not torch.equal(before["discriminator.0.weight"], after["discriminator.0.weight"])
     assert out.focus_map.shape == (2, 4, 8)
+
+
+def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
+    finetune = {"a2b": [50.0, 52.0, 51.0], "b2a": [60.0, 61.0, 62.0]}
+    gain = {"a2b": [1.0, 2.0, 3.0], "b2a": [-1.0, 0.0, 1.0]}  # tmt − finetune, by seed
+    for pair in finetune:
+        (tmp_path / pair).mkdir()
+        for seed, ft, g in zip((42, 1, 2), finetune[pair], gain[pair]):
+            result = {m: {"target_val": {"mean_iou": v / 100}} for m, v in (("source", 40.0), ("finetune", ft),
+                                                                           ("tmt", ft + g))}  # fmt: skip
+            (tmp_path / pair / f"labels20-seed{seed}.json").write_text(json.dumps(result))
+        # A control in its own file joins the same seed's row.
+        (tmp_path / pair / "labels20-seed42-shuffled.json").write_text(
+            json.dumps({"tmt-shuffled": {"target_val": {"mean_iou": 0.5}}})
+        )
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    assert "| tmt − finetune | +2.00 | [" in table  # pair a2b: mean of 1, 2, 3
+    row = next(line for line in table.splitlines() if line.startswith("| tmt − finetune | +2.00 | +0.00 |"))
+    mean, bootstrap, t_interval = row.split(" | ")[3:6]
+    low, high = (float(x) for x in bootstrap.strip("[]").split(", "))
+    assert mean == "+1.00" and -1.0 <= low < 1.0 < high <= 3.0  # within the extreme resamples
+    assert t_interval.startswith("[") and "| labels20 | 2 | 40.00 | 56.00 |" in table
+    assert "| tmt-shuffled |  |  | 50.00 | 50.00 |" in table and "| tmt − tmt-shuffled | +9.00 | n/a |" in table

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")
+PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")  # their order
 ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "oracle20")
 METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "tmt_paper", "selftrain", "tmt",
            "tmt-shuffled", "tmt-error_oracle")  # fmt: skip
@@ -52,6 +52,11 @@ def load(folder):
             if arm_name in arms and other in arms:
                 arms[arm_name].update({m: arms[other][m] for m in methods if m in arms[other]})
     return runs
+
+
+def ordered(pairs):
+    """The protocol's pairs in its order, then any others by name."""
+    return [p for p in PAIRS if p in pairs] + sorted(set(pairs) - set(PAIRS))
 
 
 def t_interval(values):
@@ -102,7 +107,7 @@ def pair_table(pair, arm_name, arm):
 
 
 def over_pairs_table(runs, arm_name):
-    pairs = [p for p in PAIRS if arm_name in runs.get(p, {})]
+    pairs = [p for p in ordered(runs) if arm_name in runs[p]]
     if not pairs:
         return ""
     arms = [runs[p][arm_name] for p in pairs]
@@ -125,7 +130,7 @@ def budget_table(runs):
     lines = ["### By label budget (mean over the pairs each arm ran on; 3 seeds each)\n",
              "| arm | pairs | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]  # fmt: skip
     for arm_name in ARMS:
-        pairs = [p for p in PAIRS if arm_name in runs.get(p, {})]
+        pairs = [p for p in ordered(runs) if arm_name in runs[p]]
         if not pairs:
             continue
         cells = []
@@ -140,11 +145,10 @@ def budget_table(runs):
 def error_auroc_table(folder):
     """The error AUROC of each map (examples/acte_error_auroc.py) per pair, pooled over pixels (per-image mean)."""
     reports = {}
-    for pair in PAIRS:
-        path = os.path.join(folder, "acte", f"{pair}.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                reports[pair] = json.load(f)
+    for path in sorted(glob.glob(os.path.join(folder, "acte", "*.json"))):
+        with open(path) as f:
+            reports[os.path.basename(path)[: -len(".json")]] = json.load(f)
+    reports = {pair: reports[pair] for pair in ordered(reports)}
     if not reports:
         return ""
     maps = list(next(iter(reports.values()))["error_auroc"])
@@ -171,9 +175,9 @@ def main():
     print(budget_table(runs))
     print(error_auroc_table(args.results))
     print("## Per pair\n")
-    for pair in PAIRS:
+    for pair in ordered(runs):
         for arm_name in ARMS:
-            if arm_name in runs.get(pair, {}):
+            if arm_name in runs[pair]:
                 print(pair_table(pair, arm_name, runs[pair][arm_name]))
 
 
