@@ -26,7 +26,8 @@ METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "tmt_p
 # An arm whose baselines are another arm's runs of the same seeds (same labelled images, source model and steps).
 SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
 # Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
-CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "tmt_paper", "selftrain", "tmt", "tmt-shuffled")] + [
+CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "tmt_paper", "selftrain", "tmt", "tmt-shuffled",
+                                       "tmt-error_oracle")] + [
     (m, "source") for m in ("selftrain", "tmt", "tmt-shuffled")
 ] + [("tmt", "selftrain"), ("tmt", "tmt-shuffled"), ("finetune_tma", "finetune_tma-shuffled"),
      ("tmt-error_oracle", "selftrain"), ("tmt-error_oracle", "tmt")]  # fmt: skip
