@@ -222,6 +222,11 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
         (tmp_path / pair / "labels20-seed42-shuffled.json").write_text(
             json.dumps({"tmt-shuffled": {"target_val": {"mean_iou": 0.5}}})
         )
+    # The paper's stage and its map-free control (amendment 3), one seed of one pair.
+    for suffix, method, miou in (("paper", "tmt_paper", 0.47), ("align", "align_patch", 0.45)):
+        (tmp_path / "a2b" / f"labels20-seed1-{suffix}.json").write_text(
+            json.dumps({method: {"target_val": {"mean_iou": miou}}})
+        )
     table = run("results/v6_real/tables.py", "--results", str(tmp_path))
     assert "| tmt − finetune | +2.00 | [" in table  # pair a2b: mean of 1, 2, 3
     row = next(line for line in table.splitlines() if line.startswith("| tmt − finetune | +2.00 | +0.00 |"))
@@ -230,3 +235,5 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     assert mean == "+1.00" and -1.0 <= low < 1.0 < high <= 3.0  # within the extreme resamples
     assert t_interval.startswith("[") and "| labels20 | 2 | 40.00 | 56.00 |" in table
     assert "| tmt-shuffled |  |  | 50.00 | 50.00 |" in table and "| tmt − tmt-shuffled | +9.00 | n/a |" in table
+    assert "| tmt_paper − align_patch | +2.00 | n/a |" in table and "| align_patch − finetune | -7.00 | n/a |" in table
+    assert "| arm | pairs | source | finetune | align_patch | tmt_paper | tmt | tmt-shuffled |" in table  # those that ran

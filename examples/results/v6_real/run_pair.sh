@@ -6,7 +6,8 @@
 # SOURCE, TARGET: camvid-day, camvid-dusk or idd-lite; OUT absolute. ARM (amendment 1):
 #   labels20 (default), labels5  finetune, selftrain, tmt, tmt with shuffled maps, tmt_paper on 20 / 5 labelled images;
 #   labels0    selftrain, tmt, tmt with shuffled maps on unlabelled target images only (source-only is the baseline);
-#   labelsall  finetune, finetune_tma (TMA only), finetune_tma with shuffled maps, tmt_paper on every labelled pool image;
+#   labelsall  finetune, finetune_tma (TMA only), finetune_tma with shuffled maps, tmt_paper and its map-free control
+#              align_patch (amendment 3) on every labelled pool image;
 #   steps600   finetune and tmt on 20 labelled images with 600 transfer steps (the doubling check);
 #   oracle20   (amendment 2) tmt's trust and mask parts alone (--tmt_parts trust mask) on 20 labelled images, fed the
 #              error oracle (the source model's wrong pixels, from the labels), then ACTE's map, then shuffled maps.
@@ -35,11 +36,11 @@ domain() {  # domain NAME ROLE
     *) echo "unsupported: $1 as $2" >&2; exit 2 ;;
   esac
 }
-ORACLE=
+ORACLE= ALIGN=
 case $ARM in  # ARM: labelled images, methods, the method run again with shuffled maps, the paper's stage, the oracle's
   labels20 | labels5) ARM_ARGS="--target_train_samples ${ARM#labels}" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper ;;
   labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
-  labelsall) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool)" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
+  labelsall) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool)" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ALIGN=align_patch ;;
   steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune tmt" SHUFFLED= PAPER= ;;
   oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
   *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
@@ -64,4 +65,7 @@ for seed in 42 1 2; do
 done
 for seed in 42 1 2; do
   [ -z "$PAPER" ] || $TRANSFER --seed $seed --method $PAPER --output_dir "$PAIR/$TAG-seed$seed-paper" "$@"
+done
+for seed in 42 1 2; do
+  [ -z "$ALIGN" ] || $TRANSFER --seed $seed --method $ALIGN --output_dir "$PAIR/$TAG-seed$seed-align" "$@"
 done

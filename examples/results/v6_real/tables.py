@@ -2,12 +2,12 @@
 
     python examples/results/v6_real/tables.py            # per pair and arm, over pairs, by label budget, ACTE
 
-Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle].json` beside this file (train.py's results.json, copied) and
-`acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its mean, each
-method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs: the mean
-of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds within
-each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask parts
-alone (amendment 2).
+Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle|-align].json` beside this file (train.py's results.json,
+copied) and `acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its
+mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs:
+the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds
+within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask
+parts alone (amendment 2).
 """
 
 import argparse
@@ -21,18 +21,19 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")  # their order
 ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "oracle20")
-METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "tmt_paper", "selftrain", "tmt",
-           "tmt-shuffled", "tmt-error_oracle")  # fmt: skip
+METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "align_patch", "tmt_paper", "selftrain",
+           "tmt", "tmt-shuffled", "tmt-error_oracle")  # fmt: skip
 # An arm whose baselines are another arm's runs of the same seeds (same labelled images, source model and steps).
 SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
 # Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
-CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "tmt_paper", "selftrain", "tmt", "tmt-shuffled",
+CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled",
                                        "tmt-error_oracle")] + [
     (m, "source") for m in ("selftrain", "tmt", "tmt-shuffled")
-] + [("tmt", "selftrain"), ("tmt", "tmt-shuffled"), ("finetune_tma", "finetune_tma-shuffled"),
+] + [("tmt_paper", "align_patch"), ("tmt", "selftrain"), ("tmt", "tmt-shuffled"),
+     ("finetune_tma", "finetune_tma-shuffled"),
      ("tmt-error_oracle", "selftrain"), ("tmt-error_oracle", "tmt")]  # fmt: skip
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
-FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle))?\.json")
+FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle|align))?\.json")
 
 
 def load(folder):
@@ -127,15 +128,16 @@ def over_pairs_table(runs, arm_name):
 
 
 def budget_table(runs):
-    """Mean target mIoU per method and label budget, over the pairs each budget ran on."""
+    """Mean target mIoU per method and label budget, over the pairs each budget ran on (methods that ran somewhere)."""
+    methods = [m for m in METHODS if any(m in arm for arms in runs.values() for arm in arms.values())]
     lines = ["### By label budget (mean over the pairs each arm ran on; 3 seeds each)\n",
-             "| arm | pairs | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]  # fmt: skip
+             "| arm | pairs | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]  # fmt: skip
     for arm_name in ARMS:
         pairs = [p for p in ordered(runs) if arm_name in runs[p]]
         if not pairs:
             continue
         cells = []
-        for m in METHODS:
+        for m in methods:
             complete = all(m in runs[p][arm_name] for p in pairs)
             cells.append(f"{np.mean([np.mean(list(runs[p][arm_name][m].values())) for p in pairs]):.2f}"
                          if complete else "")  # fmt: skip
