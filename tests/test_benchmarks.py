@@ -227,6 +227,11 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
         (tmp_path / "a2b" / f"labels20-seed1-{suffix}.json").write_text(
             json.dumps({method: {"target_val": {"mean_iou": miou}}})
         )
+    # A 0-label arm on one pair: the budget table is repeated over that pair alone, each budget on the same pair.
+    for seed, miou in zip((42, 1, 2), (0.42, 0.44, 0.46)):
+        (tmp_path / "a2b" / f"labels0-seed{seed}.json").write_text(
+            json.dumps({m: {"target_val": {"mean_iou": v}} for m, v in (("source", 0.4), ("tmt", miou))})
+        )
     table = run("results/v6_real/tables.py", "--results", str(tmp_path))
     assert "| tmt − finetune | +2.00 | [" in table  # pair a2b: mean of 1, 2, 3
     row = next(line for line in table.splitlines() if line.startswith("| tmt − finetune | +2.00 | +0.00 |"))
@@ -238,3 +243,8 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     assert "| tmt_paper − align_patch | +2.00 | n/a |" in table and "| align_patch − finetune | -7.00 | n/a |" in table
     # The budget table lists only the methods that ran.
     assert "| arm | pairs | source | finetune | align_patch | tmt_paper | tmt | tmt-shuffled |" in table
+    among_a2b = table.split("### By label budget, mean over the pairs each arm ran on of a2b ")[1]
+    assert "| labels0 | 1 | 40.00 |  |  |  | 44.00 |  |" in among_a2b
+    assert "| labels20 | 1 | 40.00 | 51.00 | 45.00 | 47.00 | 53.00 | 50.00 |" in among_a2b  # a2b alone
+    assert "| labels0 | 1 |" in table.split("### By label budget")[1]  # the table over all pairs has it too
+    assert "| tmt − source | +4.00 | [" in table

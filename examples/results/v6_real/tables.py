@@ -127,13 +127,13 @@ def over_pairs_table(runs, arm_name):
     return "\n".join(lines) + "\n"
 
 
-def budget_table(runs):
-    """Mean target mIoU per method and label budget, over the pairs each budget ran on (methods that ran somewhere)."""
-    methods = [m for m in METHODS if any(m in arm for arms in runs.values() for arm in arms.values())]
-    lines = ["### By label budget (mean over the pairs each arm ran on; 3 seeds each)\n",
+def budget_table(runs, among):
+    """Mean target mIoU per method and arm, over the pairs of `among` each arm ran on (methods that ran there)."""
+    methods = [m for m in METHODS if any(m in arm for p in among for arm in runs[p].values())]
+    lines = [f"### By label budget, mean over the pairs each arm ran on of {', '.join(among)} (3 seeds each)\n",
              "| arm | pairs | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]  # fmt: skip
     for arm_name in ARMS:
-        pairs = [p for p in ordered(runs) if arm_name in runs[p]]
+        pairs = [p for p in among if arm_name in runs[p]]
         if not pairs:
             continue
         cells = []
@@ -175,7 +175,10 @@ def main():
         table = over_pairs_table(runs, arm_name)
         if table:
             print(table)
-    print(budget_table(runs))
+    print(budget_table(runs, ordered(runs)))
+    low_budget_pairs = [p for p in ordered(runs) if {"labels0", "labels5"} & set(runs[p])]
+    if low_budget_pairs and low_budget_pairs != ordered(runs):  # every budget on the same pairs
+        print(budget_table(runs, low_budget_pairs))
     print(error_auroc_table(args.results))
     print("## Per pair\n")
     for pair in ordered(runs):
