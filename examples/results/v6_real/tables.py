@@ -170,18 +170,19 @@ def main():
     parser.add_argument("--results", default=HERE, help="the folder holding one subfolder of results per pair")
     args = parser.parse_args()
     runs = load(args.results)
+    pairs = ordered(runs)
     print("## Over pairs\n")
     for arm_name in ARMS:
         table = over_pairs_table(runs, arm_name)
         if table:
             print(table)
-    print(budget_table(runs, ordered(runs)))
-    low_budget_pairs = [p for p in ordered(runs) if {"labels0", "labels5"} & set(runs[p])]
-    if low_budget_pairs and low_budget_pairs != ordered(runs):  # every budget on the same pairs
+    print(budget_table(runs, pairs))
+    low_budget_pairs = [p for p in pairs if {"labels0", "labels5"} & set(runs[p])]
+    if low_budget_pairs and low_budget_pairs != pairs:  # every budget on the same pairs
         print(budget_table(runs, low_budget_pairs))
     print(error_auroc_table(args.results))
     print("## Per pair\n")
-    for pair in ordered(runs):
+    for pair in pairs:
         for arm_name in ARMS:
             if arm_name in runs[pair]:
                 print(pair_table(pair, arm_name, runs[pair][arm_name]))
