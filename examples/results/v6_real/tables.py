@@ -7,7 +7,7 @@ copied) and `acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each me
 mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs:
 the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds
 within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask
-parts alone (amendment 2).
+parts alone (amendment 2). The doubling check (amendment 4): each `steps600` method against its `labels20` runs.
 """
 
 import argparse
@@ -25,6 +25,7 @@ METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "align
            "tmt", "tmt-shuffled", "tmt-error_oracle")  # fmt: skip
 # An arm whose baselines are another arm's runs of the same seeds (same labelled images, source model and steps).
 SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
+DOUBLING = ("labels20", "steps600")  # the doubling check (amendment 4): the same runs at 300 and 600 transfer steps
 # Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
 CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled",
                                        "tmt-error_oracle")] + [
@@ -145,6 +146,20 @@ def budget_table(runs, among):
     return "\n".join(lines) + "\n"
 
 
+def doubling_table(pair, arms):
+    """Each method of the doubling check at 300 and 600 transfer steps, and its gain paired by seed (amendment 4)."""
+    single, doubled = (arms[name] for name in DOUBLING)
+    lines = [f"### {pair}, the doubling check: {DOUBLING[0]} (300 transfer steps) against {DOUBLING[1]} (600)\n",
+             "| method | 300 steps | 600 steps | 600 − 300 | 95% t-interval over seeds |", "|---|---|---|---|---|"]  # fmt: skip
+    for m in METHODS:
+        gain = paired({600: doubled.get(m, {}), 300: single.get(m, {})}, 600, 300)
+        if gain is not None:
+            seeds = sorted(set(doubled[m]) & set(single[m]))
+            means = [np.mean([by_seed[s] for s in seeds]) for by_seed in (single[m], doubled[m])]
+            lines.append(f"| {m} | {means[0]:.2f} | {means[1]:.2f} | {gain.mean():+.2f} | {t_interval(gain)} |")
+    return "\n".join(lines) + "\n"
+
+
 def error_auroc_table(folder):
     """The error AUROC of each map (examples/acte_error_auroc.py) per pair, pooled over pixels (per-image mean)."""
     reports = {}
@@ -186,6 +201,8 @@ def main():
         for arm_name in ARMS:
             if arm_name in runs[pair]:
                 print(pair_table(pair, arm_name, runs[pair][arm_name]))
+        if set(DOUBLING) <= set(runs[pair]):
+            print(doubling_table(pair, runs[pair]))
 
 
 if __name__ == "__main__":
