@@ -458,14 +458,16 @@ def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=F
 
 def labelled_target(args):
     """
-    The labelled target images: the first --target_train_samples of --target_train_split, or with --labelled_draw
-    random as many drawn from the whole split with --seed (in split order), a new draw per seed.
+    The labelled target images and their rows in --target_train_split: the first --target_train_samples of the split,
+    or with --labelled_draw random as many drawn from the whole split with --seed (in split order), a new draw per seed.
     """
     if args.labelled_draw == "first":
-        return domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+        labelled = domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+        return labelled, list(range(len(labelled)))
     pool = domain_split(args.target, args.target_train_split, None, args)
     draw = np.random.default_rng(args.seed).choice(len(pool), min(args.target_train_samples, len(pool)), replace=False)
-    return indexed(pool.select(sorted(draw.tolist())))
+    rows = sorted(draw.tolist())
+    return indexed(pool.select(rows)), rows
 
 
 def indexed(dataset):
@@ -920,8 +922,9 @@ def main(argv=None):
     # ---- Stage 3: transfer to the target domain, each method from the source model on the same budget --------------
     if args.stage in ("all", "transfer"):
         with accelerator.main_process_first():
+            labelled_rows = []
             if args.target_train_samples:
-                target_train = labelled_target(args)
+                target_train, labelled_rows = labelled_target(args)
             else:  # no target labels: the self-training methods step over the unlabelled target images
                 target_train = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args,
                                             with_labels=args.focus_map == "error_oracle")  # fmt: skip
@@ -1005,7 +1008,7 @@ def main(argv=None):
             metrics = evaluate_method(model)
             lambdas = [p.detach().abs().mean().item() for p in tma]
             results[name] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas,
-                             "labelled_target_images": args.target_train_samples and len(target_train)}  # fmt: skip
+                             "labelled_target_images": len(labelled_rows), "labelled_target_rows": labelled_rows}  # fmt: skip
             save_stage(model, folder(name), processor, accelerator, results[name])
             wall_times[name] = round(time.time() - stage_started, 1)
             accelerator.print(f"[{name}] target mIoU {metrics['mean_iou']:.4f}")

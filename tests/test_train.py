@@ -147,6 +147,7 @@ def test_a_labelled_set_smaller_than_a_batch_repeats_to_fill_it(trained, tmp_pat
             str(run), *TINY, "--target_train_samples", "3"])  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     assert results["finetune"]["labelled_target_images"] == 3  # the labelled images, not their copies
+    assert results["finetune"]["labelled_target_rows"] == [0, 1, 2]  # which rows of --target_train_split
     source = load_file(output / "source" / "model.safetensors")
     tuned = load_file(run / "finetune" / "model.safetensors")
     assert any(not torch.equal(source[key], tuned[key]) for key in source)  # it trained
@@ -670,7 +671,9 @@ def test_labelled_target_images_drawn_anew_per_seed(tmp_path, monkeypatch):
     def labels(*flags):
         args = parse_args(["--output_dir", str(tmp_path), "--image_size", "32", "64", "--crop_size", "32", "64",
                            "--target_train_split", "train[:12]", "--target_train_samples", "4", *flags])  # fmt: skip
-        return [np.asarray(row["label"]).tobytes() for row in labelled_target(args)]
+        labelled, rows = labelled_target(args)
+        assert len(rows) == len(labelled) == 4 and rows == sorted(rows)
+        return [np.asarray(row["label"]).tobytes() for row in labelled]
 
     pool = [np.asarray(row["label"]).tobytes()
             for row in load_domain("synthetic/night", "train[:12]", synthetic_size=(32, 64))]  # fmt: skip

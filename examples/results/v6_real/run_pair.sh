@@ -3,6 +3,7 @@
 # (rerun after a stop). Run it from a folder that holds camvid-day/, camvid-dusk/ and idd-lite/ laid out as in
 # ../shared/data (links are fine), with DEIT pointing at facebook/deit-tiny-patch16-224 or a local copy:
 #   DEIT=path/to/deit-tiny-patch16-224 [ARM=labels20] bash run_pair.sh SOURCE TARGET OUT [extra train.py arguments]
+# DEIT=scratch trains the tiny preset from scratch instead (amendment 5: the reference to the from-scratch results).
 # SOURCE, TARGET: camvid-day, camvid-dusk or idd-lite; OUT absolute. ARM (amendment 1):
 #   labels20 (default), labels5  finetune, selftrain, tmt, tmt with shuffled maps, tmt_paper on 20 / 5 labelled images;
 #   labels0    selftrain, tmt, tmt with shuffled maps on unlabelled target images only (source-only is the baseline);
@@ -17,6 +18,8 @@ SOURCE=$1 TARGET=$2 OUT=$3
 shift 3
 REPO=$(cd "$(dirname "$0")/../../.." && pwd)
 DEIT=${DEIT:-facebook/deit-tiny-patch16-224}
+BACKBONE="--model_name_or_path $DEIT"
+[ "$DEIT" = scratch ] && BACKBONE="--preset tiny"
 ARM=${ARM:-labels20}
 TAG=$ARM
 [ $# -gt 0 ] && TAG=$ARM-$(echo "$*" | tr -cs 'A-Za-z0-9' '_' | sed 's/^_//; s/_$//')
@@ -50,7 +53,7 @@ SPACE=idd_level1
 PAIR="$OUT/${SOURCE}2${TARGET}"
 TRAIN="python $REPO/examples/train.py --resume_from_checkpoint latest --checkpointing_steps 100
   $(domain "$SOURCE" source) $(domain "$TARGET" target) --data_dir idd-lite --label_space $SPACE
-  --model_name_or_path $DEIT --image_size 192 256 --crop_size 192 256 --num_source_train 1150 --num_eval 253"
+  $BACKBONE --image_size 192 256 --crop_size 192 256 --num_source_train 1150 --num_eval 253"
 BASE="--source_model $PAIR/base/source --acte_model $PAIR/base/acte"
 TRANSFER="$TRAIN --stage transfer $BASE --labelled_draw random $ARM_ARGS"
 
