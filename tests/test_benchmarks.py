@@ -235,12 +235,15 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     # The doubling check on one pair: two seeds at 600 steps, each method's gain paired by seed with its 300-step run.
     for seed, ft, tmt in ((42, 0.52, 0.55), (1, 0.53, 0.56)):
         (tmp_path / "a2b" / f"steps600-seed{seed}.json").write_text(
-            json.dumps({m: {"target_val": {"mean_iou": v}} for m, v in (("finetune", ft), ("tmt", tmt))})
+            json.dumps(
+                {m: {"target_val": {"mean_iou": v}} for m, v in (("source", 0.4), ("finetune", ft), ("tmt", tmt))}
+            )
         )
     table = run("results/v6_real/tables.py", "--results", str(tmp_path))
     doubling = table.split("### a2b, the doubling check")[1]
     assert "| finetune | 51.00 | 52.50 | +1.50 | [" in doubling  # seeds 42, 1 at 300 steps: 50, 52
     assert "| tmt | 52.50 | 55.50 | +3.00 | [" in doubling and "b2a, the doubling check" not in table
+    assert "| source |" not in doubling.split("###")[0]
     assert "| tmt − finetune | +2.00 | [" in table  # pair a2b: mean of 1, 2, 3
     row = next(line for line in table.splitlines() if line.startswith("| tmt − finetune | +2.00 | +0.00 |"))
     mean, bootstrap, t_interval = row.split(" | ")[3:6]
