@@ -152,11 +152,13 @@ def doubling_table(pair, arms):
     lines = [f"### {pair}, the doubling check: {DOUBLING[0]} (300 transfer steps) against {DOUBLING[1]} (600)\n",
              "| method | 300 steps | 600 steps | 600 − 300 | 95% t-interval over seeds |", "|---|---|---|---|---|"]  # fmt: skip
     for m in METHODS[1:]:  # not the source model, the same in both
-        gain = paired({600: doubled.get(m, {}), 300: single.get(m, {})}, 600, 300)
-        if gain is not None:
-            seeds = sorted(set(doubled[m]) & set(single[m]))
-            means = [np.mean([by_seed[s] for s in seeds]) for by_seed in (single[m], doubled[m])]
-            lines.append(f"| {m} | {means[0]:.2f} | {means[1]:.2f} | {gain.mean():+.2f} | {t_interval(gain)} |")
+        seeds = sorted(set(single.get(m, {})) & set(doubled.get(m, {})))
+        if seeds:
+            before, after = (np.array([arm[m][s] for s in seeds]) for arm in (single, doubled))
+            gain = after - before
+            lines.append(
+                f"| {m} | {before.mean():.2f} | {after.mean():.2f} | {gain.mean():+.2f} | {t_interval(gain)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
