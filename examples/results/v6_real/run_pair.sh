@@ -4,12 +4,16 @@
 # ../shared/data (links are fine), with DEIT pointing at facebook/deit-tiny-patch16-224 or a local copy:
 #   DEIT=path/to/deit-tiny-patch16-224 [ARM=labels20] bash run_pair.sh SOURCE TARGET OUT [extra train.py arguments]
 # DEIT=scratch trains the tiny preset from scratch instead (amendment 5: the reference to the from-scratch results).
-# SOURCE, TARGET: camvid-day, camvid-dusk or idd-lite; OUT absolute. ARM (amendment 1):
+# SOURCE, TARGET: camvid-day, camvid-dusk or idd-lite (a dusk target is scored on camvid-dusk/test, amendment 6); OUT
+# absolute. ARM (amendment 1):
 #   labels20 (default), labels5  finetune, selftrain, tmt, tmt with shuffled maps, tmt_paper on 20 / 5 labelled images;
 #   labels0    selftrain, tmt, tmt with shuffled maps on unlabelled target images only (source-only is the baseline);
 #   labelsall  finetune, finetune_tma (TMA only), finetune_tma with shuffled maps, tmt_paper and its map-free control
 #              align_patch (amendment 3) on every labelled pool image;
-#   steps600   finetune and tmt on 20 labelled images with 600 transfer steps (the doubling check);
+#   labelsall1200 (amendment 7) finetune, finetune_tma, finetune_tma with shuffled maps and tmt_paper on every
+#              labelled pool image with 1,200 transfer steps (the paper's setting trained longer);
+#   steps600   finetune, selftrain and tmt on 20 labelled images with 600 transfer steps (the doubling check; pair 1
+#              ran it before amendment 8 added selftrain);
 #   oracle20   (amendment 2) tmt's trust and mask parts alone (--tmt_parts trust mask) on 20 labelled images, fed the
 #              error oracle (the source model's wrong pixels, from the labels), then ACTE's map, then shuffled maps.
 # Extra arguments go last to every train.py call (e.g. a held-out split); their runs go to their own folders.
@@ -30,7 +34,7 @@ domain() {  # domain NAME ROLE
   case "$1:$2" in
     camvid-day:source) echo "--source camvid-day --train_split train --eval_split validation" ;;
     camvid-day:target) echo "--target camvid-day --target_train_split train --target_eval_split validation --num_target_unlabeled 305" ;;
-    camvid-dusk:target) echo "--target camvid-dusk --target_train_split train[:40] --target_eval_split train[42:] --num_target_unlabeled 40" ;;
+    camvid-dusk:target) echo "--target camvid-dusk --target_train_split train[:40] --target_eval_split test --num_target_unlabeled 40" ;;
     idd-lite:source) echo "--source idd-lite --train_split train[:1150] --eval_split train[1150:]" ;;
     idd-lite:target) echo "--target idd-lite --target_train_split train[:1150] --target_eval_split train[1150:] --num_target_unlabeled 400" ;;
     camvid-day:pool) echo 305 ;;
@@ -44,7 +48,8 @@ case $ARM in  # ARM: labelled images, methods, the method run again with shuffle
   labels20 | labels5) ARM_ARGS="--target_train_samples ${ARM#labels}" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper ;;
   labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
   labelsall) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool)" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ALIGN=align_patch ;;
-  steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune tmt" SHUFFLED= PAPER= ;;
+  labelsall1200) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool) --transfer_steps 1200" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
+  steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune selftrain tmt" SHUFFLED= PAPER= ;;
   oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
   *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
 esac
