@@ -9,40 +9,36 @@
 Stages (`--stage`):
   source    a segmentation ViT (TMTForSemanticSegmentation, TMA idle) on the source labels;
   acte      ACTE on source and unlabelled target images, with source labels for its auxiliary head;
-  transfer  from the source model, each `--method` on the same budget:
+  transfer  from the source model, each `--method` (a `tmt_hf.methods` registry name) on the same budget:
               finetune     the baseline: the labelled target images only;
-              finetune_tma the map alone (TMA-only): finetune with the frozen ACTE attached and TMA on, no source or
-                           unlabelled images; finetune is its map-free control;
+              finetune_tma the map alone (TMA-only): finetune with the frozen ACTE attached and TMA on;
               align_patch  the map-free comparator of tmt_paper: also source labels and unlabelled target images,
                            with a patch-level adversarial alignment of token features;
               tmt_paper    the paper-faithful TMT transfer stage (our reconstruction): the frozen ACTE attached, TMA on,
                            and the alignment of align_patch with each token weighted by ACTE's focus map;
               selftrain    map-free self-training: a mean teacher's pseudo-labels on unlabelled target images, DACS
-                           class mixing with source images, MIC masking (tmt_hf.adaptation.SelfTraining);
+                           class mixing with source images, MIC masking;
               tmt          region-level TMT self-training (ours): selftrain with ACTE's map deciding, region by
-                           region, where pseudo-labels are trusted and where masking pushes adaptation
-                           (--tmt_parts), and TMA in the student;
+                           region, where pseudo-labels are trusted and where masking pushes adaptation, and TMA in the
+                           student;
+            and any method registered in a --method_file;
   all       (default) source, acte, then transfer, and a table of target mIoU.
 Labelled images get random photometric augmentation (brightness, colour cast, blur, noise) in every stage.
 
 Starting from a pretrained ViT (`--model_name_or_path`, a stock ViT/DeiT or a TMT checkpoint), the run normalises every
 image with the checkpoint's image processor (mean, std), resamples its position embeddings to --crop_size, and trains
-the source stage with the usual ViT fine-tuning recipe: the new decode head at --head_learning_rate_scale times the
-learning rate, layer-wise learning-rate decay (--layer_decay) and warm-up (--warmup_ratio). The model predicts the
-classes of --label_space; both domains' labels are mapped into it (see tmt_hf.data.label_spaces).
-`--focus_map oracle` feeds the map methods (finetune_tma, tmt_paper, tmt) the generator's ground-truth shift mask
-instead of ACTE's map (generated targets only: what a perfect estimator would give); `--focus_map shuffled` gives each
-image another image's ACTE map (the control that keeps the maps' statistics and breaks their placement).
-`--focus_map error_oracle` marks, on every training image, the pixels the source model gets wrong (read off the labels,
-so for a target whose unlabelled pool has labels held back): the ceiling of any transferability map on a real pair. It
-exists for training images only, so it feeds tmt's trust and mask parts (`--tmt_parts trust mask`), not TMA.
+the source stage with the usual ViT fine-tuning recipe (`tmt_hf.optimization`): the new decode head at
+--head_learning_rate_scale times the learning rate, layer-wise learning-rate decay (--layer_decay) and warm-up
+(--warmup_ratio). The model predicts the classes of --label_space; both domains' labels are mapped into it.
 
 Outputs: OUTPUT_DIR/<stage or method>/ (save_pretrained folders with processor and model card), OUTPUT_DIR/results.json,
-and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint.
+and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint. The protocol arms of the research record
+(oracle and shuffled maps, ablation knobs) run through examples/research/train_variants.py.
 """
 
 import argparse
-import functools
+import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -55,20 +51,15 @@ import datasets
 import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import ImageProcessingMixin
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
-from tmt_hf.adaptation import AdversarialAlignment, SelfTraining
 from tmt_hf.data import (
-    DOMAINS,
-    GENERATOR_VERSION,
     IGNORE_INDEX,
     LABEL_SPACES,
     SegmentationTransform,
@@ -78,18 +69,12 @@ from tmt_hf.data import (
     labelled_classes,
     load_domain,
 )
-from tmt_hf.data.transforms import random_global_appearance
-from tmt_hf.hub import acte_model_card, push_folder, tmt_model_card
+from tmt_hf.hub import acte_repo_id, push_folder, write_model_cards
+from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
 from tmt_hf.metrics import MeanIoU, shift_auroc
+from tmt_hf.optimization import fine_tuning_parameter_groups, warmup_cosine_schedule
 
-METHODS = ("finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt")
 DEFAULT_METHODS = ("finetune", "align_patch", "tmt_paper")  # selftrain and tmt do not beat finetune yet
-ALIGNMENT_LEVEL = {"align_patch": "patch", "tmt_paper": "focus"}
-SELF_TRAINING = ("selftrain", "tmt")
-MAP_METHODS = ("finetune_tma", "tmt_paper", "tmt")  # methods fed a focus map (ACTE's, or the oracle's / a shuffled one)
-EMA_DECAY = 0.99  # the teacher's; DACS's value, suited to budgets of hundreds of steps
-PSEUDO_LABEL_THRESHOLD = 0.968  # DACS's confidence threshold of the pseudo-label weight
-TMA_LR_SCALE = 100.0  # λ of TMA starts at 0 and learns at 100× the transfer learning rate
 ACTE_CELL_SIZE = 2  # ACTE's seed-grid cell in feature positions: 16-px regions at its stride 8
 ACTE_LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.01  # AdamW, every stage
@@ -99,59 +84,82 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """The module docstring as written, and every flag's default."""
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run")
-    add("--method", nargs="+", choices=METHODS, default=None,
-        help=f"transfer-stage methods (default: {' '.join(DEFAULT_METHODS)}; see above)")  # fmt: skip
-    add("--focus_map", choices=["acte", "oracle", "shuffled", "error_oracle"], default="acte",
-        help="the map of the map methods (see above); results and folders of a non-default map are named "
-             "<method>-<map>")  # fmt: skip
-    add("--tmt_parts", nargs="+", choices=["tma", "trust", "mask"], default=["tma", "trust", "mask"],
-        help="how tmt uses the map: TMA in the student; pseudo-label trust 1 - m per pixel; MIC masking in "
-             "proportion to m")  # fmt: skip
-    add("--mask_ratio", type=float, default=0.5, help="selftrain and tmt: MIC's share of hidden blocks (0: off)")
-    add("--pseudo_label_class_quantile", type=float, default=None, metavar="Q",
-        help="selftrain and tmt: class-balanced pseudo-labels, each predicted class keeping its pixels above its "
-             "Q-quantile confidence (CBST); default: DACS's image-level weight")  # fmt: skip
+    add("--method", nargs="+", default=None, help=f"transfer methods (default: {' '.join(DEFAULT_METHODS)})")
+    add(
+        "--method_file",
+        default=None,
+        help="a Python file or module that registers transfer methods (tmt_hf.methods.register_method), read first",
+    )
     # Data.
     add("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
-    add("--data_dir", default=None,
-        help="folder of a benchmark read from local files (camvid: SegNet's CamVid/; idd-lite: idd20k_lite/)")  # fmt: skip
-    add("--label_space", choices=sorted(LABEL_SPACES), default="cityscapes",
-        help="the classes the model predicts; both domains' labels are mapped into them")  # fmt: skip
-    add("--source_label_space", choices=sorted(LABEL_SPACES), default=None,
-        help="the label space a Hub/local source dataset's label files are in (default: the registry entry's; "
-             "cityscapes train ids for a Hub id or local path)")  # fmt: skip
+    add("--data_dir", default=None, help="folder of a benchmark read from its download (see the README's data section)")
+    add(
+        "--label_space",
+        choices=sorted(LABEL_SPACES),
+        default="cityscapes",
+        help="the classes the model predicts; both domains' labels are mapped into them",
+    )
+    add(
+        "--source_label_space",
+        choices=sorted(LABEL_SPACES),
+        default=None,
+        help="the label space of a Hub/local source dataset's label files (default: the registry entry's; "
+        "cityscapes train ids for a Hub id or local path)",
+    )
     add("--target_label_space", choices=sorted(LABEL_SPACES), default=None, help="the same for the target dataset")
-    add("--columns", nargs=2, default=None, metavar=("IMAGE", "LABEL"),
-        help="the image and label columns of Hub/local datasets (default: the registry's, or image label)")  # fmt: skip
+    add(
+        "--columns",
+        nargs=2,
+        default=None,
+        metavar=("IMAGE", "LABEL"),
+        help="the image and label columns of Hub/local datasets (default: the registry's, or image label)",
+    )
     add("--train_split", default="train", help="training split of both domains; a row range works, e.g. train[:40]")
     add("--eval_split", default="validation", help="evaluation split of both domains")
     add("--target_train_split", default=None, help="the target's training split (default: --train_split)")
-    add("--target_eval_split", default=None,
-        help="the target's evaluation split (default: --eval_split), e.g. train[42:] for a target without one")  # fmt: skip
+    add(
+        "--target_eval_split",
+        default=None,
+        help="the target's evaluation split (default: --eval_split), e.g. train[42:] for a target without one",
+    )
     add("--num_source_train", type=int, default=300, help="max source training images")
     add("--num_target_unlabeled", type=int, default=200, help="target training images used without labels")
-    add("--target_train_samples", type=int, default=20,
+    add(
+        "--target_train_samples",
+        type=int,
+        default=20,
         help="labelled target images, the first of the split (fewer than --batch_size repeat to fill a batch; "
-             "0: unsupervised adaptation, selftrain and tmt only)")  # fmt: skip
-    add("--labelled_draw", choices=["first", "random"], default="first",
-        help="which labelled target images: the first --target_train_samples of the split, or a random draw seeded "
-             "by --seed (a new draw per seed)")  # fmt: skip
+        "0: unsupervised adaptation, self-training methods only)",
+    )
     add("--num_eval", type=int, default=100, help="max evaluation images per domain")
-    add("--image_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
-        help="images are resized to this (generated scenes are rendered at it)")  # fmt: skip
+    add(
+        "--image_size",
+        type=int,
+        nargs=2,
+        default=[128, 256],
+        metavar=("H", "W"),
+        help="images are resized to this (generated scenes are rendered at it)",
+    )
     add("--crop_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"), help="training crop")
-    add("--on_bad_sample", choices=["raise", "skip"], default="raise",
-        help="unreadable or inconsistent dataset rows: stop, or skip with a warning")  # fmt: skip
+    add(
+        "--on_bad_sample",
+        choices=["raise", "skip"],
+        default="raise",
+        help="unreadable or inconsistent dataset rows: stop, or skip with a warning",
+    )
     # Models.
     add("--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS), help="ViT size when training from scratch")
-    add("--model_name_or_path", default=None,
+    add(
+        "--model_name_or_path",
+        default=None,
         help="source stage: a pretrained ViT/DeiT or TMT checkpoint to start from (default: --preset, random init); "
-             "its image processor's mean/std normalise every stage")  # fmt: skip
+        "its image processor's mean/std normalise every stage",
+    )
     add("--source_model", default=None, help="transfer stage: default OUTPUT_DIR/source")
     add("--acte_model", default=None, help="transfer stage: default OUTPUT_DIR/acte")
     # Optimisation.
@@ -159,37 +167,72 @@ def parse_args(argv=None):
     add("--acte_steps", type=int, default=300, help="optimizer steps of the ACTE stage")
     add("--transfer_steps", type=int, default=300, help="optimizer steps of each transfer method")
     add("--batch_size", type=int, default=8, help="per device (evaluation: twice this)")
-    add("--learning_rate", type=float, default=None,
+    add(
+        "--learning_rate",
+        type=float,
+        default=None,
         help="source stage learning rate (AdamW; of the last encoder layer under --layer_decay); default 5e-4 from "
-             "scratch, 2e-4 from --model_name_or_path")  # fmt: skip
-    add("--head_learning_rate_scale", type=float, default=10.0,
-        help="from --model_name_or_path: the new decode head learns at this times --learning_rate")  # fmt: skip
-    add("--layer_decay", type=float, default=0.75,
+        "scratch, 2e-4 from --model_name_or_path",
+    )
+    add(
+        "--head_learning_rate_scale",
+        type=float,
+        default=10.0,
+        help="from --model_name_or_path: the new decode head learns at this times --learning_rate",
+    )
+    add(
+        "--layer_decay",
+        type=float,
+        default=0.75,
         help="from --model_name_or_path: layer-wise learning-rate decay (BEiT/MAE), encoder layer i of L at "
-             "--learning_rate * decay^(L - i), the embeddings at decay^L; 1: off")  # fmt: skip
+        "--learning_rate * decay^(L - 1 - i), the embeddings at decay^L; 1: off",
+    )
     add("--warmup_ratio", type=float, default=0.05, help="share of each stage's steps in linear warm-up, then cosine")
     add("--transfer_learning_rate", type=float, default=2e-4, help="transfer stage learning rate")
-    add("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
     add("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
-    add("--cpu_threads", type=int, default=None,
-        help="torch threads on CPU (default: every physical core for a single process, even where `accelerate "
-             "launch` set OMP_NUM_THREADS=1)")  # fmt: skip
     add("--seed", type=int, default=42, help="seed of initialisation, data order and augmentation")
     # Operability.
     add("--output_dir", default="outputs/tmt-clear2night", help="stage folders, checkpoints and results.json")
     add("--overwrite_output_dir", action="store_true", help="replace the stage folders of an earlier run")
     add("--eval_steps", type=int, default=0, help="evaluate every N steps (0: only at the end)")
     add("--checkpointing_steps", type=int, default=0, help="save state every N steps (0: never)")
-    add("--resume_from_checkpoint", default=None,
-        help="'latest' to resume every unfinished stage from its newest checkpoint, or a checkpoint path")  # fmt: skip
+    add(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' to resume every unfinished stage from its newest checkpoint, or a checkpoint path",
+    )
     add("--report_to", default="none", help="Accelerate trackers: tensorboard, wandb, ... or 'all'")
-    add("--push_to_hub", action="store_true", help="push the ACTE and the adapted model to the Hub")
+    add(
+        "--push_to_hub",
+        action="store_true",
+        help="push the adapted model to --hub_model_id and ACTE beside it (org/tmt-x2y -> org/acte-x2y), with the "
+        "logged-in token (`hf auth login` or HF_TOKEN)",
+    )
     add("--hub_model_id", default=None, help="org/tmt-<src>2<tgt>")
-    add("--hub_acte_model_id", default=None, help="org/acte-<src>2<tgt>")
-    add("--hub_token", default=None, help="Hub token (default: the logged-in token)")
+    return parser
+
+
+def parse_args(argv=None):
+    """Reads --method_file first, so that its methods are known when --method is checked."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.method_file:
+        import_methods(known.method_file)
     args = parser.parse_args(argv)
     validate_args(args)
     return args
+
+
+def import_methods(name_or_path):
+    """Imports a module (dotted name) or a Python file, whose `register_method` calls add transfer methods."""
+    if not name_or_path.endswith(".py"):
+        return importlib.import_module(name_or_path)
+    if not os.path.isfile(name_or_path):
+        sys.exit(f"--method_file {name_or_path!r}: no such file")
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(name_or_path))[0], name_or_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def validate_args(args):
@@ -197,23 +240,24 @@ def validate_args(args):
     if args.method is not None and args.stage in ("source", "acte"):
         sys.exit(f"--method chooses the transfer-stage methods; --stage {args.stage} does not use it")
     args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
+    unknown = [m for m in args.method if m not in TRANSFER_METHODS]
+    if unknown:
+        sys.exit(f"--method {' '.join(unknown)}: unknown; registered: {', '.join(sorted(TRANSFER_METHODS))}")
     args.target_train_split = args.target_train_split or args.train_split
     args.target_eval_split = args.target_eval_split or args.eval_split
-    for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps",
-                 "num_eval"):  # fmt: skip
+    for name in ("source_steps", "acte_steps", "transfer_steps", "batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             sys.exit(f"--{name} must be >= 1")
+    if args.num_eval < 1:
+        sys.exit("--num_eval must be >= 1")
     if args.target_train_samples < 0:
         sys.exit("--target_train_samples must be >= 0")
-    if args.target_train_samples == 0 and set(args.method) - set(SELF_TRAINING) and args.stage in ("all", "transfer"):
-        sys.exit(f"--target_train_samples 0 (no target labels) suits the self-training methods only, not "
-                 f"{' '.join(sorted(set(args.method) - set(SELF_TRAINING)))}; source-only is the 0-label baseline")  # fmt: skip
-    if not 0 <= args.mask_ratio <= 1:
-        sys.exit(f"--mask_ratio must lie in [0, 1], got {args.mask_ratio}")
-    if args.pseudo_label_class_quantile is not None and not 0 <= args.pseudo_label_class_quantile <= 1:
-        sys.exit(f"--pseudo_label_class_quantile must lie in [0, 1], got {args.pseudo_label_class_quantile}")
-    if args.alignment_weight < 0:
-        sys.exit(f"--alignment_weight must be >= 0, got {args.alignment_weight}")
+    needs_labels = [m for m in args.method if get_method(m).needs_target_labels]
+    if args.target_train_samples == 0 and needs_labels and args.stage in ("all", "transfer"):
+        sys.exit(
+            f"--target_train_samples 0 (no target labels) suits the self-training methods only, not "
+            f"{' '.join(sorted(needs_labels))}; source-only is the 0-label baseline"
+        )
     if args.learning_rate is None:
         args.learning_rate = 2e-4 if args.model_name_or_path else 5e-4
     for name in ("learning_rate", "head_learning_rate_scale", "layer_decay"):
@@ -221,193 +265,39 @@ def validate_args(args):
             sys.exit(f"--{name} must be > 0, got {getattr(args, name)}")
     if not 0 <= args.warmup_ratio < 1:
         sys.exit(f"--warmup_ratio must lie in [0, 1), got {args.warmup_ratio}")
-    if args.cpu_threads is not None and args.cpu_threads < 1:
-        sys.exit("--cpu_threads must be >= 1")
-    if args.focus_map != "acte" and not set(MAP_METHODS) & set(args.method):
-        sys.exit(f"--focus_map {args.focus_map} chooses the map of the map methods; --method {' '.join(args.method)} "
-                 "uses none")  # fmt: skip
-    if args.focus_map == "oracle" and not args.target.startswith("synthetic/"):
-        sys.exit("--focus_map oracle needs a generated target (synthetic/<domain>): only the generator knows which "
-                 "pixels its domain shifted")  # fmt: skip
-    if args.focus_map == "oracle" and args.label_space != "cityscapes":
-        sys.exit(
-            "--focus_map oracle marks the generator's restyled Cityscapes classes: it needs --label_space cityscapes"
-        )
-    if args.focus_map == "error_oracle" and (set(args.method) & set(MAP_METHODS) - {"tmt"} or "tma" in args.tmt_parts):
-        sys.exit("--focus_map error_oracle marks where the source model is wrong on training images (from their labels); "
-                 "it has no map for evaluation images, so it feeds tmt's trust and mask parts only: --method tmt "
-                 "--tmt_parts trust mask")  # fmt: skip
-    if args.focus_map == "oracle" and args.push_to_hub:
-        sys.exit("--focus_map oracle reads the generator's shift masks at evaluation; such a model is not pushed")
     if args.stage == "transfer":
         source = args.source_model or os.path.join(args.output_dir, "source")
         if not os.path.isfile(os.path.join(source, "config.json")):
-            sys.exit(f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
-                     "--stage source first.")  # fmt: skip
+            sys.exit(
+                f"--stage transfer needs a trained source model: {source!r} has none. Pass --source_model or run "
+                "--stage source first."
+            )
         acte = args.acte_model or os.path.join(args.output_dir, "acte")
-        with_acte = [m for m in args.method if m in MAP_METHODS and args.focus_map in ("acte", "shuffled")]
+        with_acte = [m for m in args.method if get_method(m).uses_focus_map]
         if with_acte and not os.path.isfile(f"{acte}/config.json"):
-            sys.exit(f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
-                     "run --stage acte first.")  # fmt: skip
-    if args.push_to_hub:
-        if args.stage in ("all", "transfer", "source") and not args.hub_model_id:
-            sys.exit("--push_to_hub needs --hub_model_id (org/tmt-<src>2<tgt>)")
-        if args.stage in ("all", "acte") and not args.hub_acte_model_id:
-            sys.exit("--push_to_hub needs --hub_acte_model_id (org/acte-<src>2<tgt>) to push the ACTE model")
+            sys.exit(
+                f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
+                "run --stage acte first."
+            )
+    if args.push_to_hub and not args.hub_model_id:
+        sys.exit("--push_to_hub needs --hub_model_id (org/tmt-<src>2<tgt>; ACTE goes to org/acte-<src>2<tgt>)")
     if any(c > s for c, s in zip(args.crop_size, [round(x * 1.5) for x in args.image_size])):
         sys.exit(f"--crop_size {args.crop_size} is larger than the largest scaled image (1.5 × {args.image_size})")
     if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
         sys.exit(
             f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder"
         )
-    planned = {"all": ["source", "acte", *run_names(args)], "source": ["source"], "acte": ["acte"],
-               "transfer": run_names(args)}[args.stage]  # fmt: skip
+    planned = {"all": ["source", "acte", *args.method], "source": ["source"], "acte": ["acte"]}
     existing = [
-        d for d in (os.path.join(args.output_dir, name) for name in planned) if os.path.isdir(d) and os.listdir(d)
+        folder
+        for folder in (os.path.join(args.output_dir, name) for name in planned.get(args.stage, args.method))
+        if os.path.isdir(folder) and os.listdir(folder)
     ]
     if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
-        sys.exit(f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
-                 "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones.")  # fmt: skip
-
-
-def run_names(args):
-    """The results key and folder of each transfer method: <method>-<map> for a map method fed another map than ACTE's."""
-    return [f"{m}-{args.focus_map}" if m in MAP_METHODS and args.focus_map != "acte" else m for m in args.method]
-
-
-def uses_tma(method, args):
-    """Whether a transfer method trains TMA (and so saves the ACTE that feeds it, unless the map is the oracle's)."""
-    return method in ("finetune_tma", "tmt_paper") or (method == "tmt" and "tma" in args.tmt_parts)
-
-
-def segmentation_loss(model, batch):
-    """Cross-entropy on the labelled images; TMA gets the batch's cached `focus` map if it has one."""
-    loss = model(
-        pixel_values=batch["pixel_values"], labels=batch["labels"], transferability_map=batch.get("focus")
-    ).loss
-    return loss, {"loss": loss.item()}
-
-
-def auxiliary_draw(auxiliary, auxiliary_transform, counts, accelerator):
-    """
-    A function that draws `counts` = (source, target) images from `auxiliary` (labelled source, then unlabelled target
-    images), collated, sources first. It draws with the global RNG, which Accelerate checkpoints, so a resumed run draws
-    the same; every process draws for all and keeps its own share.
-    """
-    domains = torch.tensor(auxiliary["domain_labels"])
-    pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
-    shares = [slice(accelerator.process_index * c, (accelerator.process_index + 1) * c) for c in counts]
-
-    def draw():
-        picks = [pool[torch.randint(len(pool), (c * accelerator.num_processes,))][share]
-                 for pool, c, share in zip(pools, counts, shares)]  # fmt: skip
-        auxiliary_transform.set_epoch(int(torch.randint(1 << 30, ())))
-        return collate([auxiliary[int(i)] for i in torch.cat(picks)])
-
-    return draw
-
-
-def alignment_loss(auxiliary, auxiliary_transform, args, accelerator):
-    """
-    The loss of the alignment methods: each labelled target batch is extended with `batch_size // 2` labelled source
-    and as many unlabelled target images (`auxiliary_draw`), and passed to an `AdversarialAlignment` with their domain
-    labels (and the `focus` maps of tmt_paper).
-    """
-    count = max(1, args.batch_size // 2)
-    draw = auxiliary_draw(auxiliary, auxiliary_transform, (count, count), accelerator)
-
-    def compute_loss(model, batch):
-        extra = draw()
-        device = batch["pixel_values"].device
-        pixel_values = torch.cat([batch["pixel_values"], extra["pixel_values"].to(device)])
-        labels = torch.cat([batch["labels"], extra["labels"].to(device)])
-        labels[len(batch["labels"]) + count :] = IGNORE_INDEX  # the unlabelled target images
-        focus = torch.cat([batch["focus"], extra["focus"].to(device)]) if "focus" in batch else None
-        domain_labels = torch.cat([torch.ones(len(batch["labels"]), dtype=torch.long), extra["domain_labels"]])
-        return model(pixel_values, labels, domain_labels.to(device), focus)
-
-    return compute_loss
-
-
-def selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts=()):
-    """
-    The loss of the self-training methods (`SelfTraining`): each labelled target batch with `batch_size // 2` labelled
-    source and as many unlabelled target images (`auxiliary_draw`); with no target labels, the batch itself is the
-    unlabelled target images, with `batch_size` source images. `parts` (tmt): the focus maps go to TMA (`tma`), gate
-    the pseudo-labels with trust 1 - m (`trust`) and weight MIC's masking by m (`mask`).
-    """
-    unlabelled_only = args.target_train_samples == 0
-    counts = (args.batch_size, 0) if unlabelled_only else (max(1, args.batch_size // 2),) * 2
-    draw = auxiliary_draw(auxiliary, auxiliary_transform, counts, accelerator)
-
-    def compute_loss(model, batch):
-        extra = draw()
-        generator = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))  # from the checkpointed RNG
-        device = batch["pixel_values"].device
-        extra = {k: v.to(device) for k, v in extra.items()}
-        labelled = {k: v for k, v in batch.items() if k != "domain_labels"}
-        sources = {k: v[: counts[0]] for k, v in extra.items()}
-        targets = {k: v[counts[0] :] for k, v in extra.items()}
-        if unlabelled_only:
-            labelled, targets = {k: v[:0] for k, v in labelled.items()}, labelled
-            labelled["labels"] = torch.zeros((0, *targets["pixel_values"].shape[2:]), dtype=torch.long, device=device)
-        maps = trust = mask_weights = None
-        if "focus" in extra:
-            if "tma" in parts:
-                maps = {"labelled": labelled["focus"], "source": sources["focus"], "target": targets["focus"]}
-            trust = 1 - targets["focus"] if "trust" in parts else None
-            mask_weights = targets["focus"] if "mask" in parts else None
-        return model(labelled["pixel_values"], labelled["labels"], sources["pixel_values"], sources["labels"],
-                     targets["pixel_values"], maps, trust, mask_weights, generator)  # fmt: skip
-
-    return compute_loss
-
-
-def strong_view(pixel_values, generator=None, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
-    """
-    The student's strong view in self-training: random photometric augmentation of images normalised with
-    `image_mean`/`image_std` (undone, augmented in [0, 1], redone).
-    """
-    mean, std = torch.tensor(image_mean).view(3, 1, 1), torch.tensor(image_std).view(3, 1, 1)
-    images = [random_global_appearance(image.cpu() * std + mean, generator) for image in pixel_values]
-    return ((torch.stack(images) - mean) / std).to(pixel_values.device)
-
-
-def acte_focus(acte):
-    """ACTE's focus map of a batch, (B, H, W) at the images' size."""
-    acte.eval()
-    return lambda pixel_values, labels: F.interpolate(
-        acte(pixel_values).focus_map[:, None], size=pixel_values.shape[2:], mode="bilinear"
-    )[:, 0]
-
-
-def source_errors(model):
-    """The error oracle of a batch: 1 where `model` (the source model) predicts another class than the label."""
-    model.eval()
-    return lambda pixel_values, labels: ((model(pixel_values=pixel_values).logits.argmax(dim=1) != labels)
-                                         & (labels != IGNORE_INDEX)).float()  # fmt: skip
-
-
-@torch.no_grad()
-def with_focus_maps(dataset, map_of, args, shuffled=False, from_labels=False):
-    """
-    `dataset` with a `focus` column: each image's map at --image_size (`map_of(pixel_values, labels)`, e.g.
-    `acte_focus(acte)`; labels only `from_labels`), computed once (grayscale 0-255) so that training does not compute it
-    on every batch; the transforms crop and flip it with the image. `shuffled`: each image gets the next image's map
-    (the last the first's).
-    """
-    images = dataset.select_columns(["image", "label"] if from_labels else ["image"])
-    images.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size), image_mean=args.image_mean,
-                                               image_std=args.image_std))  # fmt: skip
-    height, width = args.image_size
-    maps = []
-    for batch in DataLoader(images, batch_size=2 * args.batch_size, collate_fn=collate):
-        focus = map_of(batch["pixel_values"], batch.get("labels"))
-        focus = (255 * focus[:, :height, :width].clamp(0, 1)).round().byte().cpu().numpy()
-        maps += [datasets.Image().encode_example(Image.fromarray(m)) for m in focus]
-    if shuffled:
-        maps = maps[1:] + maps[:1]
-    return dataset.add_column("focus", maps, feature=datasets.Image())
+        sys.exit(
+            f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
+            "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones."
+        )
 
 
 class EpochShuffleSampler(Sampler):
@@ -430,43 +320,38 @@ class EpochShuffleSampler(Sampler):
         return self.size
 
 
-def domain_split(name, split, num_samples, args, with_labels=True, oracle_maps=False):
-    """
-    One domain's split in --label_space, with a `sample_index` column for reproducible augmentation. `oracle_maps` adds
-    the oracle's map for the generated `--target` as a `focus` column: the generator's shift mask on target images, and
-    on another domain's images (which the target's shifts never touched) the pixels of the classes the target restyles.
-    """
-    dataset = load_domain(name, split, image_column=args.columns and args.columns[0], label_column=args.columns and args.columns[1],
-                          num_samples=num_samples, synthetic_size=tuple(args.image_size),
-                          on_bad_sample=args.on_bad_sample, data_dir=args.data_dir, label_space=args.label_space,
-                          native_labels=args.source_label_space if name == args.source else args.target_label_space)  # fmt: skip
-    columns = ["image", "label"] if with_labels else ["image"]
-    if oracle_maps and name == args.target:
-        dataset = dataset.select_columns([*columns, "shift_mask"]).rename_column("shift_mask", "focus")
-    elif oracle_maps:
-        restyled = DOMAINS[args.target.split("/", 1)[1]].restyled
-        dataset = dataset.select_columns(columns).map(
-            lambda example: {
-                "focus": Image.fromarray(np.isin(np.asarray(example["label"]), restyled).astype(np.uint8) * 255)
-            },
-            features=datasets.Features({**dataset.select_columns(columns).features, "focus": datasets.Image()}),
-        )
-    else:
-        dataset = dataset.select_columns(columns)
-    return indexed(dataset)
+def load_split(name, split, num_samples, args):
+    """One domain's split in --label_space, every column the dataset has."""
+    return load_domain(
+        name,
+        split,
+        image_column=args.columns and args.columns[0],
+        label_column=args.columns and args.columns[1],
+        num_samples=num_samples,
+        synthetic_size=tuple(args.image_size),
+        on_bad_sample=args.on_bad_sample,
+        data_dir=args.data_dir,
+        label_space=args.label_space,
+        native_labels=args.source_label_space if name == args.source else args.target_label_space,
+    )
 
 
-def labelled_target(args):
+def domain_split(name, split, num_samples, args, with_labels=True):
+    """One domain's images (and labels) in --label_space, with a `sample_index` column for reproducible augmentation."""
+    dataset = load_split(name, split, num_samples, args)
+    return indexed(dataset.select_columns(["image", "label"] if with_labels else ["image"]))
+
+
+def labelled_target(args, choose_rows=None):
     """
     The labelled target images and their rows in --target_train_split: the first --target_train_samples of the split,
-    or with --labelled_draw random as many drawn from the whole split with --seed (in split order), a new draw per seed.
+    or the rows `choose_rows(pool_size)` picks from the whole split.
     """
-    if args.labelled_draw == "first":
+    if choose_rows is None:
         labelled = domain_split(args.target, args.target_train_split, args.target_train_samples, args)
         return labelled, list(range(len(labelled)))
     pool = domain_split(args.target, args.target_train_split, None, args)
-    draw = np.random.default_rng(args.seed).choice(len(pool), min(args.target_train_samples, len(pool)), replace=False)
-    rows = sorted(draw.tolist())
+    rows = sorted(int(row) for row in choose_rows(len(pool)))
     return indexed(pool.select(rows)), rows
 
 
@@ -494,22 +379,58 @@ def repeated_to_fill(dataset, batch_size):
 
 
 def train_loader(dataset, args, seed, appearance_jitter=False):
-    transform = SegmentationTransform(train=True, size=tuple(args.image_size), crop_size=tuple(args.crop_size),
-                                      scale_range=(0.75, 1.5), seed=seed, appearance_jitter=appearance_jitter,
-                                      image_mean=args.image_mean, image_std=args.image_std)  # fmt: skip
+    transform = SegmentationTransform(
+        train=True,
+        size=tuple(args.image_size),
+        crop_size=tuple(args.crop_size),
+        scale_range=(0.75, 1.5),
+        seed=seed,
+        appearance_jitter=appearance_jitter,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+    )
     dataset.set_transform(transform)
     sampler = EpochShuffleSampler(len(dataset), seed)
     # A private generator: creating an iterator each epoch must not draw from the global RNG, which Accelerate
     # checkpoints (it also drives dropout), or a resumed run would diverge.
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return loader, sampler, transform
 
 
 def eval_loader(dataset, args):
-    dataset.set_transform(SegmentationTransform(train=False, size=tuple(args.image_size), image_mean=args.image_mean,
-                                                image_std=args.image_std))  # fmt: skip
+    transform = SegmentationTransform(
+        train=False, size=tuple(args.image_size), image_mean=args.image_mean, image_std=args.image_std
+    )
+    dataset.set_transform(transform)
     return DataLoader(dataset, batch_size=2 * args.batch_size, collate_fn=collate)
+
+
+def auxiliary_draw(auxiliary, transform, counts, accelerator):
+    """
+    A function that draws `counts` = (source, target) images from `auxiliary` (labelled source, then unlabelled target
+    images), collated, sources first. It draws with the global RNG, which Accelerate checkpoints, so a resumed run draws
+    the same; every process draws for all and keeps its own share.
+    """
+    domains = torch.tensor(auxiliary["domain_labels"])
+    pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
+    shares = [slice(accelerator.process_index * c, (accelerator.process_index + 1) * c) for c in counts]
+
+    def draw():
+        picks = [
+            pool[torch.randint(len(pool), (count * accelerator.num_processes,))][share]
+            for pool, count, share in zip(pools, counts, shares)
+        ]
+        transform.set_epoch(int(torch.randint(1 << 30, ())))
+        return collate([auxiliary[int(i)] for i in torch.cat(picks)])
+
+    return draw
 
 
 @torch.no_grad()
@@ -526,9 +447,13 @@ def evaluate(model, loader, accelerator, num_labels, classes=None):
         metric.update(predictions, references)
     model.train()
     result = metric.compute()
-    return {"mean_iou": result["mean_iou"], "mean_accuracy": result["mean_accuracy"],
-            "overall_accuracy": result["overall_accuracy"], "classes": classes,
-            "per_category_iou": [None if math.isnan(v) else float(v) for v in result["per_category_iou"]]}  # fmt: skip
+    return {
+        "mean_iou": result["mean_iou"],
+        "mean_accuracy": result["mean_accuracy"],
+        "overall_accuracy": result["overall_accuracy"],
+        "classes": classes,
+        "per_category_iou": [None if math.isnan(v) else float(v) for v in result["per_category_iou"]],
+    }
 
 
 @torch.no_grad()
@@ -550,8 +475,8 @@ def evaluate_acte(model, loader, accelerator, shift_loader=None):
         maps, masks = [], []
         for batch in shift_loader:
             focus = model(pixel_values=batch["pixel_values"]).focus_map
-            focus = F.interpolate(focus[:, None], size=batch["labels"].shape[-2:], mode="bilinear")[:, 0]
-            focus, shifted = accelerator.gather_for_metrics((focus, batch["labels"] == 255))
+            focus = torch.nn.functional.interpolate(focus[:, None], size=batch["labels"].shape[-2:], mode="bilinear")
+            focus, shifted = accelerator.gather_for_metrics((focus[:, 0], batch["labels"] == 255))
             maps += list(focus.cpu().numpy())
             masks += list(shifted.cpu().numpy())
         auroc = shift_auroc(maps, masks)
@@ -569,9 +494,9 @@ def latest_checkpoint(stage_checkpoints: str) -> str | None:
 
 
 def run_training(stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator,
-                 evaluate_fn=None):  # fmt: skip
+                 evaluate_fn=None):
     """The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume."""
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, args.warmup_ratio))
+    scheduler = warmup_cosine_schedule(optimizer, steps, args.warmup_ratio)
     accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if len(loader) == 0:  # drop_last leaves nothing: fail now, not with a division by zero
@@ -613,8 +538,8 @@ def run_training(stage, model, loader, sampler, transform, compute_loss, optimiz
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}")
-            accelerator.log({f"{stage}/{k}": v for k, v in logs.items()} | {f"{stage}/lr": scheduler.get_last_lr()[0]},
-                            step=step)  # fmt: skip
+            logs = {f"{stage}/{k}": v for k, v in logs.items()} | {f"{stage}/lr": scheduler.get_last_lr()[0]}
+            accelerator.log(logs, step=step)
             if evaluate_fn and args.eval_steps and step % args.eval_steps == 0 and step < steps:
                 result = evaluate_fn(model)
                 history.append({"step": step, **{k: v for k, v in result.items() if isinstance(v, float)}})
@@ -645,9 +570,9 @@ def image_normalization(args, source_dir):
     The (mean, std) of every transform and saved processor: those of the image processor of the checkpoint the model
     starts from (--model_name_or_path for the source stage, else the source model); ViT's 0.5 where it has none.
     """
-    checkpoints = (
-        [args.model_name_or_path] if args.stage in ("all", "source") else [source_dir, args.model_name_or_path]
-    )
+    checkpoints = [args.model_name_or_path]
+    if args.stage not in ("all", "source"):
+        checkpoints.insert(0, source_dir)
     for checkpoint in filter(None, checkpoints):
         try:
             config, _ = ImageProcessingMixin.get_image_processor_dict(checkpoint)
@@ -656,141 +581,68 @@ def image_normalization(args, source_dir):
         if "image_mean" in config and "image_std" in config:
             return [float(v) for v in config["image_mean"]], [float(v) for v in config["image_std"]]
     if args.model_name_or_path:
-        logging.getLogger(__name__).warning(f"{args.model_name_or_path} has no image processor with a mean and std "
-                                            "(preprocessor_config.json): normalising with mean = std = 0.5")  # fmt: skip
+        logging.getLogger(__name__).warning(
+            f"{args.model_name_or_path} has no image processor with a mean and std (preprocessor_config.json): "
+            "normalising with mean = std = 0.5"
+        )
     return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 
 
-def fine_tuning_groups(model, learning_rate, layer_decay, head_scale):
+def run_stage(name, train, args, accelerator, processor, results, wall_times):
     """
-    AdamW parameter groups of the ViT fine-tuning recipe (BEiT, MAE): encoder layer i of L learns at learning_rate *
-    layer_decay^(L - i), the embeddings at layer_decay^L, the new decode head at head_scale * learning_rate; biases,
-    norms, the CLS token and position embeddings get no weight decay.
+    One stage or method, into OUTPUT_DIR/<name>: reused if a resumed run finished it, else `train()` -> (model,
+    summary), saved with `processor` and its summary, recorded in `results` and timed. Returns the folder.
     """
-    depth = model.config.num_hidden_layers
-    groups = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("vit.layers."):
-            scale = layer_decay ** (depth - 1 - int(name.split(".")[2]))
-        elif name.startswith("vit."):
-            scale = layer_decay**depth
-        else:
-            scale = head_scale
-        no_decay = param.ndim == 1 or name.endswith(("cls_token", "position_embeddings", "mask_token"))
-        group = groups.setdefault((scale, no_decay), {"params": [], "lr": learning_rate * scale}
-                                  | ({"weight_decay": 0.0} if no_decay else {}))  # fmt: skip
-        group["params"].append(param)
-    return list(groups.values())
-
-
-def warmup_cosine(steps, warmup_ratio):
-    warmup = max(1, int(steps * warmup_ratio))
-    return lambda s: (
-        (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
-    )
-
-
-def save_stage(model, folder, processor, accelerator, summary):
+    folder = os.path.join(args.output_dir, name)
+    summary_path = os.path.join(folder, "training_summary.json")
+    if args.resume_from_checkpoint and os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            results[name] = json.load(f)
+        return folder
+    started = time.time()
+    model, results[name] = train()
     if accelerator.is_main_process:
         if os.path.isdir(folder):
             shutil.rmtree(folder)
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-        with open(os.path.join(folder, "training_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        with open(summary_path, "w") as f:
+            json.dump(results[name], f, indent=2)
     accelerator.wait_for_everyone()
+    wall_times[name] = round(time.time() - started, 1)
+    return folder
 
 
-def write_model_cards(args, results, source_dir, widget_image):
-    """A README.md model card in every stage folder, with the measured metrics and the Hub ids of this run."""
-    # A local run has no Hub repos: its cards name the stage folders and link nothing that does not exist.
-    tmt_repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-    acte_repo = args.hub_acte_model_id or f"{tmt_repo}-acte"
-    folder = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
-    widget = lambda repo: [f"https://huggingface.co/{repo}/resolve/main/widget.png"] if args.push_to_hub else None  # noqa: E731
-    base_model = (
-        args.model_name_or_path if args.model_name_or_path and not os.path.exists(args.model_name_or_path) else None
-    )
-    target_miou = lambda stage: results[stage]["target_val"]["mean_iou"]  # noqa: E731
-    classes = f"{args.label_space}: {', '.join(get_label_space(args.label_space).classes)}"
-    cards = {}
-    if results.get("source") and "source_val" in results["source"]:
-        source_repo = tmt_repo if args.stage == "source" else f"{tmt_repo}-source"
-        cards["source"] = tmt_model_card(
-            source_repo, source=args.source, target=args.source, method="finetune",
-            metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]}, base_model=base_model,
-            widget_images=widget(source_repo), split=args.eval_split,
-            training={"stage": "source", "data": args.source, "classes": classes, "steps": args.source_steps,
-                      f"mIoU on {args.target} (source-only)": round(target_miou("source"), 4)},
-        )  # fmt: skip
-    if results.get("acte"):
-        metrics = {k: v for k, v in results["acte"].items() if k == "discriminator_accuracy"}
-        cards["acte"] = acte_model_card(acte_repo, source=args.source, target=args.target, metrics=metrics,
-                                        training={**results["acte"].get("training", {}), "steps": args.acte_steps,
-                                                  "auxiliary head's classes": classes,
-                                                  "batch size": args.batch_size})  # fmt: skip
-    for name, method in zip(run_names(args), args.method):
-        if results.get(name):
-            repo = tmt_repo if name == pushed_method(args) else f"{tmt_repo}-{name}"
-            with_acte = uses_tma(method, args) and args.focus_map != "oracle"
-            cards[name] = tmt_model_card(
-                repo, source=args.source, target=args.target, method=method,
-                metrics={"mean_iou": target_miou(name)}, with_acte=with_acte,
-                acte_repo_id=args.hub_acte_model_id if with_acte else None,
-                widget_images=widget(repo), split=args.target_eval_split,
-                training={"source model": source_dir, "classes": classes,
-                          "labelled target images": results[name]["labelled_target_images"],
-                          "steps": args.transfer_steps, "batch size": args.batch_size,
-                          "learning rate": args.transfer_learning_rate,
-                          "source-only target mIoU": round(target_miou("source"), 4)},
-            )  # fmt: skip
-    for name, card in cards.items():
-        if os.path.isdir(folder(name)):
-            card.save(os.path.join(folder(name), "README.md"))
-            if name != "acte":
-                widget_image.save(os.path.join(folder(name), "widget.png"))  # a target example for the widget
-
-
-def pushed_method(args):
-    """The transfer method whose model goes to --hub_model_id: the last of --method (tmt_paper by default)."""
-    return run_names(args)[-1]
-
-
-def finished(folder):
-    path = os.path.join(folder, "training_summary.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def use_cpu_cores(args, accelerator):
+def use_cpu_cores(accelerator):
     """
-    `accelerate launch` sets OMP_NUM_THREADS=1 for its child unless told otherwise, which leaves all cores but one idle
-    in a single-process CPU run. Use every physical core there, unless `--cpu_threads` says how many.
+    `accelerate launch` sets OMP_NUM_THREADS=1 for its child unless told otherwise (`--num_cpu_threads_per_process`),
+    which leaves all cores but one idle in a single-process CPU run: use every physical core there.
     """
-    if accelerator.device.type != "cpu":
+    launched_with_one = os.environ.get("OMP_NUM_THREADS") == "1" and "ACCELERATE_MIXED_PRECISION" in os.environ
+    if accelerator.device.type != "cpu" or accelerator.num_processes != 1 or not launched_with_one:
         return
-    if args.cpu_threads is None:
-        launched_with_one = os.environ.get("OMP_NUM_THREADS") == "1" and "ACCELERATE_MIXED_PRECISION" in os.environ
-        if accelerator.num_processes != 1 or not launched_with_one:
-            return
-        args.cpu_threads = max(1, min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0))))
-    torch.set_num_threads(args.cpu_threads)
+    torch.set_num_threads(max(1, min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))))
     accelerator.print(f"using {torch.get_num_threads()} CPU thread(s)")
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    log_with = None if args.report_to == "none" else args.report_to
+    return run(parse_args(argv))
+
+
+def run(args, methods=None, choose_labelled_rows=None):
+    """
+    The protocol on parsed `args`: `methods` (default: `get_method` of each --method) are `tmt_hf.methods`
+    objects, each trained from the source model into OUTPUT_DIR/<method.name>; `choose_labelled_rows(pool_size)`
+    picks the labelled target rows (default: the first --target_train_samples).
+    """
+    methods = methods if methods is not None else [get_method(name) for name in args.method]
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=log_with, project_dir=args.output_dir,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
-    )  # fmt: skip
-    use_cpu_cores(args, accelerator)
+    )
+    use_cpu_cores(accelerator)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     if not accelerator.is_local_main_process:
@@ -798,89 +650,83 @@ def main(argv=None):
         datasets.disable_progress_bars()
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
-    if log_with:
-        accelerator.init_trackers(
-            "tmt-hf", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-        )
-    folder = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
-    source_dir = args.source_model or folder("source")
+    if args.report_to != "none":
+        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("tmt-hf", config=config)
+    source_dir = args.source_model or os.path.join(args.output_dir, "source")
+    acte_dir = args.acte_model or os.path.join(args.output_dir, "acte")
     args.image_mean, args.image_std = image_normalization(args, source_dir)
-    processor = TMTImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]},
-                                  image_mean=args.image_mean, image_std=args.image_std)  # fmt: skip
+    size = {"height": args.image_size[0], "width": args.image_size[1]}
+    processor = TMTImageProcessor(size=size, image_mean=args.image_mean, image_std=args.image_std)
     label_space = get_label_space(args.label_space)
+    num_labels = len(label_space.classes)
     results_path = os.path.join(args.output_dir, "results.json")
     results = {}
     if os.path.isfile(results_path) and args.resume_from_checkpoint:
         with open(results_path) as f:
             results = json.load(f)
     results["args"] = vars(args)
-    results["generator_version"] = GENERATOR_VERSION  # what the synthetic/* domains were generated with
-    wall_times = results["wall_time_s"] = (
-        results.get("wall_time_s") if isinstance(results.get("wall_time_s"), dict) else {}
-    )
+    results["generator_version"] = tmt_hf.data.GENERATOR_VERSION  # what the synthetic/* domains were generated with
+    wall_times = results["wall_time_s"] = results.get("wall_time_s") or {}
+    stage = lambda name, train: run_stage(name, train, args, accelerator, processor, results, wall_times)  # noqa: E731
 
     # Data: the target's evaluation split is the yardstick of every stage.
     with accelerator.main_process_first():
         target_eval = domain_split(args.target, args.target_eval_split, args.num_eval, args)
         source_eval = domain_split(args.source, args.eval_split, args.num_eval, args)
     widget_image = target_eval[0]["image"]  # the model cards' widget example
-    num_labels = len(label_space.classes)
     # mIoU over the classes a benchmark labels (CamVid: 11 of 19); for other data, over the classes its labels hold.
     target_classes = labelled_classes(args.target, args.label_space) or present_classes(target_eval)
     source_classes = labelled_classes(args.source, args.label_space) or present_classes(source_eval)
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
-    evaluate_target = lambda m, loader=target_eval_loader: evaluate(m, loader, accelerator, num_labels, target_classes)  # noqa: E731
+
+    def evaluate_target(model, loader=target_eval_loader):
+        return evaluate(model, loader, accelerator, num_labels, target_classes)
+
+    def evaluate_source(model):
+        return evaluate(model, source_eval_loader, accelerator, num_labels, source_classes)
 
     # ---- Stage 1: source model -----------------------------------------------------------------------------------
-    if args.stage in ("all", "source") and not (args.resume_from_checkpoint and finished(folder("source"))):
-        stage_started = time.time()
+    def train_source():
         with accelerator.main_process_first():
             source_train = domain_split(args.source, args.train_split, args.num_source_train, args)
         loader, sampler, transform = train_loader(source_train, args, args.seed, appearance_jitter=True)
         if args.model_name_or_path:
-            model, info = TMTForSemanticSegmentation.from_pretrained(
-                args.model_name_or_path, output_loading_info=True, id2label=label_space.id2label,
-                label2id=label_space.label2id, ignore_mismatched_sizes=True,
-            )  # fmt: skip
-            backbone_missing = [k for k in info["missing_keys"] if k.startswith("vit.") and ".tma_" not in k]
-            if backbone_missing:
-                raise ValueError(
-                    f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {sorted(backbone_missing)[:5]}"
-                )
-            model.vit.resize_position_embeddings(args.crop_size)  # a 224x224 grid becomes the crop's, once
-            groups = fine_tuning_groups(model, args.learning_rate, args.layer_decay, args.head_learning_rate_scale)
+            model = pretrained_segmenter(args, label_space)
+            groups = fine_tuning_parameter_groups(
+                model, args.learning_rate, args.layer_decay, args.head_learning_rate_scale
+            )
         else:
-            model = TMTForSemanticSegmentation(TMTConfig.from_preset(
+            config = TMTConfig.from_preset(
                 args.preset, image_size=args.crop_size[0], id2label=label_space.id2label, label2id=label_space.label2id
-            ))  # fmt: skip
+            )
+            model = TMTForSemanticSegmentation(config)
             groups = [{"params": list(model.parameters())}]
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=WEIGHT_DECAY)
-        evaluate_source = lambda m: evaluate(m, source_eval_loader, accelerator, num_labels, source_classes)  # noqa: E731
         model, history = run_training("source", model, loader, sampler, transform, segmentation_loss, optimizer,
                                       args.source_steps, args, accelerator, evaluate_source)  # fmt: skip
         source_metrics, target_metrics = evaluate_source(model), evaluate_target(model)
-        results["source"] = {"source_val": source_metrics, "target_val": target_metrics, "history": history}
-        save_stage(model, folder("source"), processor, accelerator, results["source"])
-        source_dir = folder("source")
-        wall_times["source"] = round(time.time() - stage_started, 1)
-        accelerator.print(f"[source] source mIoU {source_metrics['mean_iou']:.4f}, "
-                          f"target mIoU (source-only) {target_metrics['mean_iou']:.4f}")  # fmt: skip
-    elif args.stage in ("all", "source"):
-        results["source"] = finished(folder("source"))
+        accelerator.print(
+            f"[source] source mIoU {source_metrics['mean_iou']:.4f}, "
+            f"target mIoU (source-only) {target_metrics['mean_iou']:.4f}"
+        )
+        return model, {"source_val": source_metrics, "target_val": target_metrics, "history": history}
+
+    if args.stage in ("all", "source"):
+        source_dir = stage("source", train_source)
 
     # ---- Stage 2: ACTE on source + target images ---------------------------------------------------------------------
-    acte_dir = args.acte_model or folder("acte")
-    if args.stage in ("all", "acte") and not (args.resume_from_checkpoint and finished(folder("acte"))):
-        stage_started = time.time()
+    def train_acte():
         with accelerator.main_process_first():
             source_part = domain_split(args.source, args.train_split, args.num_source_train, args)
-            target_part = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args,
-                                       with_labels=False)  # fmt: skip
+            target_part = domain_split(
+                args.target, args.target_train_split, args.num_target_unlabeled, args, with_labels=False
+            )
         target_part = target_part.add_column("label", [None] * len(target_part), feature=datasets.Image())
         # Random global appearance on both domains, so that the discriminator has to find local shifts.
-        loader, sampler, transform = train_loader(two_domains(source_part, target_part), args, args.seed + 1,
-                                                  appearance_jitter=True)  # fmt: skip
+        both = two_domains(source_part, target_part)
+        loader, sampler, transform = train_loader(both, args, args.seed + 1, appearance_jitter=True)
         acte = ACTEModel(ACTEConfig(cell_size=ACTE_CELL_SIZE, num_semantic_classes=num_labels))
         optimizer = torch.optim.AdamW(acte.parameters(), lr=ACTE_LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
@@ -892,142 +738,177 @@ def main(argv=None):
             return out.loss, logs | {"semantic_loss": out.semantic_loss.item()}
 
         with accelerator.main_process_first():
-            held_out = two_domains(*[domain_split(name, split, args.num_eval, args, with_labels=False) for name, split
-                                     in ((args.source, args.eval_split), (args.target, args.target_eval_split))])  # fmt: skip
+            held_out = two_domains(
+                domain_split(args.source, args.eval_split, args.num_eval, args, with_labels=False),
+                domain_split(args.target, args.target_eval_split, args.num_eval, args, with_labels=False),
+            )
         held_out_loader = accelerator.prepare(eval_loader(held_out, args))
         shift_loader = None
         if args.target.startswith("synthetic/"):  # the generator's shift masks as labels: 255 where it restyled
             with accelerator.main_process_first():
-                shifted = load_domain(args.target, args.target_eval_split, num_samples=args.num_eval,
-                                      synthetic_size=tuple(args.image_size))  # fmt: skip
+                shifted = load_domain(
+                    args.target, args.target_eval_split, num_samples=args.num_eval, synthetic_size=tuple(args.image_size)
+                )
             shifted = shifted.select_columns(["image", "shift_mask"]).rename_column("shift_mask", "label")
             shift_loader = accelerator.prepare(eval_loader(shifted, args))
-        evaluate_fn = lambda m: evaluate_acte(m, held_out_loader, accelerator, shift_loader)  # noqa: E731
+
+        def evaluate_fn(model):
+            return evaluate_acte(model, held_out_loader, accelerator, shift_loader)
+
         acte, history = run_training("acte", acte, loader, sampler, transform, acte_loss, optimizer, args.acte_steps,
                                      args, accelerator, evaluate_fn)  # fmt: skip
-        acte_metrics = evaluate_fn(acte)
-        results["acte"] = {**acte_metrics, "history": history,
-                           "training": {"source images": len(source_part), "target images (unlabelled)": len(target_part)}}  # fmt: skip
-        save_stage(acte, folder("acte"), processor, accelerator, results["acte"])
-        acte_dir = folder("acte")
-        wall_times["acte"] = round(time.time() - stage_started, 1)
+        metrics = evaluate_fn(acte)
         shift = ""
-        if "focus_shift_auroc" in acte_metrics:
-            shift = (f", focus-map AUROC against the shift mask {acte_metrics['focus_shift_auroc']:.3f} (pooled), "
-                     f"{acte_metrics['focus_shift_auroc_per_image']:.3f} (per image)")  # fmt: skip
-        accelerator.print(f"[acte] held-out discriminator accuracy {acte_metrics['discriminator_accuracy']:.4f}{shift}")
-    elif args.stage in ("all", "acte"):
-        results["acte"] = finished(folder("acte"))
+        if "focus_shift_auroc" in metrics:
+            shift = (
+                f", focus-map AUROC against the shift mask {metrics['focus_shift_auroc']:.3f} (pooled), "
+                f"{metrics['focus_shift_auroc_per_image']:.3f} (per image)"
+            )
+        accelerator.print(f"[acte] held-out discriminator accuracy {metrics['discriminator_accuracy']:.4f}{shift}")
+        training = {"source images": len(source_part), "target images (unlabelled)": len(target_part)}
+        return acte, {**metrics, "history": history, "training": training}
+
+    if args.stage in ("all", "acte"):
+        acte_dir = stage("acte", train_acte)
 
     # ---- Stage 3: transfer to the target domain, each method from the source model on the same budget --------------
     if args.stage in ("all", "transfer"):
         with accelerator.main_process_first():
             labelled_rows = []
             if args.target_train_samples:
-                target_train, labelled_rows = labelled_target(args)
+                target_train, labelled_rows = labelled_target(args, choose_labelled_rows)
             else:  # no target labels: the self-training methods step over the unlabelled target images
-                target_train = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args,
-                                            with_labels=args.focus_map == "error_oracle")  # fmt: skip
+                target_train = domain_split(
+                    args.target, args.target_train_split, args.num_target_unlabeled, args, with_labels=False
+                )
         if not results.get("source"):
             results["source"] = {"target_val": evaluate_target(TMTForSemanticSegmentation.from_pretrained(source_dir))}
-        for name, method in zip(run_names(args), args.method):
-            if args.resume_from_checkpoint and finished(folder(name)):
-                results[name] = finished(folder(name))
-                continue
-            stage_started = time.time()
-            set_seed(args.seed)
-            model = TMTForSemanticSegmentation.from_pretrained(source_dir)
-            if label_space_of(model.config.id2label) is not label_space:
-                raise ValueError(f"The source model {source_dir!r} predicts {list(model.config.id2label.values())}, not "
-                                 f"the --label_space {args.label_space} classes {list(label_space.classes)}")  # fmt: skip
-            uses_map, tma_on = method in MAP_METHODS, uses_tma(method, args)
-            tma = [p for n, p in model.named_parameters() if n.endswith("tma_lambda")]
-            others = [p for n, p in model.named_parameters() if not n.endswith("tma_lambda")]
-            groups = [{"params": others}]
-            if tma_on:
-                groups.append({"params": tma, "lr": args.transfer_learning_rate * TMA_LR_SCALE, "weight_decay": 0.0})
-            else:  # TMA off: λ stays frozen at 0, whatever map is given
-                for p in tma:
-                    p.requires_grad_(False)
-            # Source + unlabelled target images of the methods that use them (with the oracle's maps, for its runs).
-            oracle = uses_map and args.focus_map == "oracle"
-            train_data, method_eval_loader, auxiliary = target_train, target_eval_loader, None
-            with accelerator.main_process_first():
-                if method in ALIGNMENT_LEVEL or method in SELF_TRAINING:
-                    auxiliary = two_domains(*[domain_split(n, s, c, args, oracle_maps=oracle) for n, s, c in (
-                        (args.source, args.train_split, args.num_source_train),
-                        (args.target, args.target_train_split, args.num_target_unlabeled))])  # fmt: skip
-                if oracle:
-                    train_data = domain_split(args.target, args.target_train_split, len(target_train), args,
-                                              with_labels=args.target_train_samples > 0, oracle_maps=True)  # fmt: skip
-                    oracle_eval = domain_split(
-                        args.target, args.target_eval_split, args.num_eval, args, oracle_maps=True
+        context = TransferContext(
+            steps=args.transfer_steps,
+            batch_size=args.batch_size,
+            image_size=tuple(args.image_size),
+            image_mean=tuple(args.image_mean),
+            image_std=tuple(args.image_std),
+            unlabelled_only=args.target_train_samples == 0,
+            source_model=source_dir,
+        )
+        for method in methods:
+
+            def train_method(method=method):
+                set_seed(args.seed)
+                model = TMTForSemanticSegmentation.from_pretrained(source_dir)
+                if label_space_of(model.config.id2label) is not label_space:
+                    raise ValueError(
+                        f"The source model {source_dir!r} predicts {list(model.config.id2label.values())}, not the "
+                        f"--label_space {args.label_space} classes {list(label_space.classes)}"
                     )
-            if oracle:
-                method_eval_loader = accelerator.prepare(eval_loader(oracle_eval, args))
-            elif args.focus_map == "error_oracle" and uses_map:  # the source model's errors, from the labels
-                map_of = source_errors(TMTForSemanticSegmentation.from_pretrained(source_dir))
-                train_data = with_focus_maps(target_train, map_of, args, from_labels=True)
-                auxiliary = with_focus_maps(auxiliary, map_of, args, from_labels=True)
-            elif uses_map:  # ACTE's maps, computed once per image instead of on every batch
-                acte = ACTEModel.from_pretrained(acte_dir)
-                if tma_on:
-                    model.attach_acte(acte)  # the saved model computes its maps itself
-                shuffled, map_of = args.focus_map == "shuffled", acte_focus(acte)
-                train_data = with_focus_maps(target_train, map_of, args, shuffled)
-                if auxiliary is not None:
-                    auxiliary = with_focus_maps(auxiliary, map_of, args, shuffled)
-                if shuffled and tma_on:  # evaluated with shuffled maps too (the attached ACTE would give its own)
-                    shuffled_eval = with_focus_maps(target_eval.select_columns(["image", "label"]), map_of, args, True)
-                    method_eval_loader = accelerator.prepare(eval_loader(shuffled_eval, args))
-            # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's view.
-            train_data = repeated_to_fill(train_data, args.batch_size * accelerator.num_processes)
-            loader, sampler, transform = train_loader(train_data, args, args.seed + 2,
-                                                      appearance_jitter=args.target_train_samples > 0)  # fmt: skip
-            trained, compute_loss = model, segmentation_loss
-            if method in ALIGNMENT_LEVEL:
-                _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3, appearance_jitter=True)
-                trained = AdversarialAlignment(
-                    model, ALIGNMENT_LEVEL[method], args.alignment_weight, args.transfer_steps
+                train_data, auxiliary, evaluation = target_train, None, None
+                if method.auxiliary_images:  # labelled source and unlabelled target images
+                    with accelerator.main_process_first():
+                        auxiliary = two_domains(
+                            domain_split(args.source, args.train_split, args.num_source_train, args),
+                            domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args),
+                        )
+                if method.uses_focus_map:
+                    context.acte = ACTEModel.from_pretrained(acte_dir) if os.path.isdir(acte_dir) else None
+                    train_data, auxiliary, evaluation = method.add_focus_maps(
+                        train_data, auxiliary, target_eval.select_columns(["image", "label"]), context
+                    )
+                method_eval_loader = target_eval_loader
+                if evaluation is not None:
+                    method_eval_loader = accelerator.prepare(eval_loader(evaluation, args))
+                # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's.
+                train_data = repeated_to_fill(train_data, args.batch_size * accelerator.num_processes)
+                loader, sampler, transform = train_loader(
+                    train_data, args, args.seed + 2, appearance_jitter=args.target_train_samples > 0
                 )
-                groups[0]["params"] = groups[0]["params"] + list(trained.discriminator.parameters())
-                compute_loss = alignment_loss(auxiliary, auxiliary_transform, args, accelerator)
-            elif method in SELF_TRAINING:  # the teacher's weak view: no photometric change (the student's is strong)
-                _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3)
-                view = functools.partial(strong_view, image_mean=args.image_mean, image_std=args.image_std)
-                trained = SelfTraining(model, EMA_DECAY, PSEUDO_LABEL_THRESHOLD, view, args.mask_ratio,
-                                       class_quantile=args.pseudo_label_class_quantile)  # fmt: skip
-                parts = args.tmt_parts if method == "tmt" else ()
-                compute_loss = selftraining_loss(auxiliary, auxiliary_transform, args, accelerator, parts)
-            optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=WEIGHT_DECAY)
-            segmenter_of = lambda m: getattr(accelerator.unwrap_model(m), "segmenter", m)  # noqa: E731
-            evaluate_method = lambda m, loader=method_eval_loader: evaluate_target(segmenter_of(m), loader)  # noqa: E731
-            trained, history = run_training(name, trained, loader, sampler, transform, compute_loss, optimizer,
-                                            args.transfer_steps, args, accelerator, evaluate_method)  # fmt: skip
-            model = getattr(trained, "segmenter", trained)
-            metrics = evaluate_method(model)
-            lambdas = [p.detach().abs().mean().item() for p in tma]
-            results[name] = {"target_val": metrics, "history": history, "mean_abs_lambda": lambdas,
-                             "labelled_target_images": len(labelled_rows), "labelled_target_rows": labelled_rows}  # fmt: skip
-            save_stage(model, folder(name), processor, accelerator, results[name])
-            wall_times[name] = round(time.time() - stage_started, 1)
-            accelerator.print(f"[{name}] target mIoU {metrics['mean_iou']:.4f}")
+                draw = None
+                if auxiliary is not None:
+                    jitter = method.auxiliary_appearance_jitter
+                    _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3, appearance_jitter=jitter)
+                    counts = method.auxiliary_counts(context)
+                    draw = auxiliary_draw(auxiliary, auxiliary_transform, counts, accelerator)
+                wrapped = method.wrap(model, context)
+                groups = method.parameter_groups(wrapped, args.transfer_learning_rate)
+                optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=WEIGHT_DECAY)
+
+                def compute_loss(trained, batch):
+                    return method.loss(trained, batch, draw() if draw else None)
+
+                def evaluate_method(trained, loader=method_eval_loader):
+                    trained = accelerator.unwrap_model(trained)
+                    return evaluate_target(getattr(trained, "segmenter", trained), loader)
+
+                wrapped, history = run_training(method.name, wrapped, loader, sampler, transform, compute_loss,
+                                                optimizer, args.transfer_steps, args, accelerator, evaluate_method)  # fmt: skip
+                model = getattr(wrapped, "segmenter", wrapped)
+                metrics = evaluate_method(model)
+                accelerator.print(f"[{method.name}] target mIoU {metrics['mean_iou']:.4f}")
+                lambdas = [p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")]
+                return model, {
+                    "target_val": metrics,
+                    "history": history,
+                    "mean_abs_lambda": lambdas,
+                    "labelled_target_images": len(labelled_rows),
+                    "labelled_target_rows": labelled_rows,
+                }
+
+            stage(method.name, train_method)
 
     wall_times["total"] = round(sum(v for k, v in wall_times.items() if k != "total"), 1)
+    pushed = methods[-1].name if args.stage in ("all", "transfer") else args.stage
     if accelerator.is_main_process:
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
-        print_table(args, results)
-        write_model_cards(args, results, source_dir, widget_image)
-    if args.push_to_hub and accelerator.is_main_process:
-        if args.stage in ("all", "acte"):
-            push_folder(folder("acte"), args.hub_acte_model_id, args.hub_token)
-        if args.stage in ("all", "transfer"):
-            push_folder(folder(pushed_method(args)), args.hub_model_id, args.hub_token)
-        elif args.stage == "source":
-            push_folder(folder("source"), args.hub_model_id, args.hub_token)
+        print_table(args, results, methods)
+        base_model = args.model_name_or_path if args.model_name_or_path and not os.path.exists(args.model_name_or_path) else None
+        write_model_cards(
+            args.output_dir,
+            results,
+            source=args.source,
+            target=args.target,
+            classes=f"{args.label_space}: {', '.join(label_space.classes)}",
+            methods=methods,
+            repo_id=args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
+            pushed=pushed,
+            linked=args.push_to_hub,
+            base_model=base_model,
+            source_split=args.eval_split,
+            target_split=args.target_eval_split,
+            training={"source_steps": args.source_steps, "acte_steps": args.acte_steps,
+                      "transfer_steps": args.transfer_steps, "batch_size": args.batch_size,
+                      "learning_rate": args.transfer_learning_rate, "source_model": source_dir},  # fmt: skip
+            widget_image=widget_image,
+        )
+        if args.push_to_hub:
+            if args.stage in ("all", "acte"):
+                push_folder(os.path.join(args.output_dir, "acte"), acte_repo_id(args.hub_model_id))
+            if args.stage in ("all", "transfer", "source"):
+                push_folder(os.path.join(args.output_dir, pushed), args.hub_model_id)
     accelerator.end_training()
     return results
+
+
+def segmentation_loss(model, batch):
+    """The source stage's loss: cross-entropy on the labelled images."""
+    loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+    return loss, {"loss": loss.item()}
+
+
+def pretrained_segmenter(args, label_space):
+    """A segmenter from --model_name_or_path with a new decode head, its position grid resampled to the crop."""
+    model, info = TMTForSemanticSegmentation.from_pretrained(
+        args.model_name_or_path,
+        output_loading_info=True,
+        id2label=label_space.id2label,
+        label2id=label_space.label2id,
+        ignore_mismatched_sizes=True,
+    )
+    backbone_missing = sorted(k for k in info["missing_keys"] if k.startswith("vit.") and ".tma_" not in k)
+    if backbone_missing:
+        raise ValueError(f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}")
+    model.vit.resize_position_embeddings(args.crop_size)  # a 224x224 grid becomes the crop's, once
+    return model
 
 
 def present_classes(dataset):
@@ -1038,9 +919,9 @@ def present_classes(dataset):
     return [int(c) for c in np.flatnonzero(counts[:IGNORE_INDEX])]
 
 
-def print_table(args, results):
+def print_table(args, results, methods):
     rows = [("source-only", (results.get("source") or {}).get("target_val"))]
-    rows += [(name, (results.get(name) or {}).get("target_val")) for name in run_names(args)]
+    rows += [(method.name, (results.get(method.name) or {}).get("target_val")) for method in methods]
     rows = [(name, r) for name, r in rows if r]
     if not rows:
         return
@@ -1049,8 +930,8 @@ def print_table(args, results):
     table += [f"| {name:<{width}} | {100 * r['mean_iou']:6.2f} |" for name, r in rows]
     classes = rows[0][1].get("classes")
     over = f"over {len(classes)} classes" if classes else "over the classes present"
-    print(f"\nTarget mIoU on {args.target} ({args.target_eval_split}, {over}), source {args.source}:\n"
-          + "\n".join(table))  # fmt: skip
+    heading = f"Target mIoU on {args.target} ({args.target_eval_split}, {over}), source {args.source}:"
+    print("\n" + heading + "\n" + "\n".join(table))
     print(f"results: {os.path.join(args.output_dir, 'results.json')}")
 
 

@@ -86,11 +86,12 @@ def tmt_model_card(
     with_acte: bool | None = None,
     base_model: str | None = None,
     widget_images: list[str] | None = None,
-    method: str = "tmt",
+    description: str = "a TMT segmenter",
     split: str = "validation",
 ) -> ModelCard:
     """
-    The card of a TMT (or vanilla fine-tuned) segmenter; `metrics` are measured target mIoU values in [0, 1].
+    The card of a TMT (or vanilla fine-tuned) segmenter; `metrics` are measured target mIoU values in [0, 1];
+    `description` completes "This model is ..." (a transfer method's `description`).
     `acte_repo_id` links the ACTE's Hub repo; `with_acte` (default: whether `acte_repo_id` is given) says that the
     checkpoint carries an ACTE, also for a local run with no Hub repo to link.
     """
@@ -102,21 +103,6 @@ def tmt_model_card(
         metrics=["mean_iou"], eval_results=_eval_results(metrics, target, split),
         widget=[{"src": image} for image in widget_images or []],
     )  # fmt: skip
-    what = {
-        "tmt": "a TMT segmenter from region-level self-training (our reconstruction): a ViT trained on pseudo-labels "
-        "of unlabelled target images, with ACTE's region transferability focus map deciding where pseudo-labels are "
-        "trusted and where masking pushes adaptation, and modulating self-attention in every layer (TMA)",
-        "selftrain": "the map-free self-training comparator of TMT: the same ViT segmenter and budget, TMA switched off, "
-        "trained on a mean teacher's pseudo-labels of unlabelled target images (DACS class mixing, MIC masking)",
-        "finetune_tma": "a TMT segmenter fine-tuned on the labelled target images with ACTE's region transferability "
-        "focus map modulating self-attention in every layer (Transferable Masked Attention) and nothing else",
-        "finetune": "the vanilla fine-tuning baseline of TMT: the same ViT segmenter and budget, with TMA switched off",
-        "tmt_paper": "a TMT segmenter from the paper-faithful transfer stage (our reconstruction): a ViT whose "
-        "self-attention is modulated, in every layer, by ACTE's region transferability focus map (Transferable Masked "
-        "Attention), trained with a focus-weighted adversarial alignment",
-        "align_patch": "the map-free comparator of TMT: the same ViT segmenter and budget, TMA switched off, with a "
-        "patch-level adversarial alignment on source and unlabelled target images",
-    }[method]
     acte_line = ""
     if acte_repo_id:
         acte_line = f"Its frozen ACTE estimator is [{acte_repo_id}](https://huggingface.co/{acte_repo_id}) and its weights are included here."
@@ -130,7 +116,7 @@ def tmt_model_card(
 
 # {repo_id}
 
-This model is {what} (Zhang et al., *TMT: Cross-domain Semantic Segmentation with Region-adaptive Transferability
+This model is {description} (Zhang et al., *TMT: Cross-domain Semantic Segmentation with Region-adaptive Transferability
 Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `tmt-hf`.
 {acte_line}
 
@@ -208,3 +194,84 @@ def push_folder(folder: str, repo_id: str, token: str | None = None, private: bo
         commit_message=message or f"Upload {os.path.basename(os.path.normpath(folder))} with tmt-hf",
         ignore_patterns=["checkpoints/*", "*.tmp"],
     )  # fmt: skip
+
+
+def acte_repo_id(tmt_repo_id: str) -> str:
+    """The ACTE repo beside a TMT repo: `org/tmt-<src>2<tgt>` -> `org/acte-<src>2<tgt>`, else `<repo>-acte`."""
+    owner, _, name = tmt_repo_id.rpartition("/")
+    name = "acte-" + name[4:] if name.startswith("tmt-") else name + "-acte"
+    return f"{owner}/{name}" if owner else name
+
+
+def write_model_cards(
+    output_dir: str,
+    results: dict,
+    *,
+    source: str,
+    target: str,
+    classes: str,
+    methods: list,
+    repo_id: str,
+    pushed: str | None,
+    linked: bool,
+    base_model: str | None,
+    source_split: str,
+    target_split: str,
+    training: dict,
+    widget_image,
+) -> None:
+    """
+    A README.md model card in every stage folder of a run (`source`, `acte`, one per transfer method) with the metrics
+    `results` holds (train.py's results.json). `methods` are the run's `tmt_hf.methods.TransferMethod`s; the one named
+    `pushed` gets `repo_id`, the others `<repo_id>-<name>`; `linked` (the run pushes) makes the cards link each other's
+    Hub repos and their widget image, which is saved beside each segmenter's card. `training` holds the steps
+    (`source_steps`, `acte_steps`, `transfer_steps`), `batch_size`, `learning_rate` and the `source_model` folder.
+    """
+    acte_repo = acte_repo_id(repo_id)
+    widget = lambda repo: [f"https://huggingface.co/{repo}/resolve/main/widget.png"] if linked else None  # noqa: E731
+    source_only = round(results["source"]["target_val"]["mean_iou"], 4) if results.get("source") else None
+    cards = {}
+    if results.get("source") and "source_val" in results["source"]:
+        source_repo = repo_id if pushed == "source" else f"{repo_id}-source"
+        cards["source"] = tmt_model_card(
+            source_repo,
+            source=source,
+            target=source,
+            description="a source-only segmentation ViT (TMA idle), the starting point of every transfer method",
+            metrics={"mean_iou": results["source"]["source_val"]["mean_iou"]},
+            base_model=base_model,
+            widget_images=widget(source_repo),
+            split=source_split,
+            training={"stage": "source", "data": source, "classes": classes, "steps": training["source_steps"],
+                      f"mIoU on {target} (source-only)": source_only},  # fmt: skip
+        )
+    if results.get("acte"):
+        metrics = {k: v for k, v in results["acte"].items() if k == "discriminator_accuracy"}
+        acte_training = {**results["acte"].get("training", {}), "steps": training["acte_steps"],
+                         "auxiliary head's classes": classes, "batch size": training["batch_size"]}  # fmt: skip
+        cards["acte"] = acte_model_card(acte_repo, source=source, target=target, metrics=metrics, training=acte_training)
+    for method in methods:
+        if not results.get(method.name):
+            continue
+        repo = repo_id if method.name == pushed else f"{repo_id}-{method.name}"
+        cards[method.name] = tmt_model_card(
+            repo,
+            source=source,
+            target=target,
+            description=method.description,
+            metrics={"mean_iou": results[method.name]["target_val"]["mean_iou"]},
+            with_acte=method.trains_tma,
+            acte_repo_id=acte_repo if method.trains_tma and linked else None,
+            widget_images=widget(repo),
+            split=target_split,
+            training={"source model": training["source_model"], "classes": classes,
+                      "labelled target images": results[method.name]["labelled_target_images"],
+                      "steps": training["transfer_steps"], "batch size": training["batch_size"],
+                      "learning rate": training["learning_rate"], "source-only target mIoU": source_only},  # fmt: skip
+        )
+    for name, card in cards.items():
+        folder = os.path.join(output_dir, name)
+        if os.path.isdir(folder):
+            card.save(os.path.join(folder, "README.md"))
+            if name != "acte":
+                widget_image.save(os.path.join(folder, "widget.png"))  # a target example for the widget
