@@ -244,7 +244,8 @@ class ACTEClustering(nn.Module):
     `s(p,r) = exp(κ cos(f(r), χ(p)))` to the 3x3 centres around p's cell only, and `a(p,r) = s(p,r) / Σ_π s(p,π)`.
 
     Memory and time are O(h · w · 9 · d): the 3x3 neighbourhood is gathered with unfold and summed back with fold;
-    no positions x regions matrix is formed.
+    no positions x regions matrix is formed. It runs in fp32, also under autocast: in half precision `κ · cos` is off
+    by about κ / 256 and the assignments no longer sum to 1.
     """
 
     def __init__(self, config: ACTEConfig):
@@ -259,28 +260,31 @@ class ACTEClustering(nn.Module):
         return weighted / mass.clamp_min(1e-6)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`features` (B, d, h, w) -> soft assignments (B, 9, h, w) and region features (B, d, gh, gw)."""
-        batch, _, height, width = features.shape
-        c = self.cell_size
-        # Out-of-grid neighbours: unfold pads them with zeros, so mark them once with a ones map.
-        valid = gather_neighbours(features.new_ones(1, 1, height // c, width // c), c)[:, 0] > 0.5
-        # a(p, r) at the start: each position belongs to its own cell, the centre (index 4) of its 3x3 neighbourhood.
-        assignments = torch.zeros(batch, 9, height, width, dtype=features.dtype, device=features.device)
-        assignments[:, 4] = 1.0
-        unit_features = F.normalize(features, dim=1)
-        for _ in range(self.num_iterations):
-            centres = F.normalize(self.region_features(features, assignments), dim=1)
-            cosine = neighbour_dot(centres, unit_features, c)
-            logits = (self.kappa * cosine).masked_fill(~valid, float("-inf"))
-            assignments = logits.softmax(dim=1)
-        return assignments, self.region_features(features, assignments)
+        """`features` (B, d, h, w) -> fp32 soft assignments (B, 9, h, w) and region features (B, d, gh, gw)."""
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.float()
+            batch, _, height, width = features.shape
+            c = self.cell_size
+            # Out-of-grid neighbours: unfold pads them with zeros, so mark them once with a ones map.
+            valid = gather_neighbours(features.new_ones(1, 1, height // c, width // c), c)[:, 0] > 0.5
+            # a(p, r) at the start: each position in its own cell, the centre (index 4) of its 3x3 neighbourhood.
+            assignments = torch.zeros(batch, 9, height, width, dtype=features.dtype, device=features.device)
+            assignments[:, 4] = 1.0
+            unit_features = F.normalize(features, dim=1)
+            for _ in range(self.num_iterations):
+                centres = F.normalize(self.region_features(features, assignments), dim=1)
+                cosine = neighbour_dot(centres, unit_features, c)
+                logits = (self.kappa * cosine).masked_fill(~valid, float("-inf"))
+                assignments = logits.softmax(dim=1)
+            return assignments, self.region_features(features, assignments)
 
 
 class ACTELocalDiscriminator(nn.Module):
     """
     Domain logits per feature position from a small receptive field: one stride-2 3x3 conv per encoder stage (15
-    pixels wide for three stages) on the image standardised by `discriminator_input_normalization`, then a 1x1 MLP. It sees local colour and texture
-    only, not layout, object scale or class frequencies, so it cannot separate the domains by image-wide cues.
+    pixels wide for three stages) on the image standardised by `discriminator_input_normalization`, then a 1x1 MLP.
+    It sees local colour and texture only, not layout, object scale or class frequencies, so it cannot separate the
+    domains by image-wide cues.
     """
 
     def __init__(self, config: ACTEConfig):
@@ -412,50 +416,55 @@ class ACTEModel(ACTEPreTrainedModel):
         features, stage_outputs = self.encoder(pixel_values.to(self.dtype))
         assignments, region_features = self.clustering(features)
 
+        # The convolutions run in the model's (or autocast's) dtype; what follows them in fp32.
         if config.discriminator_input == "local":
             class_probabilities = None
             if config.class_conditional_discriminator:  # what the semantic encoder sees there, as fixed context
                 class_probabilities = self.semantic_head(features.detach()).softmax(dim=1).detach()
-            position_logits = self.discriminator(pixel_values.to(self.dtype), class_probabilities)
-            domain_logits = (
-                assignment_weighted_sum(assignments, position_logits, cell)
-                / scatter_to_regions(assignments.unsqueeze(1), cell).clamp_min(1e-6)
-            )[:, 0]
+            position_logits = self.discriminator(pixel_values.to(self.dtype), class_probabilities).float()
         else:
             discriminator_input = region_features.detach() if config.detach_discriminator_input else region_features
             if config.center_region_features:
                 discriminator_input = discriminator_input - discriminator_input.mean(dim=(2, 3), keepdim=True)
-            domain_logits = self.discriminator(discriminator_input)[:, 0]
-        region_transferability = self.transferability(domain_logits)
-
-        semantic_logits = region_uncertainty = None
+            domain_logits = self.discriminator(discriminator_input.to(self.dtype))[:, 0].float()
+        semantic_logits = None
         if self.semantic_head is not None:
-            semantic_logits = self.semantic_head(region_features)
-            log_probs = semantic_logits.log_softmax(dim=1)
-            region_uncertainty = -(log_probs.exp() * log_probs).sum(dim=1) / math.log(
-                max(config.num_semantic_classes, 2)
-            )
-            region_uncertainty = region_uncertainty.clamp(0.0, 1.0)
-            alpha = config.focus_alpha
-            if config.focus_mixing == "gated":
-                region_focus = (1 - region_transferability) * (alpha + (1 - alpha) * region_uncertainty)
+            semantic_logits = self.semantic_head(region_features.to(self.dtype)).float()
+        with torch.autocast(features.device.type, enabled=False):
+            if config.discriminator_input == "local":
+                domain_logits = (
+                    assignment_weighted_sum(assignments, position_logits, cell)
+                    / scatter_to_regions(assignments.unsqueeze(1), cell).clamp_min(1e-6)
+                )[:, 0]
+            region_transferability = self.transferability(domain_logits)
+
+            region_uncertainty = None
+            if semantic_logits is not None:
+                log_probs = semantic_logits.log_softmax(dim=1)
+                region_uncertainty = -(log_probs.exp() * log_probs).sum(dim=1) / math.log(
+                    max(config.num_semantic_classes, 2)
+                )
+                region_uncertainty = region_uncertainty.clamp(0.0, 1.0)
+                alpha = config.focus_alpha
+                if config.focus_mixing == "gated":
+                    region_focus = (1 - region_transferability) * (alpha + (1 - alpha) * region_uncertainty)
+                else:
+                    region_focus = alpha * (1 - region_transferability) + (1 - alpha) * region_uncertainty
             else:
-                region_focus = alpha * (1 - region_transferability) + (1 - alpha) * region_uncertainty
-        else:
-            region_focus = 1 - region_transferability
+                region_focus = 1 - region_transferability
 
-        region_maps = torch.stack([region_transferability, region_focus], dim=1)
-        position_maps = spread_to_positions(region_maps, assignments, cell).clamp(0.0, 1.0)
+            region_maps = torch.stack([region_transferability, region_focus], dim=1)
+            position_maps = spread_to_positions(region_maps, assignments, cell).clamp(0.0, 1.0)
 
-        domain_loss = semantic_loss = loss = None
-        if domain_labels is not None:
-            targets = domain_labels.to(domain_logits.dtype)[:, None, None].expand_as(domain_logits)
-            domain_loss = F.binary_cross_entropy_with_logits(domain_logits, targets)
-            loss = config.domain_loss_weight * domain_loss
-        if labels is not None:
-            semantic_loss = self._semantic_loss(semantic_logits, assignments, labels)
-            weighted = config.semantic_loss_weight * semantic_loss
-            loss = weighted if loss is None else loss + weighted
+            domain_loss = semantic_loss = loss = None
+            if domain_labels is not None:
+                targets = domain_labels.to(domain_logits.dtype)[:, None, None].expand_as(domain_logits)
+                domain_loss = F.binary_cross_entropy_with_logits(domain_logits, targets)
+                loss = config.domain_loss_weight * domain_loss
+            if labels is not None:
+                semantic_loss = self._semantic_loss(semantic_logits, assignments, labels)
+                weighted = config.semantic_loss_weight * semantic_loss
+                loss = weighted if loss is None else loss + weighted
 
         output = ACTEOutput(
             loss=loss,

@@ -59,7 +59,7 @@ class TMTSemanticSegmenterOutput(SemanticSegmenterOutput):
         loss (`torch.FloatTensor` of shape `()`, *optional*):
             Cross-entropy of `logits` against `labels`, when labels are given.
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
-            Class scores at the input resolution.
+            Class scores at the input resolution, in fp32 (also under autocast or a half-precision model).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Encoder hidden states, when `output_hidden_states=True`.
         attentions (`tuple(torch.FloatTensor)`, *optional*):
@@ -103,7 +103,10 @@ class TMTAttention(ViTAttention):
     takes another, equal route: PyTorch's fused CPU kernels cannot differentiate an `attn_mask`, and a mask that needs
     a gradient sends SDPA to its O(tokens²) math path, about twice as slow. There the bias is folded into one extra
     head dimension instead, `[q, λ/scale] · [k, m] · scale = q·k·scale + λ·m`, which the fused kernel differentiates
-    like any query and key. The other forms need no mask at all.
+    like any query and key (at the precision of the queries and keys). The other forms need no mask at all.
+
+    Under `torch.autocast` the temperature, the gate and the offset are computed in fp32 and the result cast back to
+    the attention's dtype: in half precision `1 + λ·m` rounds a small `λ·m` away.
     """
 
     def __init__(self, config: TMTConfig, layer_idx: int):
@@ -153,13 +156,11 @@ class TMTAttention(ViTAttention):
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        if active and form != "key_bias":
-            lam = self.tma_lambda.to(query.dtype)
-            focus = focus_tokens.to(query.dtype)
-            if form == "query_temperature":
-                query = query * torch.exp(lam[None, :, None, None] * focus[:, None, :, None])
-            elif form == "value_reweight":  # both sums in one attention call: values [v, f v]
-                value = torch.cat([value, focus[:, None, :, None] * value], dim=-1)
+        if active and form == "query_temperature":
+            exponent = self.tma_lambda.float()[None, :, None, None] * focus_tokens.float()[:, None, :, None]
+            query = (query.float() * torch.exp(exponent)).to(query.dtype)
+        elif active and form == "value_reweight":  # both sums in one attention call: values [v, f v]
+            value = torch.cat([value, focus_tokens.to(value.dtype)[:, None, :, None] * value], dim=-1)
         attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -167,17 +168,23 @@ class TMTAttention(ViTAttention):
             self, query, key, value, attention_mask,
             dropout=0.0 if not self.training else self.attention_dropout, scaling=self.scaling, **kwargs,
         )  # fmt: skip
-        # attn_output: (batch, tokens, heads, value dim)
-        if active and form == "value_reweight":
-            attn_output = (
-                attn_output[..., : self.head_dim] + lam[None, None, :, None] * attn_output[..., self.head_dim :]
-            )
-        elif active and form in ("output_gate", "output_film"):
-            attn_output = attn_output * (1 + lam[None, None, :, None] * focus[:, :, None, None])
-            if form == "output_film":
-                attn_output = attn_output + focus[:, :, None, None] * self.tma_offset.to(attn_output.dtype)
+        if active and form in ("value_reweight", "output_gate", "output_film"):
+            attn_output = self.modulate_output(attn_output, focus_tokens)
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
         return self.o_proj(attn_output), attn_weights
+
+    def modulate_output(self, attn_output: torch.Tensor, focus_tokens: torch.Tensor) -> torch.Tensor:
+        """The output forms on `attn_output` (batch, tokens, heads, value dim), in fp32, returned in its dtype."""
+        lam = self.tma_lambda.float()[None, None, :, None]
+        focus = focus_tokens.float()[:, :, None, None]
+        output = attn_output.float()
+        if self.config.tma_form == "value_reweight":
+            output = output[..., : self.head_dim] + lam * output[..., self.head_dim :]
+        else:
+            output = output * (1 + lam * focus)
+            if self.config.tma_form == "output_film":
+                output = output + focus * self.tma_offset.float()
+        return output.to(attn_output.dtype)
 
     def forward_bias_in_head_dim(self, hidden_states: torch.Tensor, focus_tokens: torch.Tensor):
         """SDPA with the TMA bias carried by an extra query/key dimension (see the class docstring)."""
@@ -200,6 +207,31 @@ class TMTAttention(ViTAttention):
         return self.o_proj(attn_output), None
 
 
+class TMTLayer(ViTLayer):
+    """
+    [`ViTLayer`] with [`TMTAttention`]. The focus tokens are a positional argument, so that gradient checkpointing
+    (`model.gradient_checkpointing_enable()`, also with `use_reentrant=True`) recomputes every layer with the map and
+    passes the map's gradient back.
+    """
+
+    def __init__(self, config: TMTConfig, layer_idx: int):
+        super().__init__(config)
+        self.attention = TMTAttention(config, layer_idx)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        focus_tokens: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        r"""
+        focus_tokens (`torch.FloatTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Focus value of every token (0 for CLS), passed to the attention.
+        """
+        return super().forward(hidden_states, attention_mask, focus_tokens=focus_tokens, **kwargs)
+
+
 class TMTPreTrainedModel(ViTPreTrainedModel):
     config: TMTConfig
     config_class = TMTConfig
@@ -207,7 +239,8 @@ class TMTPreTrainedModel(ViTPreTrainedModel):
     # TMA's per-token map needs eager or SDPA attention (see TMTAttention); flash and flex are refused at load time.
     _supports_flash_attn = False
     _supports_flex_attn = False
-    _can_record_outputs = {"hidden_states": ViTLayer, "attentions": TMTAttention}
+    _no_split_modules = ["TMTEmbeddings", "TMTLayer"]
+    _can_record_outputs = {"hidden_states": TMTLayer, "attentions": TMTAttention}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`; registered classes also record both TMT auto classes in `auto_map`."""
@@ -273,9 +306,7 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
         super(ViTModel, self).__init__(config)
         self.config = config
         self.embeddings = TMTEmbeddings(config, use_mask_token=use_mask_token)
-        self.layers = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
-        for index, layer in enumerate(self.layers):
-            layer.attention = TMTAttention(config, index)
+        self.layers = nn.ModuleList([TMTLayer(config, index) for index in range(config.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else None
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self.post_init()
@@ -318,7 +349,8 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
                     "transferability_map must lie in [0, 1], got values in "
                     f"[{transferability_map.min().item():.4g}, {transferability_map.max().item():.4g}]"
                 )
-        pooled = F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
+        with torch.autocast(transferability_map.device.type, enabled=False):  # fp32 also under autocast
+            pooled = F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
         if self.config.tma_map_normalization == "minmax":
             low = pooled.amin(dim=(1, 2), keepdim=True)
             high = pooled.amax(dim=(1, 2), keepdim=True)
@@ -373,7 +405,7 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
                 focus_tokens = torch.cat([cls_focus, focus_map.flatten(1)], dim=1).to(hidden_states.dtype)
 
         for layer in self.layers:
-            hidden_states = layer(hidden_states, None, focus_tokens=focus_tokens, **kwargs)
+            hidden_states = layer(hidden_states, None, focus_tokens, **kwargs)
 
         sequence_output = self.layernorm(hidden_states) if self.layernorm is not None else hidden_states
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
@@ -504,7 +536,8 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
                 if transferability_map.ndim == 4:
                     transferability_map = transferability_map[:, 0]
                 if transferability_map.ndim == 3:
-                    resized = F.interpolate(transferability_map[:, None].float(), size=(height, width), mode="bilinear")
+                    with torch.autocast(pixel_values.device.type, enabled=False):
+                        resized = F.interpolate(transferability_map[:, None].float(), (height, width), mode="bilinear")
                     transferability_map = F.pad(resized, (0, pad_w, 0, pad_h))[:, 0]
 
         if transferability_map is None and self.acte is not None and self.config.tma_layers:
@@ -535,16 +568,18 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
         # hidden_states[0] is the embedding output, hidden_states[i] the output of layer i.
         layer_states = [outputs.hidden_states[index] for index in self.config.decode_layers]
         logits = self.decode_head(layer_states, grid)
-        logits = F.interpolate(logits, size=pixel_values.shape[2:], mode="bilinear", align_corners=False)
-        logits = logits[:, :, :height, :width]
+        # The upsampled logits and the loss are fp32, also under autocast.
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            logits = F.interpolate(logits.float(), size=pixel_values.shape[2:], mode="bilinear", align_corners=False)
+            logits = logits[:, :, :height, :width]
 
-        loss = None
-        if labels is not None:
-            ignore_index = self.config.semantic_loss_ignore_index
-            valid = (labels != ignore_index).sum()
-            # Summed and divided by the labelled pixel count: an all-ignored batch gives a zero loss (not NaN) that
-            # still reaches every trainable parameter, with no data-dependent branch for torch.compile/export.
-            loss = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum") / valid.clamp_min(1)
+            loss = None
+            if labels is not None:
+                ignore_index = self.config.semantic_loss_ignore_index
+                valid = (labels != ignore_index).sum()
+                # Summed and divided by the labelled pixel count: an all-ignored batch gives a zero loss (not NaN)
+                # that still reaches every trainable parameter, with no data-dependent branch for compile/export.
+                loss = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum") / valid.clamp_min(1)
 
         hidden_states = None
         if returned:
