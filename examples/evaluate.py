@@ -2,13 +2,20 @@
 
     accelerate launch examples/evaluate.py --model outputs/tmt-clear2night/tmt --data synthetic/night
     python examples/evaluate.py --model org/tmt-city2bdd --data bdd100k --split validation --image_size 512 1024
+    python examples/evaluate.py --model org/tmt-city2bdd --data cityscapes --native_resolution --eval_mode slide \
+        --eval_crop 512 1024 --eval_stride 341 683
     python examples/evaluate.py --model outputs/tmt-clear2night/oracle --data synthetic/night --shift_mask_as_map \
         --confusions bus truck train
 
 The dataset's labels are mapped into the model's label space (its `id2label`: Cityscapes or IDD level-1, see
 `tmt_hf.data.label_spaces`). mIoU is averaged over the classes the dataset labels: a registered benchmark's (CamVid: 11
-of the 19), otherwise the classes its labels hold. `--confusions` adds, for each named class, where its pixels went: the shares of its labelled pixels predicted as
-each class (the four largest), i.e. rows of the confusion matrix.
+of the 19), otherwise the classes its labels hold. `--confusions` adds, for each named class, where its pixels went:
+the shares of its labelled pixels predicted as each class (the four largest), i.e. rows of the confusion matrix.
+
+Images are resized to `--image_size` (default: the model's image processor size), or kept at their own size with
+`--native_resolution`. `--eval_mode whole` (the default) runs the model once on each image; `--eval_mode slide`
+averages the logits of `--eval_crop` windows every `--eval_stride` pixels (see `tmt_hf.inference.segment_logits`).
+The JSON names the split, the resolution and the evaluation mode with the numbers.
 
 Runs on any number of processes: predictions are gathered with `gather_for_metrics`, so every process count gives
 the same mIoU.
@@ -23,7 +30,16 @@ from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from tmt_hf.data import LABEL_SPACES, SegmentationTransform, collate, label_space_of, labelled_classes, load_domain
+from tmt_hf.inference import EVAL_MODES, check_eval_mode, segment_logits
 from tmt_hf.metrics import MeanIoU
+
+
+def collate_one_size(examples: list[dict]) -> dict:
+    """`collate` for images at their own size: a batch stacks images of one size."""
+    sizes = sorted({tuple(example["pixel_values"].shape[-2:]) for example in examples})
+    if len(sizes) > 1:
+        raise ValueError(f"--native_resolution: a batch holds images of sizes {sizes}; use --batch_size 1")
+    return collate(examples)
 
 
 def main(argv=None):
@@ -37,8 +53,35 @@ def main(argv=None):
                         help="the label space of a Hub/local dataset's label files (default: the registry entry's; "
                              "cityscapes train ids for a Hub id or local path)")  # fmt: skip
     parser.add_argument("--num_samples", type=int, default=None)
-    parser.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="default: the model's image processor size")  # fmt: skip
+    resolution = parser.add_mutually_exclusive_group()
+    resolution.add_argument(
+        "--image_size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="default: the model's image processor size",
+    )
+    resolution.add_argument(
+        "--native_resolution", action="store_true", help="evaluate every image at its own size, not resized"
+    )
+    parser.add_argument(
+        "--eval_mode",
+        choices=EVAL_MODES,
+        default="whole",
+        help="whole: one pass per image; slide: logits averaged over overlapping windows",
+    )
+    parser.add_argument(
+        "--eval_crop", type=int, nargs=2, default=None, metavar=("H", "W"), help="--eval_mode slide: the window size"
+    )
+    parser.add_argument(
+        "--eval_stride",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="--eval_mode slide: the step between windows (default: --eval_crop)",
+    )
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output", default=None, help="also write the JSON here")
     parser.add_argument("--confusions", nargs="+", default=[], metavar="CLASS",
@@ -47,6 +90,10 @@ def main(argv=None):
                         help="generated data: give the model the generator's shift mask as its map (the oracle "
                              "method's models)")  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        crop_size, stride = check_eval_mode(args.eval_mode, args.eval_crop, args.eval_stride)
+    except ValueError as error:
+        parser.error(f"--eval_mode {args.eval_mode} --eval_crop/--eval_stride: {error}")
 
     accelerator = Accelerator()
     processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
@@ -59,12 +106,15 @@ def main(argv=None):
         )
     space = label_space_of(model.config.id2label)
     if space is None:
-        parser.error(f"{args.model} predicts classes of no registered label space ({list(model.config.id2label.values())}"
-                     "); register its LabelSpace in tmt_hf.data.LABEL_SPACES")  # fmt: skip
+        classes = list(model.config.id2label.values())
+        parser.error(f"{args.model} predicts classes of no registered label space ({classes}); register its "
+                     "LabelSpace in tmt_hf.data.LABEL_SPACES")  # fmt: skip
     size = tuple(args.image_size) if args.image_size else (processor.size["height"], processor.size["width"])
+    resolution = "native" if args.native_resolution else f"{size[0]}x{size[1]}"
     with accelerator.main_process_first():
         dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size,
-                              data_dir=args.data_dir, label_space=space.name, native_labels=args.data_label_space)  # fmt: skip
+                              data_dir=args.data_dir, label_space=space.name,
+                              native_labels=args.data_label_space)  # fmt: skip
     if args.shift_mask_as_map:
         if model.config.model_type != "tmt":
             parser.error(f"--shift_mask_as_map needs a TMT model, whose TMA reads a map; {args.model} is a "
@@ -76,17 +126,21 @@ def main(argv=None):
         dataset = dataset.select_columns(["image", "label", "shift_mask"]).rename_column("shift_mask", "focus")
     else:
         dataset = dataset.select_columns(["image", "label"])
-    dataset.set_transform(SegmentationTransform(train=False, size=size, image_mean=processor.image_mean,
+    transform_size = None if args.native_resolution else size
+    dataset.set_transform(SegmentationTransform(train=False, size=transform_size, image_mean=processor.image_mean,
                                                 image_std=processor.image_std))  # fmt: skip
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, collate_fn=collate_one_size if args.native_resolution else collate
+    )
     model, loader = accelerator.prepare(model, loader)
 
     classes = labelled_classes(args.data, space.name)
     metric = MeanIoU(model.config.num_labels, model.config.semantic_loss_ignore_index, classes)
     with torch.no_grad():
         for batch in loader:
-            maps = {"transferability_map": batch["focus"]} if args.shift_mask_as_map else {}
-            predictions = model(pixel_values=batch["pixel_values"], **maps).logits.argmax(dim=1)
+            focus = batch["focus"] if args.shift_mask_as_map else None
+            logits = segment_logits(model, batch["pixel_values"], args.eval_mode, crop_size, stride, focus)
+            predictions = logits.argmax(dim=1)
             metric.update(*accelerator.gather_for_metrics((predictions, batch["labels"])))
     if metric.classes is None:  # a Hub id or local path: the classes its labels hold
         metric.classes = [c for c in range(model.config.num_labels) if metric.confusion[c].sum() > 0]
@@ -94,9 +148,11 @@ def main(argv=None):
     id2label = model.config.id2label
     report = {
         "model": args.model, "data": args.data, "split": args.split, "num_images": len(dataset),
-        "classes": [id2label[c] for c in metric.classes], "mean_iou": result["mean_iou"], "mean_accuracy": result["mean_accuracy"],
-        "overall_accuracy": result["overall_accuracy"],
-        "per_category_iou": {id2label[i]: (None if v != v else float(v)) for i, v in enumerate(result["per_category_iou"])},
+        "resolution": resolution, "eval_mode": args.eval_mode, "eval_crop": crop_size, "eval_stride": stride,
+        "classes": [id2label[c] for c in metric.classes], "mean_iou": result["mean_iou"],
+        "mean_accuracy": result["mean_accuracy"], "overall_accuracy": result["overall_accuracy"],
+        "per_category_iou": {id2label[i]: (None if v != v else float(v))
+                             for i, v in enumerate(result["per_category_iou"])},
     }  # fmt: skip
     if args.confusions:
         report["confusions"] = {}

@@ -1,6 +1,7 @@
 """The `tmt-hf` command line: predict masks, draw ACTE's maps, and estimate a target dataset's transferability.
 
 tmt-hf predict street1.png street2.png --model outputs/tmt-clear2night/tmt --out predictions/
+tmt-hf predict frame.png --model org/tmt-city2bdd --out frames --native_resolution --eval_mode slide --eval_crop 512 512
 tmt-hf maps street1.png --model outputs/tmt-clear2night/tmt --out maps.png
 tmt-hf estimate --acte outputs/tmt-clear2night/acte --data synthetic/night --num_samples 50
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .inference import pad_to_multiple, segment_image
+from .inference import EVAL_MODES, check_eval_mode, pad_to_multiple, segment_logits
 
 
 def load_segmenter(path: str):
@@ -53,19 +54,34 @@ def open_image(path: str) -> Image.Image:
 
 
 def predict(args):
+    """
+    A mask per image, from the image resized to the processor's size or at its own (`--native_resolution`), whole or
+    by sliding windows; models with an ACTE also get its focus map over the image.
+    """
     from .visualize import colorize, heat_overlay, palette_of
 
+    try:
+        crop_size, stride = check_eval_mode(args.eval_mode, args.eval_crop, args.eval_stride)
+    except ValueError as error:
+        raise SystemExit(f"--eval_mode {args.eval_mode} --eval_crop/--eval_stride: {error}") from error
     processor, model = load_segmenter(args.model)
+    acte = getattr(model, "acte", None)
     os.makedirs(args.out, exist_ok=True)
     for path in tqdm(args.images, desc="predict", disable=len(args.images) < 2):
         image = open_image(path)
-        segmentation, outputs = segment_image(processor, model, image)
+        pixels = processor(image, do_resize=not args.native_resolution, return_tensors="pt")["pixel_values"]
+        logits = segment_logits(model, pixels, args.eval_mode, crop_size, stride)
+        logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
         stem = os.path.splitext(os.path.basename(path))[0]
-        colorize(segmentation, palette_of(model.config.id2label)).save(
+        colorize(logits.argmax(dim=1)[0].numpy(), palette_of(model.config.id2label)).save(
             os.path.join(args.out, f"{stem}_segmentation.png")
         )
-        if outputs.focus_map is not None:
-            heat_overlay(image, outputs.focus_map[0].numpy()).save(os.path.join(args.out, f"{stem}_focus.png"))
+        if acte is not None:
+            with torch.no_grad():
+                focus = acte(pad_to_multiple(pixels, acte.config.size_multiple)).focus_map[0]
+            unpadded = [-(-side // acte.config.feature_stride) for side in pixels.shape[-2:]]
+            focus = focus[: unpadded[0], : unpadded[1]]
+            heat_overlay(image, focus.numpy()).save(os.path.join(args.out, f"{stem}_focus.png"))
     print(f"wrote {len(args.images)} prediction(s) to {args.out}")
 
 
@@ -149,6 +165,10 @@ def main(argv=None):
     p.add_argument("images", nargs="+")
     p.add_argument("--model", required=True, help="a TMT save_pretrained folder")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--native_resolution", action="store_true", help="segment each image at its own size")
+    p.add_argument("--eval_mode", choices=EVAL_MODES, default="whole", help="whole image, or sliding windows")
+    p.add_argument("--eval_crop", type=int, nargs=2, metavar=("H", "W"), help="--eval_mode slide: the window size")
+    p.add_argument("--eval_stride", type=int, nargs=2, metavar=("H", "W"), help="slide: the step (default: the crop)")
     p.set_defaults(func=predict)
     p = commands.add_parser("maps", help="figure of ACTE's regions, transferability and focus for one image")
     p.add_argument("image")
