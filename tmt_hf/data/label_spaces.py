@@ -1,9 +1,10 @@
 """
 Label spaces: the classes a model predicts, and the tables that map a dataset's labels into them.
 
-A dataset's labels are in its *native* space (after its registry entry's raw-id mapping: Cityscapes train ids for
-Cityscapes, BDD100K, GTA5, ACDC, Mapillary and CamVid; IDD level-1 ids for IDD-Lite). Training both domains in one
-space maps each through `space_mapping(native, space)`:
+A dataset's label files hold *raw* ids, which a table below maps into its *native* space: Cityscapes train ids for
+Cityscapes, ACDC, GTA5 and KITTI (from Cityscapes label ids), Mapillary Vistas (from its v1.2 label names), BDD100K
+(already train ids) and CamVid (from SegNet's 11 classes); IDD level-1 ids for IDD-Lite (already level-1 ids).
+Training both domains in one space maps each through `space_mapping(native, space)`:
 
 | Cityscapes train id | IDD level-1 id |
 |---|---|
@@ -81,6 +82,67 @@ CITYSCAPES_TO_IDD_LEVEL1 = lookup_table({
     2: 5, 8: 5, 10: 6, IGNORE_INDEX: IGNORE_INDEX,
 }, default=UNPLACED, dtype=np.int16)  # fmt: skip
 SPACE_MAPPINGS = {("cityscapes", "idd_level1"): CITYSCAPES_TO_IDD_LEVEL1}
+
+# Raw id -> native id tables (uint8; 255 where a raw id has no class).
+
+# Cityscapes label ids 0-33 (cityscapesScripts' helpers/labels.py), as in gtFine's *_labelIds.png, ACDC's
+# *_gt_labelIds.png, GTA5's palette indices and KITTI's semantic/ files, by name. Ids 0-6 are void; parking, rail
+# track, guard rail, bridge, tunnel, polegroup, caravan and trailer have no train id.
+CITYSCAPES_LABEL_NAMES = (
+    *("unlabeled", "ego vehicle", "rectification border", "out of roi", "static", "dynamic", "ground", "road"),
+    *("sidewalk", "parking", "rail track", "building", "wall", "fence", "guard rail", "bridge", "tunnel", "pole"),
+    *("polegroup", "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car"),
+    *("truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle"),
+)
+CITYSCAPES_ID_TO_TRAIN_ID = lookup_table(
+    {
+        label_id: CITYSCAPES_CLASSES.index(name)
+        for label_id, name in enumerate(CITYSCAPES_LABEL_NAMES)
+        if name in CITYSCAPES_CLASSES
+    }
+)
+
+# Mapillary Vistas v1.2 labels -> Cityscapes train ids: the 66 -> 19 table of HRDA and MIC
+# (tools/convert_datasets/mapillary.py), as (label name in config_v1.2.json, its index there, train id). A download is
+# mapped by name, so that the ids come from its own config; every other label (bike lanes, crosswalks, other lane
+# markings, guard rails, street lights, ...) is ignored.
+MAPILLARY_TABLE = (
+    ("construction--flat--road", 13, 0),
+    ("marking--general", 24, 0),
+    ("object--manhole", 41, 0),
+    ("construction--barrier--curb", 2, 1),
+    ("construction--flat--sidewalk", 15, 1),
+    ("construction--structure--building", 17, 2),
+    ("construction--barrier--wall", 6, 3),
+    ("construction--barrier--fence", 3, 4),
+    ("object--support--pole", 45, 5),
+    ("object--support--utility-pole", 47, 5),
+    ("object--traffic-light", 48, 6),
+    ("object--traffic-sign--front", 50, 7),
+    ("nature--vegetation", 30, 8),
+    ("nature--terrain", 29, 9),
+    ("nature--sky", 27, 10),
+    ("human--person", 19, 11),
+    ("human--rider--bicyclist", 20, 12),
+    ("human--rider--motorcyclist", 21, 12),
+    ("human--rider--other-rider", 22, 12),
+    ("object--vehicle--car", 55, 13),
+    ("object--vehicle--truck", 61, 14),
+    ("object--vehicle--bus", 54, 15),
+    ("object--vehicle--on-rails", 58, 16),
+    ("object--vehicle--motorcycle", 57, 17),
+    ("object--vehicle--bicycle", 52, 18),
+)
+MAPILLARY_NAME_TO_TRAIN_ID = {name: train_id for name, _, train_id in MAPILLARY_TABLE}
+# By index, for a copy without its config (a Hub or local image/label dataset with the v1.2 ids).
+MAPILLARY_TO_TRAIN_ID = lookup_table({index: train_id for _, index, train_id in MAPILLARY_TABLE})
+
+# CamVid's 11 classes in the SegNet release, and void 11, -> Cityscapes train ids.
+CAMVID_NAMES = (
+    *("sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car", "pedestrian"),
+    *("bicyclist", "void"),
+)
+CAMVID_TO_TRAIN_ID = lookup_table({0: 10, 1: 2, 2: 5, 3: 0, 4: 1, 5: 8, 6: 7, 7: 4, 8: 13, 9: 11, 10: 12})
 
 
 def get_label_space(name: str) -> LabelSpace:
