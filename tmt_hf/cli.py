@@ -4,6 +4,7 @@ tmt-hf predict street1.png street2.png --model outputs/tmt-clear2night/tmt --out
 tmt-hf predict frame.png --model org/tmt-city2bdd --out frames --native_resolution --eval_mode slide --eval_crop 512 512
 tmt-hf maps street1.png --model outputs/tmt-clear2night/tmt --out maps.png
 tmt-hf estimate --acte outputs/tmt-clear2night/acte --data synthetic/night --num_samples 50
+tmt-hf check-data cityscapes --data_dir path/to/cityscapes
 """
 
 import argparse
@@ -156,6 +157,17 @@ def estimate(args):
     return report
 
 
+def check_data(args):
+    """Checks a download (or local dataset) split by split; exits 1 on any problem, each naming its file."""
+    from .data.check import check_data as check_splits
+    from .data.check import format_report
+
+    checks = check_splits(args.data, data_dir=args.data_dir, split=args.split, label_space=args.label_space)
+    print(format_report(args.data, checks))
+    if any(check.problems for check in checks):
+        raise SystemExit(1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="tmt-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,6 +199,12 @@ def main(argv=None):
     p.add_argument("--threshold", type=float, default=0.5, help="transferability below this counts as low")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=estimate)
+    p = commands.add_parser("check-data", help="check a download before training: pairs, label ids, sizes, colours")
+    p.add_argument("data", metavar="NAME_OR_PATH", help="benchmark name (cityscapes, acdc, ...) or local path")
+    p.add_argument("--data_dir", nargs="+", default=None, metavar="DIR", help="the download's folder, or NAME=DIR")
+    p.add_argument("--split", default=None, help="one split (default: every split the dataset has)")
+    p.add_argument("--label_space", default=None, help="also check the labels map into this space (default: native)")
+    p.set_defaults(func=check_data)
     args = parser.parse_args(argv)
     args.func(args)
 

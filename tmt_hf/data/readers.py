@@ -466,7 +466,7 @@ def read_folder(
     title = title or f"Local dataset {root!r}"
     base = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
     image_dir, label_dir = os.path.join(base, "images"), os.path.join(base, "labels")
-    if not os.path.isdir(image_dir) and not with_labels:
+    if not os.path.isdir(image_dir) and not with_labels and files_by_key(base, "*", IMAGE_EXTENSIONS):
         image_dir = base
     if not os.path.isdir(image_dir) or (with_labels and not os.path.isdir(label_dir)):
         unlabelled = " (images without labels: with_labels=False)" if os.path.isdir(image_dir) else ""

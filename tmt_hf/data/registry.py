@@ -353,6 +353,40 @@ class LabelRules:
         return self.to_space[self.mapping[ids] if self.mapping is not None else ids].astype(np.uint8)
 
 
+def native_space(name: str) -> str:
+    """The label space of a dataset's labels: its registry entry's, or Cityscapes train ids."""
+    benchmark = BENCHMARKS.get(name.lower())
+    return benchmark.label_space if benchmark is not None else "cityscapes"
+
+
+def label_rules(
+    name: str,
+    frames: Frames | None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    label_mapping: np.ndarray | dict | None = None,
+    native_labels: str | None = None,
+    label_space: str | None = None,
+) -> LabelRules:
+    """
+    The columns, table and checks of a dataset's labels: a download's own encoding (raw ids checked), else the given
+    `label_mapping` or the registry entry's table for a Hub or local copy.
+    """
+    benchmark = BENCHMARKS.get(name.lower())
+    if frames is not None:
+        image_column, label_column = "image", "label"
+    else:
+        image_column = image_column or (benchmark.image_column if benchmark else "image")
+        label_column = label_column or (benchmark.label_column if benchmark else "label")
+    if isinstance(label_mapping, dict):
+        label_mapping = lookup_table(label_mapping)
+    encoding = frames.encoding if frames is not None and label_mapping is None else None
+    if label_mapping is None:
+        label_mapping = encoding.mapping if encoding is not None else benchmark.label_mapping if benchmark else None
+    native = get_label_space(native_labels or native_space(name))
+    return LabelRules(name, encoding, label_mapping, native, label_space or native.name, (image_column, label_column))
+
+
 def read_download(benchmark: Benchmark, data_dir: str, split: str, with_labels: bool) -> Frames:
     """One split of a registered benchmark's download under `data_dir`."""
     layout = benchmark.layout
@@ -512,8 +546,7 @@ def load_domain(
             name, split, num_samples, streaming, synthetic_size, label_space, native_labels, with_labels
         )
 
-    benchmark = BENCHMARKS.get(name.lower())
-    native = get_label_space(native_labels or (benchmark.label_space if benchmark else "cityscapes"))
+    native = get_label_space(native_labels or native_space(name))
     space_mapping(native.name, label_space or native.name)  # fails here, before any file is read, if there is no table
     dataset, frames = read_split(
         name, split, hub_id=hub_id, data_dir=data_dir, streaming=streaming, with_labels=with_labels
@@ -523,21 +556,8 @@ def load_domain(
     problems = frames.problems() if frames is not None else []
     if problems:
         raise ValueError("\n".join(problems))
-    if frames is not None:
-        image_column, label_column = "image", "label"
-    else:
-        image_column = image_column or (benchmark.image_column if benchmark else "image")
-        label_column = label_column or (benchmark.label_column if benchmark else "label")
-    if isinstance(label_mapping, dict):
-        label_mapping = lookup_table(label_mapping)
-    encoding = frames.encoding if frames is not None and label_mapping is None else None
-    if label_mapping is None:
-        label_mapping = encoding.mapping if encoding is not None else benchmark.label_mapping if benchmark else None
-    rules = None
-    if with_labels:
-        rules = LabelRules(
-            name, encoding, label_mapping, native, label_space or native.name, (image_column, label_column)
-        )
+    rules = label_rules(name, frames, image_column, label_column, label_mapping, native.name, label_space)
+    image_column, label_column = rules.columns
 
     columns = list(dataset.column_names or dataset.features or [])
     missing = [c for c in (image_column, label_column if with_labels else None) if c and c not in columns]
@@ -555,7 +575,9 @@ def load_domain(
     dataset = dataset.select_columns([*read, *kept])
     for column in read:
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    return check_rows(dataset, name, rules, image_column, label_column, kept, on_bad_sample, streaming)
+    return check_rows(
+        dataset, name, rules if with_labels else None, image_column, label_column, kept, on_bad_sample, streaming
+    )
 
 
 def load_generated(name, split, num_samples, streaming, size, label_space, native_labels, with_labels):
