@@ -466,16 +466,16 @@ def read_folder(
     title = title or f"Local dataset {root!r}"
     base = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
     image_dir, label_dir = os.path.join(base, "images"), os.path.join(base, "labels")
-    if not os.path.isdir(image_dir) and not with_labels and files_by_key(base, "*", IMAGE_EXTENSIONS):
+    paired = os.path.isdir(image_dir) and os.path.isdir(label_dir)
+    if not os.path.isdir(image_dir) and not with_labels:
         image_dir = base
-    if not os.path.isdir(image_dir) or (with_labels and not os.path.isdir(label_dir)):
-        unlabelled = " (images without labels: with_labels=False)" if os.path.isdir(image_dir) else ""
+    images = files_by_key(image_dir, "*", IMAGE_EXTENSIONS) if os.path.isdir(image_dir) else {}
+    if (with_labels and not paired) or (image_dir == base and not images):
         raise MissingSplit(
-            f"{title}: expected `{split}/images/` and `{split}/labels/` folders{unlabelled} (image/mask pairs "
-            "matched by file name), a parquet file or folder, or a `save_to_disk` folder; found "
+            f"{title}: expected `{split}/images/` and `{split}/labels/` folders (image/mask pairs matched by file "
+            "name; images alone with with_labels=False), a parquet file or folder, or a `save_to_disk` folder; found "
             f"{sorted(os.listdir(root))}"
         )
-    images = files_by_key(image_dir, "*", IMAGE_EXTENSIONS)
     if not images:
         raise ValueError(f"{title}: no image/label pairs ({', '.join(IMAGE_EXTENSIONS)}) in {base!r}")
     labels = {encoding: files_by_key(label_dir, "*", IMAGE_EXTENSIONS)} if with_labels else None
