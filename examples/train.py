@@ -41,26 +41,23 @@ import importlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import time
 
 import datasets
-import numpy as np
 import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import ImageProcessingMixin
 
 import tmt_hf
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation, TMTImageProcessor
 from tmt_hf.data import (
-    IGNORE_INDEX,
     LABEL_SPACES,
     SegmentationTransform,
     collate,
@@ -71,8 +68,19 @@ from tmt_hf.data import (
 )
 from tmt_hf.hub import acte_repo_id, push_folder, write_model_cards
 from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
-from tmt_hf.metrics import MeanIoU, shift_auroc
 from tmt_hf.optimization import fine_tuning_parameter_groups, warmup_cosine_schedule
+from tmt_hf.training import (
+    EpochShuffleSampler,
+    auxiliary_draw,
+    evaluate_acte,
+    evaluate_segmenter,
+    indexed,
+    latest_checkpoint,
+    present_classes,
+    repeated_to_fill,
+    save_checkpoint,
+    two_domains,
+)
 
 DEFAULT_METHODS = ("finetune", "align_patch", "tmt_paper")  # selftrain and tmt do not beat finetune yet
 ACTE_CELL_SIZE = 2  # ACTE's seed-grid cell in feature positions: 16-px regions at its stride 8
@@ -87,79 +95,32 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
+    spaces, size = sorted(LABEL_SPACES), {"type": int, "nargs": 2, "metavar": ("H", "W")}
     add("--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run")
     add("--method", nargs="+", default=None, help=f"transfer methods (default: {' '.join(DEFAULT_METHODS)})")
-    add(
-        "--method_file",
-        default=None,
-        help="a Python file or module that registers transfer methods (tmt_hf.methods.register_method), read first",
-    )
+    add("--method_file", default=None, help="a Python file or module registering transfer methods, read first")
     # Data.
     add("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
-    add("--data_dir", default=None, help="folder of a benchmark read from its download (see the README's data section)")
-    add(
-        "--label_space",
-        choices=sorted(LABEL_SPACES),
-        default="cityscapes",
-        help="the classes the model predicts; both domains' labels are mapped into them",
-    )
-    add(
-        "--source_label_space",
-        choices=sorted(LABEL_SPACES),
-        default=None,
-        help="the label space of a Hub/local source dataset's label files (default: the registry entry's; "
-        "cityscapes train ids for a Hub id or local path)",
-    )
-    add("--target_label_space", choices=sorted(LABEL_SPACES), default=None, help="the same for the target dataset")
-    add(
-        "--columns",
-        nargs=2,
-        default=None,
-        metavar=("IMAGE", "LABEL"),
-        help="the image and label columns of Hub/local datasets (default: the registry's, or image label)",
-    )
+    add("--data_dir", default=None, help="folder of a benchmark read from its download (the README's data section)")
+    add("--label_space", choices=spaces, default="cityscapes", help="the classes the model predicts")
+    add("--source_label_space", choices=spaces, default=None, help="label space of a Hub/local source's label files")
+    add("--target_label_space", choices=spaces, default=None, help="the same for a Hub/local target")
+    add("--columns", nargs=2, default=None, metavar=("IMAGE", "LABEL"), help="image and label columns of Hub data")
     add("--train_split", default="train", help="training split of both domains; a row range works, e.g. train[:40]")
     add("--eval_split", default="validation", help="evaluation split of both domains")
     add("--target_train_split", default=None, help="the target's training split (default: --train_split)")
-    add(
-        "--target_eval_split",
-        default=None,
-        help="the target's evaluation split (default: --eval_split), e.g. train[42:] for a target without one",
-    )
+    add("--target_eval_split", default=None, help="the target's evaluation split (default: --eval_split)")
     add("--num_source_train", type=int, default=300, help="max source training images")
     add("--num_target_unlabeled", type=int, default=200, help="target training images used without labels")
-    add(
-        "--target_train_samples",
-        type=int,
-        default=20,
-        help="labelled target images, the first of the split (fewer than --batch_size repeat to fill a batch; "
-        "0: unsupervised adaptation, self-training methods only)",
-    )
+    add("--target_train_samples", type=int, default=20, help="labelled target images (0: self-training methods only)")
     add("--num_eval", type=int, default=100, help="max evaluation images per domain")
-    add(
-        "--image_size",
-        type=int,
-        nargs=2,
-        default=[128, 256],
-        metavar=("H", "W"),
-        help="images are resized to this (generated scenes are rendered at it)",
-    )
-    add("--crop_size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"), help="training crop")
-    add(
-        "--on_bad_sample",
-        choices=["raise", "skip"],
-        default="raise",
-        help="unreadable or inconsistent dataset rows: stop, or skip with a warning",
-    )
+    add("--image_size", default=[128, 256], help="images are resized to this", **size)
+    add("--crop_size", default=[128, 256], help="training crop", **size)
+    add("--on_bad_sample", choices=["raise", "skip"], default="raise", help="bad dataset rows: stop, or skip them")
     # Models.
     add("--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS), help="ViT size when training from scratch")
-    add(
-        "--model_name_or_path",
-        default=None,
-        help="source stage: a pretrained ViT/DeiT or TMT checkpoint to start from (default: --preset, random init); "
-        "its image processor's mean/std normalise every stage",
-    )
+    add("--model_name_or_path", default=None, help="a pretrained ViT/DeiT or TMT checkpoint for the source stage")
     add("--source_model", default=None, help="transfer stage: default OUTPUT_DIR/source")
     add("--acte_model", default=None, help="transfer stage: default OUTPUT_DIR/acte")
     # Optimisation.
@@ -167,26 +128,9 @@ def build_parser():
     add("--acte_steps", type=int, default=300, help="optimizer steps of the ACTE stage")
     add("--transfer_steps", type=int, default=300, help="optimizer steps of each transfer method")
     add("--batch_size", type=int, default=8, help="per device (evaluation: twice this)")
-    add(
-        "--learning_rate",
-        type=float,
-        default=None,
-        help="source stage learning rate (AdamW; of the last encoder layer under --layer_decay); default 5e-4 from "
-        "scratch, 2e-4 from --model_name_or_path",
-    )
-    add(
-        "--head_learning_rate_scale",
-        type=float,
-        default=10.0,
-        help="from --model_name_or_path: the new decode head learns at this times --learning_rate",
-    )
-    add(
-        "--layer_decay",
-        type=float,
-        default=0.75,
-        help="from --model_name_or_path: layer-wise learning-rate decay (BEiT/MAE), encoder layer i of L at "
-        "--learning_rate * decay^(L - 1 - i), the embeddings at decay^L; 1: off",
-    )
+    add("--learning_rate", type=float, default=None, help="source stage: 5e-4 from scratch, 2e-4 from a checkpoint")
+    add("--head_learning_rate_scale", type=float, default=10.0, help="from a checkpoint: the decode head's rate × this")
+    add("--layer_decay", type=float, default=0.75, help="from a checkpoint: layer-wise learning-rate decay (1: off)")
     add("--warmup_ratio", type=float, default=0.05, help="share of each stage's steps in linear warm-up, then cosine")
     add("--transfer_learning_rate", type=float, default=2e-4, help="transfer stage learning rate")
     add("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
@@ -196,19 +140,10 @@ def build_parser():
     add("--overwrite_output_dir", action="store_true", help="replace the stage folders of an earlier run")
     add("--eval_steps", type=int, default=0, help="evaluate every N steps (0: only at the end)")
     add("--checkpointing_steps", type=int, default=0, help="save state every N steps (0: never)")
-    add(
-        "--resume_from_checkpoint",
-        default=None,
-        help="'latest' to resume every unfinished stage from its newest checkpoint, or a checkpoint path",
-    )
+    add("--resume_from_checkpoint", default=None, help="'latest' (every unfinished stage) or a checkpoint folder")
     add("--report_to", default="none", help="Accelerate trackers: tensorboard, wandb, ... or 'all'")
-    add(
-        "--push_to_hub",
-        action="store_true",
-        help="push the adapted model to --hub_model_id and ACTE beside it (org/tmt-x2y -> org/acte-x2y), with the "
-        "logged-in token (`hf auth login` or HF_TOKEN)",
-    )
-    add("--hub_model_id", default=None, help="org/tmt-<src>2<tgt>")
+    add("--push_to_hub", action="store_true", help="push the adapted model and its ACTE (org/tmt-x2y, org/acte-x2y)")
+    add("--hub_model_id", default=None, help="org/tmt-<src>2<tgt>; ACTE goes to org/acte-<src>2<tgt>")
     return parser
 
 
@@ -235,8 +170,11 @@ def import_methods(name_or_path):
     return module
 
 
-def validate_args(args):
-    """Refuses bad flag combinations before any work starts."""
+def validate_args(args, build_methods=None):
+    """
+    Refuses bad flag combinations before any work starts. Returns the transfer methods, `build_methods(args)` or
+    each --method from the registry.
+    """
     if args.method is not None and args.stage in ("source", "acte"):
         sys.exit(f"--method chooses the transfer-stage methods; --stage {args.stage} does not use it")
     args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
@@ -252,7 +190,8 @@ def validate_args(args):
         sys.exit("--num_eval must be >= 1")
     if args.target_train_samples < 0:
         sys.exit("--target_train_samples must be >= 0")
-    needs_labels = [m for m in args.method if get_method(m).needs_target_labels]
+    methods = build_methods(args) if build_methods else [get_method(name) for name in args.method]
+    needs_labels = [m.name for m in methods if m.needs_target_labels]
     if args.target_train_samples == 0 and needs_labels and args.stage in ("all", "transfer"):
         sys.exit(
             f"--target_train_samples 0 (no target labels) suits the self-training methods only, not "
@@ -273,7 +212,7 @@ def validate_args(args):
                 "--stage source first."
             )
         acte = args.acte_model or os.path.join(args.output_dir, "acte")
-        with_acte = [m for m in args.method if get_method(m).uses_focus_map]
+        with_acte = [m.name for m in methods if m.uses_focus_map and m.maps_from_acte]
         if with_acte and not os.path.isfile(f"{acte}/config.json"):
             sys.exit(
                 f"--method {' '.join(with_acte)} needs a trained ACTE: {acte!r} has none. Pass --acte_model or "
@@ -287,10 +226,11 @@ def validate_args(args):
         sys.exit(
             f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is neither 'latest' nor a checkpoint folder"
         )
-    planned = {"all": ["source", "acte", *args.method], "source": ["source"], "acte": ["acte"]}
+    names = [m.name for m in methods]
+    planned = {"all": ["source", "acte", *names], "source": ["source"], "acte": ["acte"]}.get(args.stage, names)
     existing = [
         folder
-        for folder in (os.path.join(args.output_dir, name) for name in planned.get(args.stage, args.method))
+        for folder in (os.path.join(args.output_dir, name) for name in planned)
         if os.path.isdir(folder) and os.listdir(folder)
     ]
     if existing and not (args.overwrite_output_dir or args.resume_from_checkpoint):
@@ -298,26 +238,7 @@ def validate_args(args):
             f"Output folders {existing} exist and are not empty: pass --overwrite_output_dir, or "
             "--resume_from_checkpoint latest to reuse finished stages and resume unfinished ones."
         )
-
-
-class EpochShuffleSampler(Sampler):
-    """
-    A permutation of the dataset that depends only on (seed, epoch), so a resumed run sees the same order. The epoch is
-    set with `use_epoch` (not `set_epoch`, which Accelerate's loaders call with their own iteration counters).
-    """
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self):
-        return self.size
+    return methods
 
 
 def load_split(name, split, num_samples, args):
@@ -342,6 +263,18 @@ def domain_split(name, split, num_samples, args, with_labels=True):
     return indexed(dataset.select_columns(["image", "label"] if with_labels else ["image"]))
 
 
+def source_and_target(args, target_labels=False):
+    """
+    The labelled source training images, then the target's unlabelled ones (with their labels if `target_labels`, for
+    a method that reads them), with `domain_labels` 0 / 1.
+    """
+    source = domain_split(args.source, args.train_split, args.num_source_train, args)
+    target = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args, target_labels)
+    if not target_labels:
+        target = target.add_column("label", [None] * len(target), feature=datasets.Image())
+    return two_domains(source, target)
+
+
 def labelled_target(args, choose_rows=None):
     """
     The labelled target images and their rows in --target_train_split: the first --target_train_samples of the split,
@@ -353,29 +286,6 @@ def labelled_target(args, choose_rows=None):
     pool = domain_split(args.target, args.target_train_split, None, args)
     rows = sorted(int(row) for row in choose_rows(len(pool)))
     return indexed(pool.select(rows)), rows
-
-
-def indexed(dataset):
-    """`dataset` with a `sample_index` column 0..n-1 (replacing any), which seeds each row's augmentation."""
-    if "sample_index" in dataset.column_names:
-        dataset = dataset.remove_columns("sample_index")
-    return dataset.add_column("sample_index", list(range(len(dataset))))
-
-
-def two_domains(source_part, target_part):
-    """Source then target images with `domain_labels` 0 / 1 and one `sample_index` over both (for augmentation)."""
-    parts = [part.add_column("domain_labels", [d] * len(part)) for d, part in enumerate((source_part, target_part))]
-    return indexed(datasets.concatenate_datasets(parts))
-
-
-def repeated_to_fill(dataset, batch_size):
-    """
-    A training set smaller than one batch (5 labelled target images at batch 8), repeated until it fills one; each
-    copy gets its own `sample_index`, so its own crop, flip and appearance draw.
-    """
-    if not 0 < len(dataset) < batch_size:
-        return dataset
-    return indexed(datasets.concatenate_datasets([dataset] * -(-batch_size // len(dataset))))
 
 
 def train_loader(dataset, args, seed, appearance_jitter=False):
@@ -412,89 +322,9 @@ def eval_loader(dataset, args):
     return DataLoader(dataset, batch_size=2 * args.batch_size, collate_fn=collate)
 
 
-def auxiliary_draw(auxiliary, transform, counts, accelerator):
-    """
-    A function that draws `counts` = (source, target) images from `auxiliary` (labelled source, then unlabelled target
-    images), collated, sources first. It draws with the global RNG, which Accelerate checkpoints, so a resumed run draws
-    the same; every process draws for all and keeps its own share.
-    """
-    domains = torch.tensor(auxiliary["domain_labels"])
-    pools = [torch.nonzero(domains == d)[:, 0] for d in (0, 1)]
-    shares = [slice(accelerator.process_index * c, (accelerator.process_index + 1) * c) for c in counts]
-
-    def draw():
-        picks = [
-            pool[torch.randint(len(pool), (count * accelerator.num_processes,))][share]
-            for pool, count, share in zip(pools, counts, shares)
-        ]
-        transform.set_epoch(int(torch.randint(1 << 30, ())))
-        return collate([auxiliary[int(i)] for i in torch.cat(picks)])
-
-    return draw
-
-
-@torch.no_grad()
-def evaluate(model, loader, accelerator, num_labels, classes=None):
-    """
-    mIoU of a segmenter over `classes` (default: every class present), fed the batches' `focus` maps where the loader
-    has them; predictions and labels are gathered across processes once per pixel.
-    """
-    model.eval()
-    metric = MeanIoU(num_labels, classes=classes)
-    for batch in loader:
-        logits = model(pixel_values=batch["pixel_values"], transferability_map=batch.get("focus")).logits
-        predictions, references = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
-        metric.update(predictions, references)
-    model.train()
-    result = metric.compute()
-    return {
-        "mean_iou": result["mean_iou"],
-        "mean_accuracy": result["mean_accuracy"],
-        "overall_accuracy": result["overall_accuracy"],
-        "classes": classes,
-        "per_category_iou": [None if math.isnan(v) else float(v) for v in result["per_category_iou"]],
-    }
-
-
-@torch.no_grad()
-def evaluate_acte(model, loader, accelerator, shift_loader=None):
-    """
-    Held-out discriminator accuracy of ACTE (region-level, both domains) and, given `shift_loader` (held-out target
-    images whose labels are the generator's shift masks, 255 = shifted), the AUROC of the focus map against them
-    (left out for a target without local shifts, such as synthetic/clear).
-    """
-    model.eval()
-    correct = total = 0
-    for batch in loader:
-        logits = model(pixel_values=batch["pixel_values"]).domain_logits
-        hits = ((logits > 0).long() == batch["domain_labels"][:, None, None]).float().mean(dim=(1, 2))
-        hits = accelerator.gather_for_metrics(hits)
-        correct, total = correct + hits.sum().item(), total + hits.numel()
-    result = {"discriminator_accuracy": correct / max(total, 1)}
-    if shift_loader is not None:
-        maps, masks = [], []
-        for batch in shift_loader:
-            focus = model(pixel_values=batch["pixel_values"]).focus_map
-            focus = torch.nn.functional.interpolate(focus[:, None], size=batch["labels"].shape[-2:], mode="bilinear")
-            focus, shifted = accelerator.gather_for_metrics((focus[:, 0], batch["labels"] == 255))
-            maps += list(focus.cpu().numpy())
-            masks += list(shifted.cpu().numpy())
-        auroc = shift_auroc(maps, masks)
-        if auroc["pooled"] is not None:
-            result |= {"focus_shift_auroc": auroc["pooled"], "focus_shift_auroc_per_image": auroc["per_image"]}
-    model.train()
-    return result
-
-
-def latest_checkpoint(stage_checkpoints: str) -> str | None:
-    if not os.path.isdir(stage_checkpoints):
-        return None
-    steps = [int(d[5:]) for d in os.listdir(stage_checkpoints) if d.startswith("step_") and d[5:].isdigit()]
-    return os.path.join(stage_checkpoints, f"step_{max(steps)}") if steps else None
-
-
-def run_training(stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator,
-                 evaluate_fn=None):
+def run_training(
+    stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator, evaluate_fn=None
+):
     """The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume."""
     scheduler = warmup_cosine_schedule(optimizer, steps, args.warmup_ratio)
     accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
@@ -551,18 +381,6 @@ def run_training(stage, model, loader, sampler, transform, compute_loss, optimiz
                 break
     progress.close()
     return accelerator.unwrap_model(model), history
-
-
-def save_checkpoint(accelerator, checkpoints, step):
-    """Writes the state to a temporary folder and renames it, so a kill never leaves a half-written checkpoint."""
-    final = os.path.join(checkpoints, f"step_{step}")
-    partial = final + ".tmp"
-    accelerator.save_state(partial)
-    if accelerator.is_main_process:
-        with open(os.path.join(partial, "trainer_state.json"), "w") as f:
-            json.dump({"step": step}, f)
-        os.replace(partial, final)
-    accelerator.wait_for_everyone()
 
 
 def image_normalization(args, source_dir):
@@ -682,10 +500,10 @@ def run(args, methods=None, choose_labelled_rows=None):
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
 
     def evaluate_target(model, loader=target_eval_loader):
-        return evaluate(model, loader, accelerator, num_labels, target_classes)
+        return evaluate_segmenter(model, loader, accelerator, num_labels, target_classes)
 
     def evaluate_source(model):
-        return evaluate(model, source_eval_loader, accelerator, num_labels, source_classes)
+        return evaluate_segmenter(model, source_eval_loader, accelerator, num_labels, source_classes)
 
     # ---- Stage 1: source model -----------------------------------------------------------------------------------
     def train_source():
@@ -704,8 +522,19 @@ def run(args, methods=None, choose_labelled_rows=None):
             model = TMTForSemanticSegmentation(config)
             groups = [{"params": list(model.parameters())}]
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=WEIGHT_DECAY)
-        model, history = run_training("source", model, loader, sampler, transform, segmentation_loss, optimizer,
-                                      args.source_steps, args, accelerator, evaluate_source)  # fmt: skip
+        model, history = run_training(
+            "source",
+            model,
+            loader,
+            sampler,
+            transform,
+            segmentation_loss,
+            optimizer,
+            args.source_steps,
+            args,
+            accelerator,
+            evaluate_source,
+        )
         source_metrics, target_metrics = evaluate_source(model), evaluate_target(model)
         accelerator.print(
             f"[source] source mIoU {source_metrics['mean_iou']:.4f}, "
@@ -719,13 +548,8 @@ def run(args, methods=None, choose_labelled_rows=None):
     # ---- Stage 2: ACTE on source + target images ---------------------------------------------------------------------
     def train_acte():
         with accelerator.main_process_first():
-            source_part = domain_split(args.source, args.train_split, args.num_source_train, args)
-            target_part = domain_split(
-                args.target, args.target_train_split, args.num_target_unlabeled, args, with_labels=False
-            )
-        target_part = target_part.add_column("label", [None] * len(target_part), feature=datasets.Image())
+            both = source_and_target(args)
         # Random global appearance on both domains, so that the discriminator has to find local shifts.
-        both = two_domains(source_part, target_part)
         loader, sampler, transform = train_loader(both, args, args.seed + 1, appearance_jitter=True)
         acte = ACTEModel(ACTEConfig(cell_size=ACTE_CELL_SIZE, num_semantic_classes=num_labels))
         optimizer = torch.optim.AdamW(acte.parameters(), lr=ACTE_LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -747,7 +571,10 @@ def run(args, methods=None, choose_labelled_rows=None):
         if args.target.startswith("synthetic/"):  # the generator's shift masks as labels: 255 where it restyled
             with accelerator.main_process_first():
                 shifted = load_domain(
-                    args.target, args.target_eval_split, num_samples=args.num_eval, synthetic_size=tuple(args.image_size)
+                    args.target,
+                    args.target_eval_split,
+                    num_samples=args.num_eval,
+                    synthetic_size=tuple(args.image_size),
                 )
             shifted = shifted.select_columns(["image", "shift_mask"]).rename_column("shift_mask", "label")
             shift_loader = accelerator.prepare(eval_loader(shifted, args))
@@ -755,8 +582,19 @@ def run(args, methods=None, choose_labelled_rows=None):
         def evaluate_fn(model):
             return evaluate_acte(model, held_out_loader, accelerator, shift_loader)
 
-        acte, history = run_training("acte", acte, loader, sampler, transform, acte_loss, optimizer, args.acte_steps,
-                                     args, accelerator, evaluate_fn)  # fmt: skip
+        acte, history = run_training(
+            "acte",
+            acte,
+            loader,
+            sampler,
+            transform,
+            acte_loss,
+            optimizer,
+            args.acte_steps,
+            args,
+            accelerator,
+            evaluate_fn,
+        )
         metrics = evaluate_fn(acte)
         shift = ""
         if "focus_shift_auroc" in metrics:
@@ -765,7 +603,8 @@ def run(args, methods=None, choose_labelled_rows=None):
                 f"{metrics['focus_shift_auroc_per_image']:.3f} (per image)"
             )
         accelerator.print(f"[acte] held-out discriminator accuracy {metrics['discriminator_accuracy']:.4f}{shift}")
-        training = {"source images": len(source_part), "target images (unlabelled)": len(target_part)}
+        sources = sum(d == 0 for d in both["domain_labels"])
+        training = {"source images": sources, "target images (unlabelled)": len(both) - sources}
         return acte, {**metrics, "history": history, "training": training}
 
     if args.stage in ("all", "acte"):
@@ -805,10 +644,7 @@ def run(args, methods=None, choose_labelled_rows=None):
                 train_data, auxiliary, evaluation = target_train, None, None
                 if method.auxiliary_images:  # labelled source and unlabelled target images
                     with accelerator.main_process_first():
-                        auxiliary = two_domains(
-                            domain_split(args.source, args.train_split, args.num_source_train, args),
-                            domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args),
-                        )
+                        auxiliary = source_and_target(args, target_labels=method.reads_target_pool_labels)
                 if method.uses_focus_map:
                     context.acte = ACTEModel.from_pretrained(acte_dir) if os.path.isdir(acte_dir) else None
                     train_data, auxiliary, evaluation = method.add_focus_maps(
@@ -839,12 +675,25 @@ def run(args, methods=None, choose_labelled_rows=None):
                     trained = accelerator.unwrap_model(trained)
                     return evaluate_target(getattr(trained, "segmenter", trained), loader)
 
-                wrapped, history = run_training(method.name, wrapped, loader, sampler, transform, compute_loss,
-                                                optimizer, args.transfer_steps, args, accelerator, evaluate_method)  # fmt: skip
+                wrapped, history = run_training(
+                    method.name,
+                    wrapped,
+                    loader,
+                    sampler,
+                    transform,
+                    compute_loss,
+                    optimizer,
+                    args.transfer_steps,
+                    args,
+                    accelerator,
+                    evaluate_method,
+                )
                 model = getattr(wrapped, "segmenter", wrapped)
                 metrics = evaluate_method(model)
                 accelerator.print(f"[{method.name}] target mIoU {metrics['mean_iou']:.4f}")
-                lambdas = [p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")]
+                lambdas = [
+                    p.detach().abs().mean().item() for n, p in model.named_parameters() if n.endswith("tma_lambda")
+                ]
                 return model, {
                     "target_val": metrics,
                     "history": history,
@@ -861,7 +710,9 @@ def run(args, methods=None, choose_labelled_rows=None):
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
         print_table(args, results, methods)
-        base_model = args.model_name_or_path if args.model_name_or_path and not os.path.exists(args.model_name_or_path) else None
+        base_model = (
+            args.model_name_or_path if args.model_name_or_path and not os.path.exists(args.model_name_or_path) else None
+        )
         write_model_cards(
             args.output_dir,
             results,
@@ -875,9 +726,14 @@ def run(args, methods=None, choose_labelled_rows=None):
             base_model=base_model,
             source_split=args.eval_split,
             target_split=args.target_eval_split,
-            training={"source_steps": args.source_steps, "acte_steps": args.acte_steps,
-                      "transfer_steps": args.transfer_steps, "batch_size": args.batch_size,
-                      "learning_rate": args.transfer_learning_rate, "source_model": source_dir},  # fmt: skip
+            training={
+                "source_steps": args.source_steps,
+                "acte_steps": args.acte_steps,
+                "transfer_steps": args.transfer_steps,
+                "batch_size": args.batch_size,
+                "learning_rate": args.transfer_learning_rate,
+                "source_model": source_dir,
+            },
             widget_image=widget_image,
         )
         if args.push_to_hub:
@@ -906,17 +762,11 @@ def pretrained_segmenter(args, label_space):
     )
     backbone_missing = sorted(k for k in info["missing_keys"] if k.startswith("vit.") and ".tma_" not in k)
     if backbone_missing:
-        raise ValueError(f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}")
+        raise ValueError(
+            f"{args.model_name_or_path}: backbone weights missing from the checkpoint: {backbone_missing[:5]}"
+        )
     model.vit.resize_position_embeddings(args.crop_size)  # a 224x224 grid becomes the crop's, once
     return model
-
-
-def present_classes(dataset):
-    """The train ids that occur in a dataset's labels (255 left out)."""
-    counts = np.zeros(256, dtype=np.int64)
-    for label in dataset.select_columns(["label"]):
-        counts += np.bincount(np.asarray(label["label"]).ravel(), minlength=256)
-    return [int(c) for c in np.flatnonzero(counts[:IGNORE_INDEX])]
 
 
 def print_table(args, results, methods):

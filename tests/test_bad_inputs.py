@@ -169,13 +169,15 @@ def test_single_process_cpu_run_uses_every_core(monkeypatch):
     try:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what `accelerate launch` sets for its child
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-        train.use_cpu_cores(SimpleNamespace(cpu_threads=None), accelerator)
+        train.use_cpu_cores(accelerator)
         assert torch.get_num_threads() == 2
-        train.use_cpu_cores(SimpleNamespace(cpu_threads=1), accelerator)  # an explicit choice wins
-        assert torch.get_num_threads() == 1
-        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")  # a plain `python train.py` keeps the user's OMP setting
         torch.set_num_threads(1)
-        train.use_cpu_cores(SimpleNamespace(cpu_threads=None), accelerator)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # `accelerate launch --num_cpu_threads_per_process 3` wins
+        train.use_cpu_cores(accelerator)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")  # a plain `python train.py` keeps the user's OMP setting
+        train.use_cpu_cores(accelerator)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -25,7 +25,7 @@ def run(script, *args):
 def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
     args = ["--pairs", "synthetic/clear:synthetic/fog", "--seeds", "2", "--workers", "2", "--output_dir", str(tmp_path),
             "--methods", "tmt_paper", "tmt", "oracle", "--", *TINY_TRAIN]  # fmt: skip
-    out = run("benchmark.py", *args)
+    out = run("research/benchmark.py", *args)
     runs = json.loads((tmp_path / "benchmark.json").read_text())
     assert sorted(r["seed"] for r in runs) == [0, 1] and {r["source_domain"] for r in runs} == {"synthetic/clear"}
     for run_ in runs:
@@ -41,12 +41,12 @@ def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
         assert min(differences) - 1e-9 <= gain["ci95"][0] <= gain["ci95"][1] <= max(differences) + 1e-9
     assert summary["finetune_seed_std"] is not None
     assert (tmp_path / "gains.png").stat().st_size > 1000
-    assert ": source " not in run("benchmark.py", *args)  # finished runs are kept, not trained again
+    assert ": source " not in run("research/benchmark.py", *args)  # finished runs are kept, not trained again
     assert json.loads((tmp_path / "benchmark.json").read_text()) == runs
 
 
 def test_speed_benchmark_reports_ratios(tmp_path):
-    run("benchmark_speed.py", "--preset", "tiny", "--size", "64", "--batch_sizes", "1", "--repeats", "1",
+    run("research/benchmark_speed.py", "--preset", "tiny", "--size", "64", "--batch_sizes", "1", "--repeats", "1",
         "--skip_memory", "--clustering_sizes", "8", "16", "--output", str(tmp_path / "speed.json"))  # fmt: skip
     report = json.loads((tmp_path / "speed.json").read_text())
     forward = report["results"]["batch_1"]["forward"]
@@ -55,7 +55,7 @@ def test_speed_benchmark_reports_ratios(tmp_path):
 
 
 def test_acte_benchmark_reports_three_figures(tmp_path):
-    run("benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
+    run("research/benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
         "--targets", "synthetic/night", "synthetic/autumn", "--output", str(tmp_path / "acte.json"))  # fmt: skip
     reports = json.loads((tmp_path / "acte.json").read_text())
     assert [r["target"] for r in reports] == ["synthetic/night", "synthetic/autumn"]
@@ -71,11 +71,11 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
             e["auroc_vs_all_unshifted"] is None or 0 <= e["auroc_vs_all_unshifted"] <= 1 for e in by_class.values()
         )
     # A second seed: the by-variant report averages the two runs of each pair.
-    run("benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
+    run("research/benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
         "--targets", "synthetic/night", "--seed", "1", "--output", str(tmp_path / "acte_seed1.json"))  # fmt: skip
     second = json.loads((tmp_path / "acte_seed1.json").read_text())[0]
     assert (second["seed"], second["steps"]) == (1, 2)
-    table = run("benchmark_acte.py", "--report", str(tmp_path / "acte.json"), str(tmp_path / "acte_seed1.json"),
+    table = run("research/benchmark_acte.py", "--report", str(tmp_path / "acte.json"), str(tmp_path / "acte_seed1.json"),
                 "--by_variant")  # fmt: skip
     night = [reports[0]["shift_auroc"]["default"]["focus pooled"], second["shift_auroc"]["default"]["focus pooled"]]
     assert f"| clear → night | image, 2 steps | 2 | {sum(night) / 2:.3f} ({min(night):.3f}) |" in table
@@ -90,24 +90,24 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
 def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
     tiny = ["--steps", "6", "--num_train", "4", "--num_monitor", "4", "--num_eval", "4", "--image_size", "64", "128",
             "--targets", "synthetic/night", "--monitor_every", "2"]  # fmt: skip
-    run("benchmark_acte.py", *tiny, "--output", str(tmp_path / "full.json"))
+    run("research/benchmark_acte.py", *tiny, "--output", str(tmp_path / "full.json"))
     full = json.loads((tmp_path / "full.json").read_text())[0]
     assert full["steps"] == 6 and [entry["step"] for entry in full["trajectory"]] == [2, 4, 6]
     assert full["trajectory"][-1]["focus_auroc"]["pooled"] == full["shift_auroc"]["default"]["focus pooled"]
     # Every accuracy reaches 0: the run stops at the first monitored step from --min_steps on, as the same
     # training's prefix (so a rule applied to a recorded trajectory gives the ACTE that stopping would have given).
-    run("benchmark_acte.py", *tiny, "--stop_accuracy", "0", "--min_steps", "3", "--output", str(tmp_path / "stop.json"))
+    run("research/benchmark_acte.py", *tiny, "--stop_accuracy", "0", "--min_steps", "3", "--output", str(tmp_path / "stop.json"))
     stopped = json.loads((tmp_path / "stop.json").read_text())[0]
     assert stopped["steps"] == 4 and stopped["trajectory"] == full["trajectory"][:2]
     assert stopped["shift_auroc"]["default"]["focus pooled"] == full["trajectory"][1]["focus_auroc"]["pooled"]
     # The moving average of the weights is what is returned and monitored; the iterate it averages trains as before.
-    run("benchmark_acte.py", *tiny, "--ema_decay", "0.5", "--output", str(tmp_path / "ema.json"))
+    run("research/benchmark_acte.py", *tiny, "--ema_decay", "0.5", "--output", str(tmp_path / "ema.json"))
     ema = json.loads((tmp_path / "ema.json").read_text())[0]
     assert [entry["iterate"] for entry in ema["trajectory"]] == [
         {key: entry[key] for key in ("monitor_discriminator_accuracy", "focus_auroc")} for entry in full["trajectory"]
     ]
     assert ema["trajectory"][-1]["focus_auroc"]["pooled"] == ema["shift_auroc"]["default"]["focus pooled"]
-    table = run("benchmark_acte.py", "--report", str(tmp_path / "full.json"), str(tmp_path / "ema.json"),
+    table = run("research/benchmark_acte.py", "--report", str(tmp_path / "full.json"), str(tmp_path / "ema.json"),
                 "--stopping_rules")  # fmt: skip
     # Every rule's --min_steps (>= 100) is past the 6 recorded steps: each stops at the last; the iterate rows
     # average the plain run and the EMA run's iterate, which are the same.
@@ -117,17 +117,17 @@ def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
         f"| EMA 0.5 | accuracy ≥ 0.95 from step 300 | {averaged['pooled']:.3f} / {averaged['per_image']:.3f} (6) |"
         in table
     )
-    refused = subprocess.run([sys.executable, str(REPO / "examples" / "benchmark_acte.py"), "--stop_accuracy", "0.8"],
+    refused = subprocess.run([sys.executable, str(REPO / "examples" / "research" / "benchmark_acte.py"), "--stop_accuracy", "0.8"],
                              capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)  # fmt: skip
     assert refused.returncode != 0 and "--stop_accuracy needs --monitor_every" in refused.stderr
 
 
 def test_shift_by_class_splits_the_focus_map_by_class():
-    sys.path.insert(0, str(REPO / "examples"))
+    sys.path.insert(0, str(REPO / "examples" / "research"))
     try:
         from benchmark_acte import shift_by_class
     finally:
-        sys.path.remove(str(REPO / "examples"))
+        sys.path.remove(str(REPO / "examples" / "research"))
     # Class 0 (road): two unshifted pixels at focus 0.2 and 0.4. Class 13 (car): shifted at 0.9 and 0.8, found.
     # Class 10 (sky): a shifted halo pixel at 0.1 that the map misses, and one unshifted pixel at 0.3.
     labels = [np.array([0, 0, 13, 13]), np.array([10, 10])]
@@ -149,7 +149,7 @@ def test_acte_report_by_class_averages_runs(tmp_path):
 
     for seed, auroc in ((0, 0.6), (1, 0.9)):
         (tmp_path / f"fog_seed{seed}.json").write_text(json.dumps(result(auroc)))
-    table = run("benchmark_acte.py", "--report", str(tmp_path / "fog_seed0.json"), str(tmp_path / "fog_seed1.json"),
+    table = run("research/benchmark_acte.py", "--report", str(tmp_path / "fog_seed0.json"), str(tmp_path / "fog_seed1.json"),
                 "--by_class")  # fmt: skip
     assert "| fog | car | 2 | 0.25 | 0.750 | 0.500 | 0.750 |" in table
 
@@ -163,7 +163,7 @@ def test_error_auroc_scores_every_map_against_the_source_models_errors(tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     vit_config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     ViTModel(vit_config).save_pretrained(tmp_path / "vit")
-    run("acte_error_auroc.py", "--source_model", str(tmp_path / "run" / "source"), "--acte_model",
+    run("research/acte_error_auroc.py", "--source_model", str(tmp_path / "run" / "source"), "--acte_model",
         str(tmp_path / "run" / "acte"), "--features_model", str(tmp_path / "vit"), "--source", "synthetic/clear",
         "--target", "synthetic/night", "--num_source_train", "8", "--num_target_unlabeled", "8", "--num_eval", "4",
         "--image_size", "64", "128", "--steps", "2", "--batch_size", "4", "--output", str(tmp_path / "auroc.json"))  # fmt: skip
@@ -181,11 +181,11 @@ def test_the_candidate_acte_reads_a_frozen_vits_patch_features(tmp_path):
     import torch
     from transformers import ViTConfig, ViTModel
 
-    sys.path.insert(0, str(REPO / "examples"))
+    sys.path.insert(0, str(REPO / "examples" / "research"))
     try:
         from acte_error_auroc import vit_feature_acte
     finally:
-        sys.path.remove(str(REPO / "examples"))
+        sys.path.remove(str(REPO / "examples" / "research"))
     ViTModel(
         ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     ).save_pretrained(tmp_path / "vit")

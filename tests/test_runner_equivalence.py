@@ -14,9 +14,30 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "tests" / "fixtures" / "runner_metrics.json").read_text())
-TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "16", "--num_target_unlabeled",
-        "8", "--num_eval", "8", "--target_train_samples", "8", "--source_steps", "4", "--acte_steps", "3",
-        "--transfer_steps", "3", "--batch_size", "4"]  # fmt: skip
+TINY = [
+    "--image_size",
+    "64",
+    "128",
+    "--crop_size",
+    "64",
+    "128",
+    "--num_source_train",
+    "16",
+    "--num_target_unlabeled",
+    "8",
+    "--num_eval",
+    "8",
+    "--target_train_samples",
+    "8",
+    "--source_steps",
+    "4",
+    "--acte_steps",
+    "3",
+    "--transfer_steps",
+    "3",
+    "--batch_size",
+    "4",
+]
 ARMS = {
     "methods": ["--method", "finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt"],
     "shuffled": ["--method", "finetune_tma", "tmt_paper", "tmt", "--focus_map", "shuffled"],
@@ -54,18 +75,32 @@ def base(research_entry, tmp_path_factory):
 
 def test_every_arm_reproduces_the_single_file_runner(research_entry, base, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    flags = ["--stage", "transfer", "--source_model", str(base / "base" / "source"), "--acte_model",
-             str(base / "base" / "acte")]  # fmt: skip
+    flags = [
+        "--stage",
+        "transfer",
+        "--source_model",
+        str(base / "base" / "source"),
+        "--acte_model",
+        str(base / "base" / "acte"),
+    ]
     mismatches = []
     for arm, argv in ARMS.items():
         results = research_entry.main([*TINY, *flags, "--output_dir", str(base / arm), *argv])
-        assert set(EXPECTED[arm]) == {k for k in results if k not in ("args", "generator_version", "wall_time_s", "source")}
+        assert set(EXPECTED[arm]) == {
+            k for k in results if k not in ("args", "generator_version", "wall_time_s", "source")
+        }
         for name, expected in EXPECTED[arm].items():
             got = results[name]
-            pairs = [(expected["mean_iou"], got["target_val"]["mean_iou"]),
-                     (expected["overall_accuracy"], got["target_val"]["overall_accuracy"])]  # fmt: skip
+            pairs = [
+                (expected["mean_iou"], got["target_val"]["mean_iou"]),
+                (expected["overall_accuracy"], got["target_val"]["overall_accuracy"]),
+            ]
             pairs += list(zip(expected["mean_abs_lambda"], got["mean_abs_lambda"]))
-            pairs += [(a, b) for a, b in zip(expected["per_category_iou"], got["target_val"]["per_category_iou"]) if a is not None]
+            pairs += [
+                (a, b)
+                for a, b in zip(expected["per_category_iou"], got["target_val"]["per_category_iou"])
+                if a is not None
+            ]
             if any(b is None or abs(a - b) > 1e-6 for a, b in pairs):
                 mismatches.append((arm, name, expected["overall_accuracy"], got["target_val"]["overall_accuracy"]))
     assert not mismatches, mismatches

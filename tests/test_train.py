@@ -23,21 +23,22 @@ from transformers import ViTConfig, ViTModel
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "examples" / "train.py")
+RESEARCH = str(REPO / "examples" / "research" / "train_variants.py")  # train.py with the protocol arms' flags
 TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "16", "--num_target_unlabeled",
         "8", "--num_eval", "8", "--target_train_samples", "8", "--source_steps", "4", "--acte_steps", "3",
         "--transfer_steps", "3", "--batch_size", "4"]  # fmt: skip
 
 
-def launch_command(args, num_processes=1):
+def launch_command(args, num_processes=1, script=TRAIN):
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN, *args]  # fmt: skip
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]  # fmt: skip
 
 
 LAUNCH_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
-def launch(args, num_processes=1, timeout=600, check=True):
-    command = launch_command(args, num_processes)
+def launch(args, num_processes=1, timeout=600, check=True, script=TRAIN):
+    command = launch_command(args, num_processes, script)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=LAUNCH_ENV, cwd=REPO)
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -89,15 +90,16 @@ def test_all_stages_produce_reloadable_models(trained, tmp_path):
 
 
 def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import domain_split, parse_args
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "research"))
+    from train_variants import parse_args
+    from variants import oracle_split
 
     from tmt_hf.data import DOMAINS, GENERATOR_VERSION, generate_scene, scene_seed
 
     args = parse_args(["--source", "synthetic/clear", "--target", "synthetic/night", "--output_dir", str(tmp_path),
                        "--image_size", "64", "128", "--crop_size", "64", "128"])  # fmt: skip
-    target = domain_split("synthetic/night", "train", 3, args, oracle_maps=True)
-    source = domain_split("synthetic/clear", "train", 3, args, oracle_maps=True)
+    target = oracle_split("synthetic/night", "train", 3, args)
+    source = oracle_split("synthetic/clear", "train", 3, args)
     for index in range(3):
         scene = generate_scene(scene_seed("night", "train", index), "night", 64, 128)
         np.testing.assert_array_equal(np.asarray(target[index]["focus"]) > 0, scene["shift_mask"])
@@ -107,7 +109,7 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
 
     output, _ = trained
     stdout = launch(["--stage", "transfer", "--method", "tmt_paper", "--focus_map", "oracle", "--source_model",
-                     str(output / "source"), "--output_dir", str(tmp_path / "oracle"), *TINY]).stdout  # fmt: skip
+                     str(output / "source"), "--output_dir", str(tmp_path / "oracle"), *TINY], script=RESEARCH).stdout  # fmt: skip
     results = json.loads((tmp_path / "oracle" / "results.json").read_text())
     assert 0.0 <= results["tmt_paper-oracle"]["target_val"]["mean_iou"] <= 1.0 and "| tmt_paper-oracle |" in stdout
     assert results["generator_version"] == GENERATOR_VERSION  # the summaries split gaps by that version's classes
@@ -249,10 +251,9 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import alignment_loss
-
     from tmt_hf.data import IGNORE_INDEX, collate
+    from tmt_hf.methods import TransferContext, get_method
+    from tmt_hf.training import auxiliary_draw
 
     # Every image's label map is filled with its domain + 1 (source 1, target 2), the labelled target batch with 3;
     # each auxiliary image's focus map is filled with its index.
@@ -264,12 +265,13 @@ def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monk
             return [e["domain_labels"] for e in self] if key == "domain_labels" else super().__getitem__(key)
 
     accelerator = argparse.Namespace(process_index=0, num_processes=1)
-    compute_loss = alignment_loss(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None),
-                                  argparse.Namespace(batch_size=4), accelerator)  # fmt: skip
+    method = get_method("align_patch")
+    counts = method.auxiliary_counts(TransferContext(steps=1, batch_size=4, image_size=(8, 8)))
+    draw = auxiliary_draw(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), counts, accelerator)
     batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3),
                       "focus": torch.full((8, 8), -1.0)}] * 4)  # fmt: skip
     torch.manual_seed(0)
-    labels, domains, maps = compute_loss(lambda *inputs: inputs[1:], batch)
+    labels, domains, maps = method.loss(lambda *inputs: inputs[1:], batch, draw())
     assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
     assert (labels[:4] == 3).all() and (labels[4:6] == 1).all() and (labels[6:] == IGNORE_INDEX).all()
     assert (
@@ -278,17 +280,15 @@ def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monk
 
 
 def test_cached_focus_maps_are_actes_maps(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import acte_focus, with_focus_maps
-
     from tmt_hf import ACTEConfig, ACTEModel
     from tmt_hf.data import SegmentationTransform, collate, load_domain
+    from tmt_hf.methods import TransferContext, acte_focus, with_focus_maps
 
     torch.manual_seed(0)
     acte = ACTEModel(ACTEConfig(focus_alpha=1.0)).eval()  # m = 1 - t: structured even untrained
     dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
-    args = argparse.Namespace(image_size=[64, 128], batch_size=1, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte_focus(acte), args)
+    context = TransferContext(steps=1, batch_size=1, image_size=(64, 128))
+    cached = with_focus_maps(dataset.select_columns(["image", "label"]), acte_focus(acte), context)
     cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     batch = collate([cached[i] for i in range(3)])
     with torch.no_grad():
@@ -296,7 +296,7 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
     assert expected.std() > 0.01  # a map with structure, not a constant
     torch.testing.assert_close(batch["focus"], expected[:, 0], atol=0.5 / 255 + 1e-6, rtol=0)
     # The shuffled-map control: each image gets the next image's map, the last the first's.
-    shuffled = with_focus_maps(dataset.select_columns(["image", "label"]), acte_focus(acte), args, shuffled=True)
+    shuffled = with_focus_maps(dataset.select_columns(["image", "label"]), acte_focus(acte), context, shuffled=True)
     shuffled.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     torch.testing.assert_close(collate([shuffled[i] for i in range(3)])["focus"], batch["focus"].roll(-1, dims=0))
 
@@ -307,7 +307,7 @@ def test_alignment_methods_resume_exactly(trained, tmp_path):
     args = ["--stage", "transfer", "--method", "align_patch", "tmt_paper", "--focus_map", "shuffled", "--source_model",
             str(output / "source"), "--acte_model", str(output / "acte"), "--output_dir", str(run), *TINY,
             "--transfer_steps", "6", "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest"]  # fmt: skip
-    stdout = launch(args).stdout
+    stdout = launch(args, script=RESEARCH).stdout
     assert "| align_patch        |" in stdout and "| tmt_paper-shuffled |" in stdout
     results = json.loads((run / "results.json").read_text())
     assert min(results["tmt_paper-shuffled"]["mean_abs_lambda"]) > 0
@@ -318,13 +318,13 @@ def test_alignment_methods_resume_exactly(trained, tmp_path):
     assert_resumed_after_step_4_equals(run, args, straight)
 
 
-def assert_resumed_after_step_4_equals(run, args, straight):
+def assert_resumed_after_step_4_equals(run, args, straight, script=RESEARCH):
     """Kills each method of a finished 6-step run after step 4 (its output folder and step_6 gone, step_4 left),
     reruns `args` and checks that every method ends with the uninterrupted run's weights `straight`."""
     for method in straight:
         shutil.rmtree(run / method)
         shutil.rmtree(run / "checkpoints" / method / "step_6")
-    launch(args)
+    launch(args, script=script)
     for method, weights in straight.items():
         resumed = load_file(run / method / "model.safetensors")
         for key in weights:
@@ -338,7 +338,7 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
             "--acte_model", str(output / "acte"), "--output_dir", str(run), *TINY, "--transfer_steps", "6",
             "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest",
             "--pseudo_label_class_quantile", "0.5"]  # fmt: skip
-    stdout = launch(args).stdout
+    stdout = launch(args, script=RESEARCH).stdout
     assert "| selftrain   |" in stdout and "| tmt         |" in stdout
     results = json.loads((run / "results.json").read_text())
     assert min(results["tmt"]["mean_abs_lambda"]) > 0 and max(results["selftrain"]["mean_abs_lambda"]) == 0
@@ -354,16 +354,20 @@ def test_self_training_methods_train_save_the_student_and_resume_exactly(trained
 
 def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path, monkeypatch):
     output, _ = trained
-    monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import source_errors, with_focus_maps
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "research"))
+    from variants import register_variants
 
     from tmt_hf import TMTForSemanticSegmentation
     from tmt_hf.data import SegmentationTransform, collate, load_domain
+    from tmt_hf.methods import TransferContext, get_method
 
+    register_variants()
     model = TMTForSemanticSegmentation.from_pretrained(output / "source")
     dataset = load_domain("synthetic/night", "train", num_samples=3, synthetic_size=(64, 128))
-    args = argparse.Namespace(image_size=[64, 128], batch_size=1, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    cached = with_focus_maps(dataset.select_columns(["image", "label"]), source_errors(model), args, from_labels=True)
+    context = TransferContext(steps=1, batch_size=1, image_size=(64, 128), source_model=str(output / "source"))
+    images = dataset.select_columns(["image", "label"])
+    cached, _, evaluation = get_method("tmt-error_oracle").add_focus_maps(images, images, images, context)
+    assert evaluation is None  # no map for evaluation images: the model is scored without one
     cached.set_transform(SegmentationTransform(train=False, size=(64, 128)))
     batch = collate([cached[i] for i in range(3)])
     with torch.no_grad():
@@ -375,7 +379,7 @@ def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path
     run = tmp_path / "error_oracle"
     stdout = launch(["--stage", "transfer", "--method", "selftrain", "tmt", "--tmt_parts", "trust", "mask",
                      "--focus_map", "error_oracle", "--source_model", str(output / "source"), "--output_dir", str(run),
-                     *TINY]).stdout  # fmt: skip
+                     *TINY], script=RESEARCH).stdout  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     assert "| tmt-error_oracle |" in stdout and max(results["tmt-error_oracle"]["mean_abs_lambda"]) == 0
     assert not any(k.startswith("acte.") for k in load_file(run / "tmt-error_oracle" / "model.safetensors"))
@@ -394,7 +398,7 @@ def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_pa
     assert "modulating self-attention" in ModelCard.load(tmp_path / "acte" / "finetune_tma" / "README.md").content
     # Its shuffled-map control; finetune, fed no map, keeps its name.
     launch([*common, "--method", "finetune", "finetune_tma", "--focus_map", "shuffled", "--output_dir",
-            str(tmp_path / "shuffled")])  # fmt: skip
+            str(tmp_path / "shuffled")], script=RESEARCH)  # fmt: skip
     shuffled = json.loads((tmp_path / "shuffled" / "results.json").read_text())
     assert {"finetune", "finetune_tma-shuffled"} <= set(shuffled)
     assert shuffled["finetune"]["target_val"] == results["finetune"]["target_val"]  # the same seed, the same run
@@ -404,7 +408,8 @@ def test_unsupervised_adaptation_without_target_labels(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "unsupervised"
     stdout = launch(["--stage", "transfer", "--method", "selftrain", "tmt", "--focus_map", "oracle", "--source_model",
-                     str(output / "source"), "--output_dir", str(run), *TINY, "--target_train_samples", "0"]).stdout  # fmt: skip
+                     str(output / "source"), "--output_dir", str(run), *TINY, "--target_train_samples", "0"],
+                    script=RESEARCH).stdout  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     assert results["selftrain"]["labelled_target_images"] == 0 and "| tmt-oracle  |" in stdout
     assert 0.0 <= results["selftrain"]["target_val"]["mean_iou"] <= 1.0
@@ -465,8 +470,7 @@ def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
     try:
         train.main(["--output_dir", str(output), *TINY, "--resume_from_checkpoint", "latest", "--push_to_hub",
-                    "--hub_model_id", "org/tmt-clear2night", "--hub_acte_model_id", "org/acte-clear2night",
-                    "--hub_token", "hf_mock"])  # fmt: skip
+                    "--hub_model_id", "org/tmt-clear2night"])  # fmt: skip
     finally:
         huggingface_hub.set_client_factory(lambda: httpx2.Client())
     expected = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_acte.py",
@@ -506,27 +510,28 @@ def test_stock_vit_initialisation(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "script, args, message",
     [
-        (["--stage", "transfer"], "needs a trained source model"),
-        (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
-        (["--push_to_hub", "--hub_model_id", "o/t"], "--hub_acte_model_id"),
-        (["--focus_map", "oracle", "--target", "bdd100k"], "--focus_map oracle needs a generated target"),
-        (["--method", "finetune", "--focus_map", "shuffled"], "--method finetune uses none"),
-        (["--alignment_weight", "-1"], "--alignment_weight must be >= 0"),
-        (["--target_train_samples", "0"], "suits the self-training methods only, not align_patch finetune tmt_paper"),
-        (["--target_train_samples", "-1"], "--target_train_samples must be >= 0"),
-        (["--method", "selftrain", "--mask_ratio", "1.5"], "--mask_ratio must lie in [0, 1]"),
-        (["--method", "selftrain", "--pseudo_label_class_quantile", "2"], "--pseudo_label_class_quantile must lie"),
-        (["--method", "selftrain", "--focus_map", "oracle"], "uses none"),
-        (["--method", "tmt", "--focus_map", "error_oracle"], "feeds tmt's trust and mask parts only"),
-        (["--method", "tmt_paper", "--focus_map", "error_oracle"], "feeds tmt's trust and mask parts only"),
-        (["--crop_size", "256", "512"], "larger than the largest scaled image"),
-        (["--method", "patch"], "invalid choice: 'patch'"),
+        (TRAIN, ["--stage", "transfer"], "needs a trained source model"),
+        (TRAIN, ["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+        (TRAIN, ["--target_train_samples", "0"], "suits the self-training methods only, not align_patch finetune"),
+        (TRAIN, ["--target_train_samples", "-1"], "--target_train_samples must be >= 0"),
+        (TRAIN, ["--crop_size", "256", "512"], "larger than the largest scaled image"),
+        (TRAIN, ["--method", "patch"], "--method patch: unknown; registered: align_patch, finetune"),
+        (TRAIN, ["--method_file", "no_such_file.py"], "--method_file 'no_such_file.py': no such file"),
+        (TRAIN, ["--focus_map", "shuffled"], "unrecognized arguments: --focus_map"),  # a research arm, not a runner flag
+        (RESEARCH, ["--focus_map", "oracle", "--target", "bdd100k"], "--focus_map oracle needs a generated target"),
+        (RESEARCH, ["--method", "finetune", "--focus_map", "shuffled"], "--method finetune uses none"),
+        (RESEARCH, ["--alignment_weight", "-1"], "alignment_weight must be >= 0"),
+        (RESEARCH, ["--method", "selftrain", "--mask_ratio", "1.5"], "mask_ratio must lie in [0, 1]"),
+        (RESEARCH, ["--method", "selftrain", "--pseudo_label_class_quantile", "2"], "class_quantile must lie"),
+        (RESEARCH, ["--method", "selftrain", "--focus_map", "oracle"], "uses none"),
+        (RESEARCH, ["--method", "tmt", "--focus_map", "error_oracle"], "feeds tmt's trust and mask parts only"),
+        (RESEARCH, ["--method", "tmt_paper", "--focus_map", "error_oracle"], "feeds tmt's trust and mask parts only"),
     ],
 )
-def test_bad_flag_combinations_fail_before_work(tmp_path, args, message):
-    result = subprocess.run([sys.executable, TRAIN, "--output_dir", str(tmp_path / "x"), *args], capture_output=True,
+def test_bad_flag_combinations_fail_before_work(tmp_path, script, args, message):
+    result = subprocess.run([sys.executable, script, "--output_dir", str(tmp_path / "x"), *args], capture_output=True,
                             text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "x").exists()
@@ -553,10 +558,12 @@ def pretrained_checkpoint(folder, with_processor=True):
 
 def test_pretrained_checkpoints_set_normalisation_and_the_fine_tuning_recipe(tmp_path, monkeypatch, caplog):
     monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import eval_loader, fine_tuning_groups, image_normalization, parse_args, strong_view, train_loader
+    from train import eval_loader, image_normalization, parse_args, train_loader
 
     from tmt_hf import TMTForSemanticSegmentation
     from tmt_hf.data.transforms import random_global_appearance
+    from tmt_hf.methods import strong_view
+    from tmt_hf.optimization import fine_tuning_parameter_groups
 
     checkpoint = pretrained_checkpoint(tmp_path / "deit")
     args = parse_args(["--model_name_or_path", checkpoint, "--output_dir", str(tmp_path / "out"), "--image_size",
@@ -588,7 +595,7 @@ def test_pretrained_checkpoints_set_normalisation_and_the_fine_tuning_recipe(tmp
     # Layer-wise decay over the 3 encoder layers, the new decode head at 10x, no weight decay on biases and norms.
     model = TMTForSemanticSegmentation.from_pretrained(checkpoint, num_labels=7, ignore_mismatched_sizes=True)
     rate = {
-        id(p): (g["lr"], g.get("weight_decay")) for g in fine_tuning_groups(model, 1e-3, 0.5, 10.0) for p in g["params"]
+        id(p): (g["lr"], g.get("weight_decay")) for g in fine_tuning_parameter_groups(model, 1e-3, 0.5, 10.0) for p in g["params"]
     }
     named = dict(model.named_parameters())
     assert rate[id(named["vit.layers.2.attention.q_proj.weight"])] == (1e-3, None)
@@ -663,15 +670,16 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
 
 
 def test_labelled_target_images_drawn_anew_per_seed(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "examples"))
-    from train import labelled_target, parse_args
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "research"))
+    from train import labelled_target
+    from train_variants import parse_args, random_draw
 
     from tmt_hf.data import load_domain
 
     def labels(*flags):
         args = parse_args(["--output_dir", str(tmp_path), "--image_size", "32", "64", "--crop_size", "32", "64",
                            "--target_train_split", "train[:12]", "--target_train_samples", "4", *flags])  # fmt: skip
-        labelled, rows = labelled_target(args)
+        labelled, rows = labelled_target(args, random_draw(args) if args.labelled_draw == "random" else None)
         drawn = [np.asarray(row["label"]).tobytes() for row in labelled]
         assert drawn == [pool[row] for row in rows]  # the rows recorded are the rows drawn
         return drawn

@@ -70,7 +70,7 @@ def _eval_results(metrics: dict, dataset_name: str, split: str) -> list[EvalResu
             metric_type=key,
             metric_name=key,
             metric_value=round(float(value), 4),
-        )  # fmt: skip
+        )
         for key, value in metrics.items()
     ]
 
@@ -98,11 +98,17 @@ def tmt_model_card(
     with_acte = bool(acte_repo_id) if with_acte is None else with_acte
     base_models = [m for m in (base_model, acte_repo_id) if m]
     data = ModelCardData(
-        library_name="transformers", pipeline_tag="image-segmentation", license="apache-2.0", tags=TAGS,
-        datasets=sorted({source, target}), base_model=base_models or None, model_name=repo_id,
-        metrics=["mean_iou"], eval_results=_eval_results(metrics, target, split),
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        license="apache-2.0",
+        tags=TAGS,
+        datasets=sorted({source, target}),
+        base_model=base_models or None,
+        model_name=repo_id,
+        metrics=["mean_iou"],
+        eval_results=_eval_results(metrics, target, split),
         widget=[{"src": image} for image in widget_images or []],
-    )  # fmt: skip
+    )
     acte_line = ""
     if acte_repo_id:
         acte_line = f"Its frozen ACTE estimator is [{acte_repo_id}](https://huggingface.co/{acte_repo_id}) and its weights are included here."
@@ -144,9 +150,12 @@ Estimation*, arXiv 2504.05774), adapted from **{source}** to **{target}** with `
 def acte_model_card(repo_id: str, *, source: str, target: str, metrics: dict, training: dict) -> ModelCard:
     """The card of a standalone ACTE estimator; `metrics` are its measured held-out figures."""
     data = ModelCardData(
-        library_name="transformers", license="apache-2.0",
-        tags=TAGS + ["transferability-estimation"], datasets=sorted({source, target}), model_name=repo_id,
-    )  # fmt: skip
+        library_name="transformers",
+        license="apache-2.0",
+        tags=TAGS + ["transferability-estimation"],
+        datasets=sorted({source, target}),
+        model_name=repo_id,
+    )
     trained = "\n".join(f"- {key}: {value}" for key, value in training.items())
     results = "\n".join(f"| {key} | {float(value):.4f} |" for key, value in metrics.items())
     content = f"""---
@@ -190,10 +199,12 @@ def push_folder(folder: str, repo_id: str, token: str | None = None, private: bo
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     return api.upload_folder(
-        repo_id=repo_id, folder_path=folder, repo_type="model",
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type="model",
         commit_message=message or f"Upload {os.path.basename(os.path.normpath(folder))} with tmt-hf",
         ignore_patterns=["checkpoints/*", "*.tmp"],
-    )  # fmt: skip
+    )
 
 
 def acte_repo_id(tmt_repo_id: str) -> str:
@@ -242,14 +253,25 @@ def write_model_cards(
             base_model=base_model,
             widget_images=widget(source_repo),
             split=source_split,
-            training={"stage": "source", "data": source, "classes": classes, "steps": training["source_steps"],
-                      f"mIoU on {target} (source-only)": source_only},  # fmt: skip
+            training={
+                "stage": "source",
+                "data": source,
+                "classes": classes,
+                "steps": training["source_steps"],
+                f"mIoU on {target} (source-only)": source_only,
+            },
         )
     if results.get("acte"):
         metrics = {k: v for k, v in results["acte"].items() if k == "discriminator_accuracy"}
-        acte_training = {**results["acte"].get("training", {}), "steps": training["acte_steps"],
-                         "auxiliary head's classes": classes, "batch size": training["batch_size"]}  # fmt: skip
-        cards["acte"] = acte_model_card(acte_repo, source=source, target=target, metrics=metrics, training=acte_training)
+        acte_training = {
+            **results["acte"].get("training", {}),
+            "steps": training["acte_steps"],
+            "auxiliary head's classes": classes,
+            "batch size": training["batch_size"],
+        }
+        cards["acte"] = acte_model_card(
+            acte_repo, source=source, target=target, metrics=metrics, training=acte_training
+        )
     for method in methods:
         if not results.get(method.name):
             continue
@@ -264,10 +286,15 @@ def write_model_cards(
             acte_repo_id=acte_repo if method.trains_tma and linked else None,
             widget_images=widget(repo),
             split=target_split,
-            training={"source model": training["source_model"], "classes": classes,
-                      "labelled target images": results[method.name]["labelled_target_images"],
-                      "steps": training["transfer_steps"], "batch size": training["batch_size"],
-                      "learning rate": training["learning_rate"], "source-only target mIoU": source_only},  # fmt: skip
+            training={
+                "source model": training["source_model"],
+                "classes": classes,
+                "labelled target images": results[method.name]["labelled_target_images"],
+                "steps": training["transfer_steps"],
+                "batch size": training["batch_size"],
+                "learning rate": training["learning_rate"],
+                "source-only target mIoU": source_only,
+            },
         )
     for name, card in cards.items():
         folder = os.path.join(output_dir, name)

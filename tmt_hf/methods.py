@@ -110,6 +110,9 @@ class TransferMethod:
             images (`auxiliary_counts` says how many of each).
         auxiliary_appearance_jitter: photometric augmentation on the auxiliary images.
         uses_focus_map: the method is given a focus map per image (`add_focus_maps`).
+        maps_from_acte: those maps are the trained ACTE's (the run then needs one).
+        reads_target_pool_labels: the auxiliary target images keep their labels (an oracle's; adaptation never
+            reads them).
         needs_target_labels: the method cannot run without labelled target images.
     """
 
@@ -118,6 +121,8 @@ class TransferMethod:
     auxiliary_images: ClassVar[bool] = False
     auxiliary_appearance_jitter: ClassVar[bool] = False
     uses_focus_map: ClassVar[bool] = False
+    maps_from_acte: ClassVar[bool] = True
+    reads_target_pool_labels: ClassVar[bool] = False
     needs_target_labels: ClassVar[bool] = True
 
     tma_learning_rate_scale: float = 100.0
@@ -290,8 +295,14 @@ class SelfTrain(TransferMethod):
 
     def wrap(self, model, context):
         view = functools.partial(strong_view, image_mean=context.image_mean, image_std=context.image_std)
-        return SelfTraining(super().wrap(model, context), self.ema_decay, self.pseudo_label_threshold, view,
-                            self.mask_ratio, class_quantile=self.pseudo_label_class_quantile)  # fmt: skip
+        return SelfTraining(
+            super().wrap(model, context),
+            self.ema_decay,
+            self.pseudo_label_threshold,
+            view,
+            self.mask_ratio,
+            class_quantile=self.pseudo_label_class_quantile,
+        )
 
     def loss(self, model, batch, auxiliary=None):
         generator = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))  # from the checkpointed RNG
@@ -310,8 +321,17 @@ class SelfTrain(TransferMethod):
                 maps = {"labelled": labelled["focus"], "source": sources["focus"], "target": targets["focus"]}
             trust = 1 - targets["focus"] if "trust" in self.map_parts else None
             mask_weights = targets["focus"] if "mask" in self.map_parts else None
-        return model(labelled["pixel_values"], labelled["labels"], sources["pixel_values"], sources["labels"],
-                     targets["pixel_values"], maps, trust, mask_weights, generator)  # fmt: skip
+        return model(
+            labelled["pixel_values"],
+            labelled["labels"],
+            sources["pixel_values"],
+            sources["labels"],
+            targets["pixel_values"],
+            maps,
+            trust,
+            mask_weights,
+            generator,
+        )
 
 
 @register_method
@@ -364,8 +384,11 @@ def with_focus_maps(dataset, map_of, context: TransferContext, shuffled=False, f
     image's map (the last the first's).
     """
     images = dataset.select_columns(["image", "label"] if from_labels else ["image"])
-    images.set_transform(SegmentationTransform(train=False, size=tuple(context.image_size),
-                                               image_mean=context.image_mean, image_std=context.image_std))  # fmt: skip
+    images.set_transform(
+        SegmentationTransform(
+            train=False, size=tuple(context.image_size), image_mean=context.image_mean, image_std=context.image_std
+        )
+    )
     height, width = context.image_size
     maps = []
     for batch in DataLoader(images, batch_size=2 * context.batch_size, collate_fn=collate):

@@ -10,7 +10,7 @@ Maps scored (higher = more likely wrong):
                               encoder, trained here like the ACTE stage (same images, steps, batch, learning rate);
   source_entropy              the source model's own predictive entropy: the map-free reference.
 
-    python examples/acte_error_auroc.py --source_model OUT/base/source --acte_model OUT/base/acte \\
+    python examples/research/acte_error_auroc.py --source_model OUT/base/source --acte_model OUT/base/acte \\
         --features_model facebook/deit-tiny-patch16-224 --source camvid-day --target idd-lite --data_dir DATA \\
         --label_space idd_level1 --target_train_split "train[:1150]" --target_eval_split "train[1150:]"
 """

@@ -7,14 +7,14 @@ mask). Writes OUTPUT_DIR/benchmark.json (every run's per-class IoU; finished run
 again), OUTPUT_DIR/benchmark.md and summary.json (mIoU per pair, every method's gain over finetune with a paired
 bootstrap 95% interval over the (pair, seed) runs, and finetune's seed-to-seed noise) and OUTPUT_DIR/gains.png.
 
-    python examples/benchmark.py                  # all 20 ordered pairs of the 5 generated domains, 3 seeds
-    python examples/benchmark.py --quick          # 4 pairs x 2 seeds
-    python examples/benchmark.py --pairs synthetic/clear:synthetic/night --methods oracle tmt_paper -- --transfer_steps 1800
-    python examples/benchmark.py --quick --methods selftrain tmt   # the self-training methods
-    python examples/benchmark.py --pairs cityscapes:bdd100k --seeds 1 -- --preset base --image_size 512 1024
-    python examples/benchmark.py --workers 12     # (source, seed) groups in parallel, e.g. on a GPU with many cores
+    python examples/research/benchmark.py                  # all 20 ordered pairs of the 5 generated domains, 3 seeds
+    python examples/research/benchmark.py --quick          # 4 pairs x 2 seeds
+    python examples/research/benchmark.py --pairs synthetic/clear:synthetic/night --methods oracle tmt_paper -- --transfer_steps 1800
+    python examples/research/benchmark.py --quick --methods selftrain tmt   # the self-training methods
+    python examples/research/benchmark.py --pairs cityscapes:bdd100k --seeds 1 -- --preset base --image_size 512 1024
+    python examples/research/benchmark.py --workers 12     # (source, seed) groups in parallel, e.g. on a GPU with many cores
 
-Arguments after `--` go to examples/train.py for every run.
+Arguments after `--` go to examples/research/train_variants.py (train.py with the arms' flags) for every run.
 """
 
 import argparse
@@ -34,7 +34,7 @@ from tmt_hf.data import SYNTHETIC_DOMAINS
 TRANSFER_METHODS = ("finetune", "align_patch", "tmt_paper", "selftrain", "tmt", "oracle")
 QUICK_PAIRS = ["synthetic/clear:synthetic/night", "synthetic/clear:synthetic/rain", "synthetic/fog:synthetic/autumn",
                "synthetic/autumn:synthetic/fog"]  # fmt: skip
-TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_variants.py")
 
 
 def run_train(args_list, env=None):

@@ -8,12 +8,12 @@
    formulas (`SCORING_VARIANTS`);
 3. held-out discriminator accuracy on both domains.
 
-    python examples/benchmark_acte.py                                   # clear -> night, fog, rain, autumn
-    python examples/benchmark_acte.py --acte outputs/tmt-clear2night/acte --targets synthetic/night
-    python examples/benchmark_acte.py --report examples/results/acte/*.json      # the README table from saved JSON
-    python examples/benchmark_acte.py --steps 450 --monitor_every 50 --ema_decay 0.99 --output F   # trajectories
-    python examples/benchmark_acte.py --report F --stopping_rules         # stopping rules read off the trajectories
-    python examples/benchmark_acte.py --report F --by_class               # where the map finds the shift, per class
+    python examples/research/benchmark_acte.py                                   # clear -> night, fog, rain, autumn
+    python examples/research/benchmark_acte.py --acte outputs/tmt-clear2night/acte --targets synthetic/night
+    python examples/research/benchmark_acte.py --report examples/results/acte/*.json      # the README table from saved JSON
+    python examples/research/benchmark_acte.py --steps 450 --monitor_every 50 --ema_decay 0.99 --output F   # trajectories
+    python examples/research/benchmark_acte.py --report F --stopping_rules         # stopping rules read off the trajectories
+    python examples/research/benchmark_acte.py --report F --by_class               # where the map finds the shift, per class
 
 Selection uses `--eval_split validation` (the default); report with `--eval_split test`.
 """

@@ -10,8 +10,8 @@ the resident weights (CPU peak memory is not measured: the process's peak RSS is
 Before timing, the agreements that must hold on the device: TMT without a map against the ViT, TMT's sdpa route
 against its eager route with a map (fp32, and bf16 under autocast on CUDA). Also ACTE's clustering (unfold/fold) against a naive dense positions x regions implementation at growing sizes.
 
-    python examples/benchmark_speed.py                        # base preset, 512x512, batch 1 and 4, CPU
-    python examples/benchmark_speed.py --device cuda --repeats 20
+    python examples/research/benchmark_speed.py                        # base preset, 512x512, batch 1 and 4, CPU
+    python examples/research/benchmark_speed.py --device cuda --repeats 20
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Collect the results.json of several `train.py` runs into one small JSON and a markdown table.
 
-    python examples/summarise_runs.py outputs/exp/runs/c2n-* --output examples/results/clear2night_forms.json
-    python examples/summarise_runs.py --from_json examples/results/clear2night_forms.json   # rebuild the table
+    python examples/research/summarise_runs.py outputs/exp/runs/c2n-* --output examples/results/clear2night_forms.json
+    python examples/research/summarise_runs.py --from_json examples/results/clear2night_forms.json   # rebuild the table
 
 Each row: the run's folder name, its source and target, the transfer settings that vary between ablations, and the
 target mIoU (and per-class IoU) of every method it trained. The table adds the mean IoU over the target domain's

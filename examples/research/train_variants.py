@@ -22,10 +22,10 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from variants import MAP_METHODS, register_variants  # noqa: E402  (it puts examples/ on the path, for train.py)
-
+RESEARCH = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [RESEARCH, os.path.dirname(RESEARCH)]  # variants.py here, train.py in examples/
 import train  # noqa: E402
+from variants import MAP_METHODS, register_variants  # noqa: E402
 
 from tmt_hf.methods import get_method  # noqa: E402
 
@@ -33,39 +33,67 @@ from tmt_hf.methods import get_method  # noqa: E402
 def parse_args(argv=None):
     parser = train.build_parser()
     arms = parser.add_argument_group("protocol arms")
-    arms.add_argument("--focus_map", choices=["acte", "oracle", "shuffled", "error_oracle"], default="acte",
-                      help="the map of the map methods; runs <method>-<map> for a map other than ACTE's")  # fmt: skip
-    arms.add_argument("--tmt_parts", nargs="+", choices=["tma", "trust", "mask"], default=["tma", "trust", "mask"],
-                      help="how tmt uses the map: TMA in the student; pseudo-label trust 1 - m; masking by m")  # fmt: skip
+    arms.add_argument(
+        "--focus_map",
+        choices=["acte", "oracle", "shuffled", "error_oracle"],
+        default="acte",
+        help="the map of the map methods; runs <method>-<map> for a map other than ACTE's",
+    )
+    arms.add_argument(
+        "--tmt_parts",
+        nargs="+",
+        choices=["tma", "trust", "mask"],
+        default=["tma", "trust", "mask"],
+        help="how tmt uses the map: TMA in the student; pseudo-label trust 1 - m; masking by m",
+    )
     arms.add_argument("--mask_ratio", type=float, default=0.5, help="selftrain and tmt: MIC's share of hidden blocks")
-    arms.add_argument("--pseudo_label_class_quantile", type=float, default=None, metavar="Q",
-                      help="selftrain and tmt: class-balanced pseudo-labels (CBST) at the Q-quantile confidence")  # fmt: skip
+    arms.add_argument(
+        "--pseudo_label_class_quantile",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="selftrain and tmt: class-balanced pseudo-labels (CBST) at the Q-quantile confidence",
+    )
     arms.add_argument("--alignment_weight", type=float, default=0.1, help="weight of the adversarial domain loss")
-    arms.add_argument("--labelled_draw", choices=["first", "random"], default="first",
-                      help="the first --target_train_samples labelled images, or a random draw seeded by --seed")  # fmt: skip
+    arms.add_argument(
+        "--labelled_draw",
+        choices=["first", "random"],
+        default="first",
+        help="the first --target_train_samples labelled images, or a random draw seeded by --seed",
+    )
     args = parser.parse_args(argv)
     register_variants(args)
-    train.validate_args(args)
     validate_arms(args)
+    train.validate_args(args, build_methods)
     return args
 
 
 def validate_arms(args):
-    map_methods = [m for m in args.method if m in MAP_METHODS]
+    """Refuses arm flags that do not fit the methods or the data (train.py's checks follow)."""
+    methods = args.method or train.DEFAULT_METHODS
+    map_methods = [m for m in methods if m in MAP_METHODS]
     if args.focus_map != "acte" and not map_methods:
-        sys.exit(f"--focus_map {args.focus_map} chooses the map of the map methods; --method {' '.join(args.method)} "
-                 "uses none")  # fmt: skip
+        sys.exit(
+            f"--focus_map {args.focus_map} chooses the map of the map methods; --method {' '.join(methods)} "
+            "uses none"
+        )
     if args.focus_map == "oracle" and not args.target.startswith("synthetic/"):
-        sys.exit("--focus_map oracle needs a generated target (synthetic/<domain>): only the generator knows which "
-                 "pixels its domain shifted")  # fmt: skip
+        sys.exit(
+            "--focus_map oracle needs a generated target (synthetic/<domain>): only the generator knows which "
+            "pixels its domain shifted"
+        )
     if args.focus_map == "oracle" and args.label_space != "cityscapes":
-        sys.exit("--focus_map oracle marks the generator's restyled Cityscapes classes: it needs --label_space cityscapes")
+        sys.exit(
+            "--focus_map oracle marks the generator's restyled Cityscapes classes: it needs --label_space cityscapes"
+        )
     if args.focus_map == "oracle" and args.push_to_hub:
         sys.exit("--focus_map oracle reads the generator's shift masks at evaluation; such a model is not pushed")
     if args.focus_map == "error_oracle" and (set(map_methods) - {"tmt"} or "tma" in args.tmt_parts):
-        sys.exit("--focus_map error_oracle marks where the source model is wrong on training images (from their "
-                 "labels); it has no map for evaluation images, so it feeds tmt's trust and mask parts only: --method "
-                 "tmt --tmt_parts trust mask")  # fmt: skip
+        sys.exit(
+            "--focus_map error_oracle marks where the source model is wrong on training images (from their "
+            "labels); it has no map for evaluation images, so it feeds tmt's trust and mask parts only: --method "
+            "tmt --tmt_parts trust mask"
+        )
     if args.focus_map == "error_oracle" and args.target_train_samples == 0:
         sys.exit("--focus_map error_oracle reads the labelled target images' labels: --target_train_samples > 0")
 
@@ -76,8 +104,11 @@ def build_methods(args):
     for name in args.method:
         variant = f"{name}-{args.focus_map}" if name in MAP_METHODS and args.focus_map != "acte" else name
         method = get_method(variant)
-        knobs = {"mask_ratio": args.mask_ratio, "pseudo_label_class_quantile": args.pseudo_label_class_quantile,
-                 "alignment_weight": args.alignment_weight}  # fmt: skip
+        knobs = {
+            "mask_ratio": args.mask_ratio,
+            "pseudo_label_class_quantile": args.pseudo_label_class_quantile,
+            "alignment_weight": args.alignment_weight,
+        }
         if name == "tmt":
             knobs["map_parts"] = tuple(args.tmt_parts)
         fields = {f.name for f in dataclasses.fields(method)}
@@ -89,7 +120,9 @@ def build_methods(args):
 
 def random_draw(args):
     """Picks --target_train_samples rows of the labelled pool at random with --seed."""
-    return lambda size: np.random.default_rng(args.seed).choice(size, min(args.target_train_samples, size), replace=False)
+    return lambda size: np.random.default_rng(args.seed).choice(
+        size, min(args.target_train_samples, size), replace=False
+    )
 
 
 def main(argv=None):

@@ -21,7 +21,7 @@ from PIL import Image
 
 from tmt_hf import TMTForSemanticSegmentation
 from tmt_hf.data import DOMAINS, IGNORE_INDEX
-from tmt_hf.methods import FineTuneTMA, TMTPaper, TMT, acte_focus, register_method, with_focus_maps
+from tmt_hf.methods import TMT, FineTuneTMA, TMTPaper, acte_focus, register_method, with_focus_maps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # examples/, for train.py
 import train  # noqa: E402
@@ -47,6 +47,9 @@ class ShuffledMaps:
 class ErrorOracle:
     """A map method fed the source model's wrong pixels on every training image (from their labels)."""
 
+    maps_from_acte = False
+    reads_target_pool_labels = True
+
     def add_focus_maps(self, labelled, auxiliary, evaluation, context):
         model = TMTForSemanticSegmentation.from_pretrained(context.source_model).eval()
 
@@ -65,6 +68,8 @@ class GeneratorOracle:
     the pixels the domain restyled, on source images (which its shifts never touched) the pixels of the classes it
     restyles. The labelled images are the split's first ones.
     """
+
+    maps_from_acte = False
 
     args = None
 
@@ -91,7 +96,9 @@ def oracle_split(name, split, num_samples, args, with_labels=True):
         restyled = DOMAINS[args.target.split("/", 1)[1]].restyled
         features = datasets.Features({**dataset.select_columns(columns).features, "focus": datasets.Image()})
         dataset = dataset.select_columns(columns).map(
-            lambda example: {"focus": Image.fromarray(np.isin(np.asarray(example["label"]), restyled).astype(np.uint8) * 255)},
+            lambda example: {
+                "focus": Image.fromarray(np.isin(np.asarray(example["label"]), restyled).astype(np.uint8) * 255)
+            },
             features=features,
         )
     return train.indexed(dataset)
@@ -100,7 +107,9 @@ def oracle_split(name, split, num_samples, args, with_labels=True):
 def register_variants(args=None):
     """Registers every variant; `args` (the run's flags) feeds the generator's oracle."""
     for name, method in MAP_METHODS.items():
-        register_method(dataclass(type(f"{method.__name__}Shuffled", (ShuffledMaps, method), {})), name=f"{name}-shuffled")
+        register_method(
+            dataclass(type(f"{method.__name__}Shuffled", (ShuffledMaps, method), {})), name=f"{name}-shuffled"
+        )
         oracle = dataclass(type(f"{method.__name__}Oracle", (GeneratorOracle, method), {"args": args}))
         register_method(oracle, name=f"{name}-oracle")
     error_oracle = dataclass(type("TMTErrorOracle", (ErrorOracle, TMT), {}))

@@ -22,7 +22,7 @@ PAIRS = [("clear", "night"), ("clear", "rain"), ("fog", "autumn"), ("autumn", "f
 DOMAINS = ("clear", "night", "fog", "rain", "autumn")
 OTHER_PAIRS = [(s, t) for s in DOMAINS for t in DOMAINS if s != t and (s, t) not in PAIRS]
 METHODS = ("finetune", "oracle", "align_patch", "tmt")
-TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "train.py")
+TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "research", "train_variants.py")
 
 
 def main():

@@ -5,6 +5,6 @@ set -euo pipefail
 OUT=${1:-outputs/v5}
 TARGET=${2:-synthetic/night}
 PAIR=clear2${TARGET#synthetic/}
-RUN="python examples/train.py --source synthetic/clear --target $TARGET --resume_from_checkpoint latest --checkpointing_steps 100 --stage transfer --acte_model $OUT/$PAIR/base/acte"
+RUN="python examples/research/train_variants.py --source synthetic/clear --target $TARGET --resume_from_checkpoint latest --checkpointing_steps 100 --stage transfer --acte_model $OUT/$PAIR/base/acte"
 $RUN --method finetune --transfer_steps 600 --source_model $OUT/$PAIR/base/source --output_dir $OUT/$PAIR/labels20-600
 $RUN --method selftrain tmt --source_model $OUT/$PAIR/labels20/finetune --output_dir $OUT/$PAIR/labels20-from-finetune

@@ -3,7 +3,7 @@
 set -euo pipefail
 OUT=${1:-outputs/v5}
 PAIR=clear2night
-RUN="python examples/train.py --source synthetic/clear --target synthetic/night --resume_from_checkpoint latest
+RUN="python examples/research/train_variants.py --source synthetic/clear --target synthetic/night --resume_from_checkpoint latest
   --checkpointing_steps 100 --stage transfer --source_model $OUT/$PAIR/base/source --acte_model $OUT/$PAIR/base/acte
   --pseudo_label_class_quantile 0.5"
 for labels in 20 0; do

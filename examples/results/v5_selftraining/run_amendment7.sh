@@ -5,7 +5,7 @@ set -euo pipefail
 OUT=$1
 CAMVID=$2
 REPO=$(cd "$(dirname "$0")/../../.." && pwd)
-CAMVID_RUN="python $REPO/examples/train.py --resume_from_checkpoint latest --checkpointing_steps 100
+CAMVID_RUN="python $REPO/examples/research/train_variants.py --resume_from_checkpoint latest --checkpointing_steps 100
   --source camvid-day --target camvid-dusk --target_train_split train[:40] --target_eval_split train[42:]
   --image_size 240 320 --crop_size 240 320 --num_target_unlabeled 40 --stage transfer --method tmt"
 cd "$CAMVID"

@@ -6,7 +6,7 @@ REPO=$(cd "$(dirname "$0")/../../.." && pwd)
 for pair in clear:rain fog:autumn autumn:fog; do
   source=${pair%:*} target=${pair#*:}
   base="$OUT/v5/${source}2${target}/base"
-  python "$REPO/examples/train.py" --resume_from_checkpoint latest --checkpointing_steps 100 --stage transfer \
+  python "$REPO/examples/research/train_variants.py" --resume_from_checkpoint latest --checkpointing_steps 100 --stage transfer \
     --source synthetic/$source --target synthetic/$target --source_model "$base/source" --acte_model "$base/acte" \
     --output_dir "$OUT/v5/${source}2${target}/labels20-paper" --method tmt_paper
 done

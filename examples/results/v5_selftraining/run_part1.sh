@@ -5,7 +5,7 @@ set -euo pipefail
 OUT=${1:-outputs/v5}
 TARGET=${2:-synthetic/night}
 PAIR=clear2${TARGET#synthetic/}
-RUN="python examples/train.py --source synthetic/clear --target $TARGET --resume_from_checkpoint latest --checkpointing_steps 100"
+RUN="python examples/research/train_variants.py --source synthetic/clear --target $TARGET --resume_from_checkpoint latest --checkpointing_steps 100"
 $RUN --stage source --output_dir $OUT/$PAIR/base
 $RUN --stage acte --output_dir $OUT/$PAIR/base
 TRANSFER="$RUN --stage transfer --source_model $OUT/$PAIR/base/source --acte_model $OUT/$PAIR/base/acte"

@@ -56,7 +56,7 @@ esac
 SPACE=idd_level1
 [ "$SOURCE:$TARGET" = camvid-day:camvid-dusk ] && SPACE=cityscapes
 PAIR="$OUT/${SOURCE}2${TARGET}"
-TRAIN="python $REPO/examples/train.py --resume_from_checkpoint latest --checkpointing_steps 100
+TRAIN="python $REPO/examples/research/train_variants.py --resume_from_checkpoint latest --checkpointing_steps 100
   $(domain "$SOURCE" source) $(domain "$TARGET" target) --data_dir idd-lite --label_space $SPACE
   $BACKBONE --image_size 192 256 --crop_size 192 256 --num_source_train 1150 --num_eval 253"
 BASE="--source_model $PAIR/base/source --acte_model $PAIR/base/acte"

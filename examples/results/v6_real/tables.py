@@ -3,7 +3,7 @@
     python examples/results/v6_real/tables.py            # per pair and arm, over pairs, by label budget, ACTE
 
 Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle|-align].json` beside this file (train.py's results.json,
-copied) and `acte/<pair>.json` (examples/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its
+copied) and `acte/<pair>.json` (examples/research/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its
 mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs:
 the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds
 within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask
@@ -163,7 +163,7 @@ def doubling_table(pair, arms):
 
 
 def error_auroc_table(folder):
-    """The error AUROC of each map (examples/acte_error_auroc.py) per pair, pooled over pixels (per-image mean)."""
+    """The error AUROC of each map (examples/research/acte_error_auroc.py) per pair, pooled over pixels (per-image mean)."""
     reports = {}
     for path in sorted(glob.glob(os.path.join(folder, "acte", "*.json"))):
         with open(path) as f:

@@ -1,0 +1,128 @@
+"""The transfer-method registry, a user's own method through the runner, and the library's training recipe."""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from tmt_hf import TMTConfig, TMTForSemanticSegmentation
+from tmt_hf.hub import acte_repo_id
+from tmt_hf.methods import TRANSFER_METHODS, FineTune, TransferContext, get_method, register_method
+from tmt_hf.optimization import warmup_cosine_schedule
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "8", "--num_eval", "4",
+        "--target_train_samples", "4", "--source_steps", "2", "--transfer_steps", "2", "--batch_size", "4"]  # fmt: skip
+
+
+@register_method
+@dataclass
+class FineTuneSmoothed(FineTune):
+    """The README's example: fine-tuning with label smoothing, registered from a module of the user's."""
+
+    name = "finetune_smoothed"
+    description = "a segmenter fine-tuned with label smoothing"
+    label_smoothing: float = 0.1
+
+    def loss(self, model, batch, auxiliary=None):
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        logits = F.interpolate(logits, size=batch["labels"].shape[-2:], mode="bilinear")
+        loss = F.cross_entropy(logits, batch["labels"], ignore_index=255, label_smoothing=self.label_smoothing)
+        return loss, {"loss": loss.item()}
+
+
+def test_a_users_method_trains_through_the_runner(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    import train
+
+    output = tmp_path / "run"
+    results = train.main(["--stage", "all", "--method", "finetune", "finetune_smoothed", "--output_dir", str(output),
+                          "--acte_steps", "1", *TINY])  # fmt: skip
+    assert {"finetune", "finetune_smoothed"} <= set(results)
+    smoothed = load_file(output / "finetune_smoothed" / "model.safetensors")
+    plain = load_file(output / "finetune" / "model.safetensors")
+    assert any(not torch.equal(smoothed[k], plain[k]) for k in plain)  # another loss, other weights
+    assert "fine-tuned with label smoothing" in ModelCard.load(output / "finetune_smoothed" / "README.md").text
+    assert TMTForSemanticSegmentation.from_pretrained(output / "finetune_smoothed").config.num_labels == 19
+
+
+def test_method_file_registers_before_method_is_checked(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    import train
+
+    (tmp_path / "mine.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from tmt_hf.methods import FineTune, register_method\n\n\n"
+        "@register_method\n@dataclass\nclass Mine(FineTune):\n    name = 'mine_from_file'\n"
+    )
+    args = train.parse_args(["--method", "mine_from_file", "--method_file", str(tmp_path / "mine.py"), "--output_dir",
+                             str(tmp_path / "out")])  # fmt: skip
+    assert args.method == ["mine_from_file"] and type(get_method("mine_from_file")).__name__ == "Mine"
+    TRANSFER_METHODS.pop("mine_from_file")
+
+
+def test_registry_gives_fresh_methods_with_their_defaults():
+    assert {"finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt"} <= set(TRANSFER_METHODS)
+    tmt = get_method("tmt")
+    assert tmt.map_parts == ("tma", "trust", "mask") and tmt.mask_ratio == 0.5 and tmt.trains_tma
+    assert get_method("selftrain").map_parts == () and not get_method("selftrain").trains_tma
+    assert get_method("tmt") is not tmt and get_method("tmt_paper").alignment_weight == 0.1
+    with pytest.raises(ValueError, match="Unknown transfer method 'nope'; registered: align_patch"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="mask_ratio must lie in"):
+        type(tmt)(mask_ratio=2.0)
+    with pytest.raises(ValueError, match="map_parts must be among"):
+        type(tmt)(map_parts=("tma", "glue"))
+
+
+def test_parameter_groups_train_lambda_only_where_tma_learns():
+    model = TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32))
+    context = TransferContext(steps=1, batch_size=2, image_size=(32, 32))
+    groups = get_method("finetune_tma").parameter_groups(get_method("finetune_tma").wrap(model, context), 1e-3)
+    assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(0.1) and groups[1]["weight_decay"] == 0.0
+    assert all(p.requires_grad for p in groups[1]["params"]) and len(groups[1]["params"]) == 4  # one λ per layer
+    plain = TMTForSemanticSegmentation(TMTConfig.from_preset("tiny", image_size=32))
+    groups = get_method("finetune").parameter_groups(plain, 1e-3)
+    assert len(groups) == 1
+    frozen = [n for n, p in plain.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.endswith("tma_lambda") for n in frozen)  # λ stays at 0
+
+
+def test_warmup_cosine_schedule():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine_schedule(optimizer, steps=20, warmup_ratio=0.1)
+    rates = []
+    for _ in range(20):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == [0.5, 1.0, pytest.approx(1.0)]  # two warm-up steps, the first already at half the rate
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:])) and rates[-1] < 0.01
+    with pytest.raises(ValueError, match="warmup_ratio must lie in"):
+        warmup_cosine_schedule(optimizer, 10, 1.0)
+
+
+def test_acte_repo_beside_the_tmt_repo():
+    assert acte_repo_id("org/tmt-city2bdd") == "org/acte-city2bdd"
+    assert acte_repo_id("org/segmenter") == "org/segmenter-acte" and acte_repo_id("local") == "local-acte"
+
+
+def test_the_research_entry_records_its_arms_in_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "research"))
+    import train_variants
+
+    args = train_variants.parse_args(["--method", "tmt", "selftrain", "--focus_map", "shuffled", "--tmt_parts", "trust",
+                                      "--mask_ratio", "0.25", "--output_dir", str(tmp_path)])  # fmt: skip
+    tmt, selftrain = train_variants.build_methods(args)
+    assert (tmt.name, selftrain.name) == ("tmt-shuffled", "selftrain")
+    assert tmt.map_parts == ("trust",) and tmt.mask_ratio == 0.25 == selftrain.mask_ratio
+    assert json.loads(json.dumps(vars(args)))["focus_map"] == "shuffled"  # results.json records the arm
+    sys.modules.pop("train_variants")
