@@ -138,6 +138,9 @@ def test_acdc_reads_every_condition_or_one_with_its_condition_per_row(tmp_path):
     assert validation["condition"] == ["fog", "night", "rain", "snow"]
     assert validation["group"] == ["fog/GOPR10", "night/GOPR11", "rain/GOPR12", "snow/GOPR13"]
     assert group_rows(validation, "condition") == {"fog": [0], "night": [1], "rain": [2], "snow": [3]}
+    streamed = list(load_domain("acdc", "validation", data_dir=str(tmp_path), streaming=True))
+    assert [row["condition"] for row in streamed] == validation["condition"]
+    np.testing.assert_array_equal(np.asarray(streamed[2]["label"]), rows(validation)[2])
     night = load_domain("acdc/night", "train", data_dir=str(tmp_path))
     assert night["condition"] == ["night", "night"] and night["group"] == ["night/GOPR01"] * 2
     for label, name in zip(rows(night), ("GOPR01_frame_000000", "GOPR01_frame_000001")):
@@ -359,3 +362,6 @@ def test_check_data_reports_ids_against_the_set_and_what_they_map_to(tmp_path, c
     assert "7 road" in out and "-> 0 road" in out and "9 parking" in out and "-> ignored (255)" in out
     assert "26 car" in out and "-> 13 car" in out and "40 ?" in out and "not in the dataset's label set" in out
     assert "label id(s) [40] are not in cityscapes's label set" in out and label.name in out
+    with pytest.raises(SystemExit):
+        cli_main(["check-data", "gta5"])
+    assert "gta5 is checked in its download: pass --data_dir" in capsys.readouterr().out

@@ -13,10 +13,11 @@ from .readers import SPLITS, MissingSplit
 from .registry import (
     BENCHMARKS,
     SPLIT_ALIASES,
+    DataDir,
     LabelRules,
     data_dir_for,
+    image_header,
     label_rules,
-    open_image,
     present_ids,
     read_split,
 )
@@ -38,7 +39,9 @@ class SplitCheck:
     rules: LabelRules | None = None
 
 
-def check_data(name_or_path: str, data_dir=None, split: str | None = None, label_space: str | None = None):
+def check_data(
+    name_or_path: str, data_dir: DataDir = None, split: str | None = None, label_space: str | None = None
+) -> list[SplitCheck]:
     """
     Checks every split of a registered benchmark's download (or of a local or Hub dataset), or only `split`: unpaired
     images and labels, two kinds of label files mixed, unreadable files, colour-coded labels, label/image size
@@ -47,9 +50,12 @@ def check_data(name_or_path: str, data_dir=None, split: str | None = None, label
     """
     benchmark = BENCHMARKS.get(name_or_path.lower())
     layout = benchmark.layout if benchmark is not None else None
-    if layout is not None and data_dir_for(benchmark.name, data_dir) is not None:
+    if layout is not None:
+        folder = data_dir_for(benchmark.name, data_dir)
         try:
-            layout.find_root(data_dir_for(benchmark.name, data_dir))
+            if folder is None:
+                raise ValueError(f"{name_or_path} is checked in its download: pass --data_dir ({layout.expected})")
+            layout.find_root(folder)
         except ValueError as error:
             return [SplitCheck(split or "all", found=False, problems=[str(error)])]
     checks = []
@@ -90,9 +96,9 @@ def check_files(dataset: datasets.Dataset, check: SplitCheck, name: str) -> None
     check.frames = len(dataset)
     for index, row in enumerate(dataset):
         try:
-            header = open_image(row[image_column], name, image_column, index, decode=False)
+            size, _ = image_header(row[image_column], name, image_column, index)
             if check.labelled:
-                _, ids = rules.read(row[label_column], index, row[image_column], header.size)
+                _, ids = rules.read(row[label_column], index, row[image_column], size)
                 present = present_ids(ids)
                 check.ids.update(present.tolist())
                 rules.check(present, rules.where(index, row[label_column]))

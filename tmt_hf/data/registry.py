@@ -11,7 +11,7 @@ import glob
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import datasets
@@ -122,6 +122,8 @@ SYNTHETIC_SPLIT_SIZES = {"train": 400, "validation": 100, "test": 100}
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "eval": "validation"}
 
 SLICE = re.compile(r"^(?P<split>[\w.-]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+# A folder, {registry name: folder}, or a list of a folder and `NAME=DIR` entries (see `data_dir_for`).
+DataDir = str | os.PathLike | Mapping[str, str] | Sequence[str] | None
 DATA_DIR_ENTRY = re.compile(r"^(?P<name>[A-Za-z][\w.-]*(?:/[\w.-]+)?)=(?P<folder>.+)$")
 
 
@@ -136,7 +138,7 @@ def parse_split(split: str) -> tuple[str, slice | None]:
     return match["split"], slice(bound(match["start"]), bound(match["stop"]))
 
 
-def data_dir_entries(data_dir) -> dict[str | None, str]:
+def data_dir_entries(data_dir: DataDir) -> dict[str | None, str]:
     """
     `data_dir` as {registry name or family: folder}, with key `None` for a folder that serves every benchmark: from a
     folder, a mapping, or a list of folders and `NAME=DIR` entries.
@@ -160,7 +162,7 @@ def data_dir_entries(data_dir) -> dict[str | None, str]:
     return {name.lower() if name else None: os.fspath(folder) for name, folder in pairs}
 
 
-def data_dir_for(name: str, data_dir) -> str | None:
+def data_dir_for(name: str, data_dir: DataDir) -> str | None:
     """
     The folder to read benchmark `name` from. `data_dir` is a folder (the download itself, or a folder holding the
     downloads under their usual names, e.g. `cityscapes/` and `acdc/`), a mapping from registry names to folders, or a
@@ -240,20 +242,29 @@ def load_synthetic(domain: str, split: str, num_samples: int | None, streaming: 
     return datasets.Dataset.from_generator(synthetic_rows, features=features, gen_kwargs=kwargs)
 
 
-def open_image(value, dataset_name: str, column: str, index: int, decode: bool = True) -> Image.Image:
-    """
-    Opens an undecoded `datasets.Image` value ({"bytes", "path"}), naming the file when it cannot be read; with
-    `decode=False` only its header is read.
-    """
+def open_image(value, dataset_name: str, column: str, index: int) -> Image.Image:
+    """Decodes an undecoded `datasets.Image` value ({"bytes", "path"}), naming the file when it cannot be read."""
     if isinstance(value, Image.Image):
         return value
     path = value.get("path") if isinstance(value, dict) else value
     data = value.get("bytes") if isinstance(value, dict) else None
     try:
         image = Image.open(io.BytesIO(data) if data else path)
-        if decode:
-            image.load()
+        image.load()
         return image
+    except Exception as error:
+        raise ValueError(
+            f"Cannot read the {column!r} image {path or f'of row {index}'} in dataset {dataset_name!r}: {error}"
+        ) from error
+
+
+def image_header(value, dataset_name: str, column: str, index: int) -> tuple[tuple[int, int], str]:
+    """The size and mode of an undecoded `datasets.Image` value, from its header only; naming the file if unreadable."""
+    path = value.get("path") if isinstance(value, dict) else value
+    data = value.get("bytes") if isinstance(value, dict) else None
+    try:
+        with Image.open(io.BytesIO(data) if data else path) as image:
+            return image.size, image.mode
     except Exception as error:
         raise ValueError(
             f"Cannot read the {column!r} image {path or f'of row {index}'} in dataset {dataset_name!r}: {error}"
@@ -429,7 +440,7 @@ def read_split(
     split: str,
     *,
     hub_id: str | None = None,
-    data_dir=None,
+    data_dir: DataDir = None,
     streaming: bool = False,
     with_labels: bool = True,
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, Frames | None]:
@@ -475,7 +486,7 @@ def load_domain(
     streaming: bool = False,
     synthetic_size: tuple[int, int] = (256, 512),
     on_bad_sample: str = "raise",
-    data_dir=None,
+    data_dir: DataDir = None,
     label_space: str | None = None,
     native_labels: str | None = None,
     with_labels: bool = True,
@@ -606,12 +617,12 @@ def check_rows(dataset, name, rules, image_column, label_column, kept, on_bad_sa
 
     def convert(example, index):
         image_value = example[image_column]
-        header = open_image(image_value, name, image_column, index, decode=False)
-        image = image_value if header.mode == "RGB" else to_rgb8(open_image(image_value, name, image_column, index))
+        size, mode = image_header(image_value, name, image_column, index)
+        image = image_value if mode == "RGB" else to_rgb8(open_image(image_value, name, image_column, index))
         if rules is None:
             return {"image": image}
         label_value = example[label_column]
-        label, ids = rules.read(label_value, index, image_value, header.size)
+        label, ids = rules.read(label_value, index, image_value, size)
         present = present_ids(ids)
         rules.check(present, rules.where(index, label_value))
         unchanged = label.mode == "L" and rules.unchanged(present)
