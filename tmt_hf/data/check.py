@@ -52,19 +52,20 @@ def check_data(
     layout = benchmark.layout if benchmark is not None else None
     if layout is not None:
         folder = data_dir_for(benchmark.name, data_dir)
+        if folder is None:
+            problem = f"{name_or_path} is checked in its download: pass --data_dir ({layout.expected})"
+            return [SplitCheck(split or "all", found=False, problems=[problem])]
         try:
-            if folder is None:
-                raise ValueError(f"{name_or_path} is checked in its download: pass --data_dir ({layout.expected})")
             layout.find_root(folder)
         except ValueError as error:
             return [SplitCheck(split or "all", found=False, problems=[str(error)])]
     checks = []
-    for name in [SPLIT_ALIASES.get(split, split)] if split else list(layout.splits if layout else SPLITS):
-        labelled = layout is None or name in layout.labelled_splits
-        check = SplitCheck(name, labelled=labelled)
+    for split_name in [SPLIT_ALIASES.get(split, split)] if split else list(layout.splits if layout else SPLITS):
+        labelled = layout is None or split_name in layout.labelled_splits
+        check = SplitCheck(split_name, labelled=labelled)
         checks.append(check)
         try:
-            dataset, frames = read_split(name_or_path, name, data_dir=data_dir, with_labels=labelled)
+            dataset, frames = read_split(name_or_path, split_name, data_dir=data_dir, with_labels=labelled)
         except MissingSplit as error:
             check.found = False
             if split:
