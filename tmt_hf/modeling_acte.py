@@ -136,6 +136,14 @@ def checking_values() -> bool:
     return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
 
+def finite_range(values: torch.Tensor) -> tuple[float, float] | None:
+    """`(min, max)` of a non-empty floating-point tensor, or `None` if it holds NaN or infinity: one reduction, where
+    `torch.isfinite(values).all()` makes several passes and a boolean copy (min and max propagate NaN)."""
+    low, high = torch.aminmax(values)
+    low, high = low.item(), high.item()
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else None
+
+
 def check_pixel_values(pixel_values, num_channels: int) -> None:
     """Refuses what is not a non-empty, finite, floating-point (batch, channels, height, width) image tensor."""
     if not isinstance(pixel_values, torch.Tensor):
@@ -151,7 +159,7 @@ def check_pixel_values(pixel_values, num_channels: int) -> None:
             f"pixel_values must be normalised floating-point images, got dtype {pixel_values.dtype}. Convert raw "
             "images with the image processor (TMTImageProcessor), which rescales and normalises them."
         )
-    if checking_values() and not torch.isfinite(pixel_values).all():
+    if checking_values() and finite_range(pixel_values) is None:
         raise ValueError("pixel_values contains NaN or infinite values")
 
 

@@ -29,7 +29,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tmt import TMTConfig
-from .modeling_acte import ACTEModel, check_labels, check_pixel_values, checking_values
+from .modeling_acte import ACTEModel, check_labels, check_pixel_values, checking_values, finite_range
 
 # Stock ViT checkpoints (e.g. google/vit-base-patch16-224-in21k) use the old `encoder.layer.N.attention.attention.query`
 # key layout. transformers renames it only for its own ViT classes, so the same renaming is registered for TMTModel;
@@ -174,16 +174,14 @@ class TMTAttention(ViTAttention):
         return self.o_proj(attn_output), attn_weights
 
     def modulate_output(self, attn_output: torch.Tensor, focus_tokens: torch.Tensor) -> torch.Tensor:
-        """The output forms on `attn_output` (batch, tokens, heads, value dim), in fp32, returned in its dtype."""
+        """The output forms on `attn_output` (batch, tokens, heads, value dim), computed in fp32, in its dtype."""
         lam = self.tma_lambda.float()[None, None, :, None]
-        focus = focus_tokens.float()[:, :, None, None]
-        output = attn_output.float()
         if self.config.tma_form == "value_reweight":
-            output = output[..., : self.head_dim] + lam * output[..., self.head_dim :]
-        else:
-            output = output * (1 + lam * focus)
-            if self.config.tma_form == "output_film":
-                output = output + focus * self.tma_offset.float()
+            return (attn_output[..., : self.head_dim] + lam * attn_output[..., self.head_dim :]).to(attn_output.dtype)
+        focus = focus_tokens.float()[:, :, None, None]
+        output = attn_output * (1 + lam * focus)
+        if self.config.tma_form == "output_film":
+            output = output + focus * self.tma_offset.float()
         return output.to(attn_output.dtype)
 
     def forward_bias_in_head_dim(self, hidden_states: torch.Tensor, focus_tokens: torch.Tensor):
@@ -342,13 +340,12 @@ class TMTModel(TMTPreTrainedModel, ViTModel):
             )
         transferability_map = transferability_map.float()
         if checking_values():
-            if not torch.isfinite(transferability_map).all():
+            value_range = finite_range(transferability_map)
+            if value_range is None:
                 raise ValueError("transferability_map contains NaN or infinite values; expected a focus map in [0, 1]")
-            if transferability_map.min() < 0 or transferability_map.max() > 1:
-                raise ValueError(
-                    "transferability_map must lie in [0, 1], got values in "
-                    f"[{transferability_map.min().item():.4g}, {transferability_map.max().item():.4g}]"
-                )
+            low, high = value_range
+            if low < 0 or high > 1:
+                raise ValueError(f"transferability_map must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
         with torch.autocast(transferability_map.device.type, enabled=False):  # fp32 also under autocast
             pooled = F.adaptive_avg_pool2d(transferability_map[:, None], grid)[:, 0]
         if self.config.tma_map_normalization == "minmax":
