@@ -447,6 +447,11 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
 
     Attach a trained ACTE with `TMTForSemanticSegmentation.from_pretrained(path, acte=ACTEModel.from_pretrained(dir))`
     or `model.attach_acte(acte)`; its weights are then saved inside the TMT checkpoint.
+
+    At scale: `model.gradient_checkpointing_enable()` (transformers 5 also names it `activation_checkpointing_enable`)
+    recomputes every encoder layer, with its map, in the backward pass; under `torch.autocast` (bf16 or fp16) the TMA
+    gate, ACTE's clustering, the logits and the loss stay fp32. `tmt_hf.inference.segment_logits` evaluates whole
+    frames or sliding windows at full resolution.
     """
 
     def __init__(self, config: TMTConfig):
