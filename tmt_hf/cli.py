@@ -192,7 +192,7 @@ def main(argv=None):
     p.add_argument("--acte", required=True, help="an ACTE folder, or a TMT folder with ACTE")
     p.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
     p.add_argument("--split", default="validation")
-    p.add_argument("--data_dir", default=None, help="folder of a benchmark read from local files (camvid, idd-lite)")
+    p.add_argument("--data_dir", nargs="+", default=None, metavar="DIR", help="the download's folder, or NAME=DIR")
     p.add_argument("--label_space", default="cityscapes", help="the classes to report (cityscapes or idd_level1)")
     p.add_argument("--num_samples", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=8)

@@ -4,7 +4,9 @@ generated benchmark, and any Hub id or local path, all returned with columns `im
 ids of the chosen label space), and for a download each frame's `group` (and ACDC's `condition`).
 
 Rows hold file paths (or a Hub dataset's undecoded images): `load_domain` reads every label once to check it, and
-keeps images and unmapped labels as paths, decoded on access. Labels that need a table are stored mapped.
+keeps images and unmapped labels as paths, decoded on access. Labels that need a table are stored mapped. For the files
+of a download or local folder this is done once: the checked rows, mapped labels as PNG, go to an Arrow file in the
+`datasets` cache that later loads of the same files memory-map (`checked_cache_file`).
 """
 
 import glob
@@ -21,6 +23,7 @@ from PIL import Image
 from ..configuration_tmt import CITYSCAPES_CLASSES
 from ..image_processing_tmt import to_rgb8
 from . import readers
+from .cache import cache_key
 from .label_spaces import (
     CAMVID_TO_TRAIN_ID,
     CITYSCAPES_ID_TO_TRAIN_ID,
@@ -43,6 +46,8 @@ CAMVID_SEQUENCES = {"day": ("0006R0", "0016E5", "Seq05VD"), "dusk": ("0001TP",)}
 ALL_CLASSES = tuple(range(len(CITYSCAPES_CLASSES)))
 LABEL_MODES = ("L", "P", "I", "I;16")
 PER_FRAME_COLUMNS = ("group", "condition")  # kept from a download's rows
+CHECKED_CACHE_FOLDER = "tmt-hf-checked"
+CHECKED_CACHE_VERSION = 1  # part of every key: a change to how rows are checked or stored builds new cache files
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,12 @@ class LabelRules:
     def apply(self, ids: np.ndarray) -> np.ndarray:
         return self.to_space[self.mapping[ids] if self.mapping is not None else ids].astype(np.uint8)
 
+    def identity(self) -> tuple:
+        """What the checks and the mapping depend on, for a cache key."""
+        raw_ids = self.encoding.raw_ids if self.encoding is not None else None
+        mapping = self.mapping.tolist() if self.mapping is not None else None
+        return raw_ids, mapping, self.native.name, self.space, self.to_space.tolist(), self.columns
+
 
 def native_space(name: str) -> str:
     """The label space of a dataset's labels: its registry entry's, or Cityscapes train ids."""
@@ -586,9 +597,10 @@ def load_domain(
     dataset = dataset.select_columns([*read, *kept])
     for column in read:
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    return check_rows(
-        dataset, name, rules if with_labels else None, image_column, label_column, kept, on_bad_sample, streaming
-    )
+    rules = rules if with_labels else None
+    from_files = frames is not None and not streaming
+    cache_file = checked_cache_file(dataset, name, rules, on_bad_sample) if from_files else None
+    return check_rows(dataset, name, rules, image_column, label_column, kept, on_bad_sample, streaming, cache_file)
 
 
 def load_generated(name, split, num_samples, streaming, size, label_space, native_labels, with_labels):
@@ -609,10 +621,24 @@ def load_generated(name, split, num_samples, streaming, size, label_space, nativ
     return scenes.map(lambda scene: {"label": Image.fromarray(to_space[np.asarray(scene["label"])].astype(np.uint8))})
 
 
-def check_rows(dataset, name, rules, image_column, label_column, kept, on_bad_sample, streaming):
+def checked_cache_file(dataset: datasets.Dataset, name: str, rules: LabelRules | None, on_bad_sample: str) -> str:
+    """
+    The Arrow file that caches the checked rows of a split read from files: in `tmt-hf-checked/` of the `datasets`
+    cache (`HF_DATASETS_CACHE`), named by a key of the dataset's name, its label rules (raw ids, tables, spaces,
+    columns), `on_bad_sample`, and each row's files (path, modification time, byte size) and per-frame values: a
+    changed file or table is a new cache file.
+    """
+    settings = (CHECKED_CACHE_VERSION, name, rules.identity() if rules is not None else None, on_bad_sample)
+    key = cache_key(dataset, dataset.column_names, *settings)
+    return os.path.join(datasets.config.HF_DATASETS_CACHE, CHECKED_CACHE_FOLDER, f"{key}.arrow")
+
+
+def check_rows(dataset, name, rules, image_column, label_column, kept, on_bad_sample, streaming, cache_file=None):
     """
     Each row's image header read and its label decoded and checked; images, and labels that come out unchanged, stay as
     the files they are, mapped labels are stored as PNG. A bad row raises, or with `on_bad_sample="skip"` is dropped.
+    With `cache_file`, the checked rows are written to it, or read from it if it exists (`datasets.Dataset.map`'s
+    cache), so they are memory-mapped from disk; the skipped rows' warnings are repeated from it.
     """
 
     def convert(example, index):
@@ -630,26 +656,37 @@ def check_rows(dataset, name, rules, image_column, label_column, kept, on_bad_sa
 
     def convert_or_skip(example, index):
         try:
-            return {**convert(example, index), "_readable": True}
+            return {**convert(example, index), "_problem": None}
         except ValueError as error:
             if on_bad_sample == "raise":
                 raise
-            logger.warning(f"Skipping a bad sample: {error}")
-            return {"image": None, "label": None, "_readable": False}
+            return {"image": None, "label": None, "_problem": str(error)}
+
+    def readable(problem: str | None) -> bool:
+        if problem is not None:
+            logger.warning(f"Skipping a bad sample: {problem}")
+        return problem is None
 
     outputs = {"image": datasets.Image()} | ({"label": datasets.Image()} if rules is not None else {})
     features = datasets.Features(
-        {**{c: dataset.features[c] for c in kept}, **outputs, "_readable": datasets.Value("bool")}
+        {**{c: dataset.features[c] for c in kept}, **outputs, "_problem": datasets.Value("string")}
     )
     remove = [image_column, *([label_column] if rules is not None else [])]
     if streaming:
         converted = dataset.map(convert_or_skip, with_indices=True, remove_columns=remove, features=features)
-        return converted.filter(lambda ok: ok, input_columns="_readable").remove_columns("_readable")
+        return converted.filter(readable, input_columns="_problem").remove_columns("_problem")
     converted = dataset.map(
-        convert_or_skip, with_indices=True, remove_columns=remove, features=features, desc=f"Loading {name}"
+        convert_or_skip,
+        with_indices=True,
+        remove_columns=remove,
+        features=features,
+        cache_file_name=cache_file,
+        desc=f"Loading {name}",
     )
-    readable = converted["_readable"]
-    if not all(readable):
-        logger.warning(f"Dataset {name!r}: skipped {readable.count(False)} of {len(readable)} unreadable samples")
-        converted = converted.filter(lambda ok: ok, input_columns="_readable")
-    return converted.remove_columns("_readable")
+    good_rows = [index for index, problem in enumerate(converted["_problem"]) if readable(problem)]
+    if len(good_rows) < len(converted):
+        logger.warning(
+            f"Dataset {name!r}: skipped {len(converted) - len(good_rows)} of {len(converted)} unreadable samples"
+        )
+        converted = converted.select(good_rows)
+    return converted.remove_columns("_problem")
