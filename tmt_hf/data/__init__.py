@@ -1,6 +1,7 @@
 """Domain datasets: real benchmarks through `datasets`, the embedded generated benchmark, label spaces, and paired
 transforms."""
 
+from .cache import resized_cache
 from .label_spaces import (
     CAMVID_TO_TRAIN_ID,
     CITYSCAPES_ID_TO_TRAIN_ID,
@@ -74,6 +75,7 @@ __all__ = [
     "label_space_of",
     "labelled_classes",
     "load_domain",
+    "resized_cache",
     "lookup_table",
     "parse_split",
     "generator_version_of",

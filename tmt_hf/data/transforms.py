@@ -22,11 +22,18 @@ def to_tensors(image: Image.Image, label: Image.Image | None) -> tuple[torch.Ten
     return pixels, torch.from_numpy(np.asarray(label).astype(np.int64))
 
 
+def resize_image(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A float (3, H, W) image resized bilinearly with antialiasing (the identity at its own size)."""
+    return F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An integer (H, W) label map resized by nearest neighbour (the identity at its own size)."""
+    return F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+
+
 def resize_pair(pixels, labels, size: tuple[int, int]):
-    pixels = F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    if labels is not None:
-        labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-    return pixels, labels
+    return resize_image(pixels, size), None if labels is None else resize_labels(labels, size)
 
 
 def resize_pad_map(focus: torch.Tensor, size, height: int, width: int) -> torch.Tensor:
