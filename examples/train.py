@@ -9,27 +9,23 @@
 Stages (`--stage`):
   source    a segmentation ViT (TMTForSemanticSegmentation, TMA idle) on the source labels;
   acte      ACTE on source and unlabelled target images, with source labels for its auxiliary head;
-  transfer  from the source model, each `--method` (a `tmt_hf.methods` registry name) on the same budget:
-              finetune     the baseline: the labelled target images only;
-              finetune_tma the map alone (TMA-only): finetune with the frozen ACTE attached and TMA on;
-              align_patch  the map-free comparator of tmt_paper: also source labels and unlabelled target images,
-                           with a patch-level adversarial alignment of token features;
-              tmt_paper    the paper-faithful TMT transfer stage (our reconstruction): the frozen ACTE attached, TMA on,
-                           and the alignment of align_patch with each token weighted by ACTE's focus map;
-              selftrain    map-free self-training: a mean teacher's pseudo-labels on unlabelled target images, DACS
-                           class mixing with source images, MIC masking;
-              tmt          region-level TMT self-training (ours): selftrain with ACTE's map deciding, region by
-                           region, where pseudo-labels are trusted and where masking pushes adaptation, and TMA in the
-                           student;
-            and any method registered in a --method_file;
+  transfer  from the source model, each `--method` on the same budget: a `tmt_hf.methods` registry name (finetune,
+            the baseline on the labelled target images; finetune_tma, TMA alone; align_patch and tmt_paper, adversarial
+            alignment without and with ACTE's map; selftrain and tmt, self-training without and with it) or one
+            registered by --method_file;
   all       (default) source, acte, then transfer, and a table of target mIoU.
 Labelled images get random photometric augmentation (brightness, colour cast, blur, noise) in every stage.
 
 Starting from a pretrained ViT (`--model_name_or_path`, a stock ViT/DeiT or a TMT checkpoint), the run normalises every
 image with the checkpoint's image processor (mean, std), resamples its position embeddings to --crop_size, and trains
-the source stage with the usual ViT fine-tuning recipe (`tmt_hf.optimization`): the new decode head at
---head_learning_rate_scale times the learning rate, layer-wise learning-rate decay (--layer_decay) and warm-up
-(--warmup_ratio). The model predicts the classes of --label_space; both domains' labels are mapped into it.
+the source stage with the usual ViT fine-tuning recipe (`tmt_hf.optimization.FineTuningRecipe`: the new decode head at
+10 times the learning rate, layer-wise learning-rate decay 0.75, 5% warm-up then cosine, in every stage). The model
+predicts the classes of --label_space; both domains' labels are mapped into it.
+
+At scale: `accelerate launch --mixed_precision bf16` (or fp16) trains every method (a non-finite loss skips its step
+and is counted; ten in a row stop the run), --gradient_checkpointing trades compute for memory, data-loader workers
+(--dataloader_num_workers) give the same results as none, --resized_cache decodes each frame once at --image_size, and
+--eval_mode whole|slide scores at the frames' native resolution.
 
 Outputs: OUTPUT_DIR/<stage or method>/ (save_pretrained folders with processor and model card), OUTPUT_DIR/results.json,
 and OUTPUT_DIR/checkpoints/<stage>/step_<N>/ for --resume_from_checkpoint. The protocol arms of the research record
@@ -47,12 +43,10 @@ import sys
 import time
 
 import datasets
-import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import ImageProcessingMixin
 
 import tmt_hf
@@ -62,24 +56,28 @@ from tmt_hf.data import (
     SegmentationTransform,
     collate,
     get_label_space,
+    group_rows,
     label_space_of,
     labelled_classes,
     load_domain,
+    resized_cache,
 )
 from tmt_hf.hub import acte_repo_id, push_folder, write_model_cards
+from tmt_hf.inference import check_eval_mode
 from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
-from tmt_hf.optimization import fine_tuning_parameter_groups, warmup_cosine_schedule
+from tmt_hf.optimization import FineTuningRecipe, fine_tuning_parameter_groups
 from tmt_hf.training import (
+    EpochIndexed,
     EpochShuffleSampler,
     auxiliary_draw,
     evaluate_acte,
     evaluate_segmenter,
     indexed,
-    latest_checkpoint,
     present_classes,
     repeated_to_fill,
-    save_checkpoint,
+    run_training,
     two_domains,
+    use_every_core,
 )
 
 DEFAULT_METHODS = ("finetune", "align_patch", "tmt_paper")  # selftrain and tmt do not beat finetune yet
@@ -104,8 +102,14 @@ def build_parser():
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")
     add("--data_dir", default=None, help="folder of a benchmark read from its download (the README's data section)")
     add("--label_space", choices=spaces, default="cityscapes", help="the classes the model predicts")
-    add("--source_label_space", choices=spaces, default=None, help="label space of a Hub/local source's label files")
-    add("--target_label_space", choices=spaces, default=None, help="the same for a Hub/local target")
+    add(
+        "--native_label_spaces",
+        nargs=2,
+        choices=spaces,
+        default=None,
+        metavar=("SOURCE", "TARGET"),
+        help="the label spaces of Hub/local datasets' label files (default: registry entries' own, else cityscapes)",
+    )
     add("--columns", nargs=2, default=None, metavar=("IMAGE", "LABEL"), help="image and label columns of Hub data")
     add("--train_split", default="train", help="training split of both domains; a row range works, e.g. train[:40]")
     add("--eval_split", default="validation", help="evaluation split of both domains")
@@ -118,9 +122,23 @@ def build_parser():
     add("--image_size", default=[128, 256], help="images are resized to this", **size)
     add("--crop_size", default=[128, 256], help="training crop", **size)
     add("--on_bad_sample", choices=["raise", "skip"], default="raise", help="bad dataset rows: stop, or skip them")
+    add("--dataloader_num_workers", type=int, default=default_workers(), help="data-loader processes (0: none)")
+    add("--resized_cache", action="store_true", help="decode training frames once, at --image_size (datasets cache)")
+    add(
+        "--eval_mode",
+        choices=["resized", "whole", "slide"],
+        default="resized",
+        help="score at --image_size, or at native resolution on each whole frame or in --eval_crop windows",
+    )
+    add("--eval_crop", type=int, nargs=2, default=None, metavar=("H", "W"), help="slide: the window (default: crop)")
+    add("--eval_stride", type=int, nargs=2, default=None, metavar=("H", "W"), help="slide: the step (default: window)")
     # Models.
-    add("--preset", default="tiny", choices=sorted(tmt_hf.TMT_PRESETS), help="ViT size when training from scratch")
-    add("--model_name_or_path", default=None, help="a pretrained ViT/DeiT or TMT checkpoint for the source stage")
+    add(
+        "--model_name_or_path",
+        default="tiny",
+        help="the source stage's pretrained ViT/DeiT or TMT checkpoint, or a ViT size trained from scratch: "
+        + ", ".join(sorted(tmt_hf.TMT_PRESETS)),
+    )
     add("--source_model", default=None, help="transfer stage: default OUTPUT_DIR/source")
     add("--acte_model", default=None, help="transfer stage: default OUTPUT_DIR/acte")
     # Optimisation.
@@ -129,11 +147,9 @@ def build_parser():
     add("--transfer_steps", type=int, default=300, help="optimizer steps of each transfer method")
     add("--batch_size", type=int, default=8, help="per device (evaluation: twice this)")
     add("--learning_rate", type=float, default=None, help="source stage: 5e-4 from scratch, 2e-4 from a checkpoint")
-    add("--head_learning_rate_scale", type=float, default=10.0, help="from a checkpoint: the decode head's rate × this")
-    add("--layer_decay", type=float, default=0.75, help="from a checkpoint: layer-wise learning-rate decay (1: off)")
-    add("--warmup_ratio", type=float, default=0.05, help="share of each stage's steps in linear warm-up, then cosine")
     add("--transfer_learning_rate", type=float, default=2e-4, help="transfer stage learning rate")
     add("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
+    add("--gradient_checkpointing", action="store_true", help="recompute each ViT layer in the backward pass")
     add("--seed", type=int, default=42, help="seed of initialisation, data order and augmentation")
     # Operability.
     add("--output_dir", default="outputs/tmt-clear2night", help="stage folders, checkpoints and results.json")
@@ -197,13 +213,21 @@ def validate_args(args, build_methods=None):
             f"--target_train_samples 0 (no target labels) suits the self-training methods only, not "
             f"{' '.join(sorted(needs_labels))}; source-only is the 0-label baseline"
         )
+    args.preset = None  # the ViT size trained from scratch, if --model_name_or_path names one and no folder
+    if args.model_name_or_path in tmt_hf.TMT_PRESETS and not os.path.exists(args.model_name_or_path):
+        args.preset, args.model_name_or_path = args.model_name_or_path, None
     if args.learning_rate is None:
         args.learning_rate = 2e-4 if args.model_name_or_path else 5e-4
-    for name in ("learning_rate", "head_learning_rate_scale", "layer_decay"):
-        if getattr(args, name) <= 0:
-            sys.exit(f"--{name} must be > 0, got {getattr(args, name)}")
-    if not 0 <= args.warmup_ratio < 1:
-        sys.exit(f"--warmup_ratio must lie in [0, 1), got {args.warmup_ratio}")
+    if args.learning_rate <= 0:
+        sys.exit(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if args.dataloader_num_workers < 0:
+        sys.exit(f"--dataloader_num_workers must be >= 0, got {args.dataloader_num_workers}")
+    if args.eval_mode != "slide" and (args.eval_crop or args.eval_stride):
+        sys.exit(f"--eval_crop and --eval_stride are for --eval_mode slide, not {args.eval_mode}")
+    try:
+        args.eval_crop, args.eval_stride = eval_windows(args)
+    except ValueError as error:
+        sys.exit(f"--eval_mode slide: {error}")
     if args.stage == "transfer":
         source = args.source_model or os.path.join(args.output_dir, "source")
         if not os.path.isfile(os.path.join(source, "config.json")):
@@ -241,8 +265,22 @@ def validate_args(args, build_methods=None):
     return methods
 
 
-def load_split(name, split, num_samples, args):
+def default_workers():
+    """The available cores but one, at most 8."""
+    return max(0, min(len(os.sched_getaffinity(0)) - 1, 8))
+
+
+def eval_windows(args):
+    """The sliding windows' (size, stride) of --eval_mode slide (default: --crop_size, no overlap), else (None, None)."""
+    if args.eval_mode != "slide":
+        return None, None
+    window = tuple(args.eval_crop or args.crop_size)
+    return check_eval_mode("slide", window, tuple(args.eval_stride) if args.eval_stride else None)
+
+
+def load_split(name, split, num_samples, args, with_labels=True):
     """One domain's split in --label_space, every column the dataset has."""
+    spaces = args.native_label_spaces or (None, None)
     return load_domain(
         name,
         split,
@@ -253,13 +291,19 @@ def load_split(name, split, num_samples, args):
         on_bad_sample=args.on_bad_sample,
         data_dir=args.data_dir,
         label_space=args.label_space,
-        native_labels=args.source_label_space if name == args.source else args.target_label_space,
+        native_labels=spaces[0] if name == args.source else spaces[1],
+        with_labels=with_labels,
     )
 
 
-def domain_split(name, split, num_samples, args, with_labels=True):
-    """One domain's images (and labels) in --label_space, with a `sample_index` column for reproducible augmentation."""
-    dataset = load_split(name, split, num_samples, args)
+def domain_split(name, split, num_samples, args, with_labels=True, training=False):
+    """
+    One domain's images (and labels) in --label_space, with a `sample_index` column for reproducible augmentation;
+    training images from the resized cache with --resized_cache.
+    """
+    dataset = load_split(name, split, num_samples, args, with_labels)
+    if training and args.resized_cache and isinstance(dataset, datasets.Dataset) and not name.startswith("synthetic/"):
+        dataset = resized_cache(dataset, tuple(args.image_size))
     return indexed(dataset.select_columns(["image", "label"] if with_labels else ["image"]))
 
 
@@ -268,8 +312,10 @@ def source_and_target(args, target_labels=False):
     The labelled source training images, then the target's unlabelled ones (with their labels if `target_labels`, for
     a method that reads them), with `domain_labels` 0 / 1.
     """
-    source = domain_split(args.source, args.train_split, args.num_source_train, args)
-    target = domain_split(args.target, args.target_train_split, args.num_target_unlabeled, args, target_labels)
+    source = domain_split(args.source, args.train_split, args.num_source_train, args, training=True)
+    target = domain_split(
+        args.target, args.target_train_split, args.num_target_unlabeled, args, target_labels, training=True
+    )
     if not target_labels:
         target = target.add_column("label", [None] * len(target), feature=datasets.Image())
     return two_domains(source, target)
@@ -281,9 +327,9 @@ def labelled_target(args, choose_rows=None):
     or the rows `choose_rows(pool_size)` picks from the whole split.
     """
     if choose_rows is None:
-        labelled = domain_split(args.target, args.target_train_split, args.target_train_samples, args)
+        labelled = domain_split(args.target, args.target_train_split, args.target_train_samples, args, training=True)
         return labelled, list(range(len(labelled)))
-    pool = domain_split(args.target, args.target_train_split, None, args)
+    pool = domain_split(args.target, args.target_train_split, None, args, training=True)
     rows = sorted(int(row) for row in choose_rows(len(pool)))
     return indexed(pool.select(rows)), rows
 
@@ -304,83 +350,36 @@ def train_loader(dataset, args, seed, appearance_jitter=False):
     # A private generator: creating an iterator each epoch must not draw from the global RNG, which Accelerate
     # checkpoints (it also drives dropout), or a resumed run would diverge.
     loader = DataLoader(
-        dataset,
+        EpochIndexed(dataset, transform),
         batch_size=args.batch_size,
         sampler=sampler,
         collate_fn=collate,
         drop_last=True,
         generator=torch.Generator().manual_seed(seed),
+        **worker_settings(args, persistent=True),
     )
     return loader, sampler, transform
 
 
 def eval_loader(dataset, args):
-    transform = SegmentationTransform(
-        train=False, size=tuple(args.image_size), image_mean=args.image_mean, image_std=args.image_std
+    """Evaluation batches at --image_size (--eval_mode resized), or one frame at a time at its native resolution."""
+    resized = args.eval_mode == "resized"
+    size = tuple(args.image_size) if resized else None
+    dataset.set_transform(
+        SegmentationTransform(train=False, size=size, image_mean=args.image_mean, image_std=args.image_std)
     )
-    dataset.set_transform(transform)
-    return DataLoader(dataset, batch_size=2 * args.batch_size, collate_fn=collate)
+    batch_size = 2 * args.batch_size if resized else 1
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **worker_settings(args))
 
 
-def run_training(
-    stage, model, loader, sampler, transform, compute_loss, optimizer, steps, args, accelerator, evaluate_fn=None
-):
-    """The shared step loop: accumulation, scheduler, progress bar, periodic evaluation, checkpoints and resume."""
-    scheduler = warmup_cosine_schedule(optimizer, steps, args.warmup_ratio)
-    accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    if len(loader) == 0:  # drop_last leaves nothing: fail now, not with a division by zero
-        raise ValueError(
-            f"[{stage}] {len(sampler)} training images do not fill one batch of --batch_size {args.batch_size} on each "
-            f"of {accelerator.num_processes} process(es); lower --batch_size or give more images"
-        )
-    checkpoints = os.path.join(args.output_dir, "checkpoints", stage)
-    step = 0
-    resume = args.resume_from_checkpoint
-    if resume == "latest":
-        resume = latest_checkpoint(checkpoints)
-    elif resume is not None and os.path.basename(os.path.dirname(os.path.normpath(resume))) != stage:
-        resume = None  # an explicit checkpoint of another stage
-    if resume:
-        accelerator.load_state(resume)
-        with open(os.path.join(resume, "trainer_state.json")) as f:
-            step = json.load(f)["step"]
-        accelerator.print(f"[{stage}] resumed from {resume} at step {step}")
-
-    progress = tqdm(total=steps, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
-    history = []
-    model.train()
-    while step < steps:
-        epoch, skip = divmod(step * args.gradient_accumulation_steps, len(loader))
-        sampler.use_epoch(epoch)
-        transform.set_epoch(epoch)
-        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
-            with accelerator.accumulate(model):
-                loss, logs = compute_loss(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-            logs = {f"{stage}/{k}": v for k, v in logs.items()} | {f"{stage}/lr": scheduler.get_last_lr()[0]}
-            accelerator.log(logs, step=step)
-            if evaluate_fn and args.eval_steps and step % args.eval_steps == 0 and step < steps:
-                result = evaluate_fn(model)
-                history.append({"step": step, **{k: v for k, v in result.items() if isinstance(v, float)}})
-                accelerator.log({f"{stage}/eval_{k}": v for k, v in history[-1].items() if k != "step"}, step=step)
-                accelerator.print(f"[{stage}] step {step}: {history[-1]}")
-            if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, checkpoints, step)
-            if step >= steps:
-                break
-    progress.close()
-    return accelerator.unwrap_model(model), history
+def worker_settings(args, persistent=False):
+    """DataLoader settings: --dataloader_num_workers processes (kept across epochs if `persistent`), pinned on CUDA."""
+    workers = args.dataloader_num_workers
+    return {
+        "num_workers": workers,
+        "persistent_workers": persistent and workers > 0,
+        "pin_memory": torch.cuda.is_available(),
+    }
 
 
 def image_normalization(args, source_dir):
@@ -431,36 +430,26 @@ def run_stage(name, train, args, accelerator, processor, results, wall_times):
     return folder
 
 
-def use_cpu_cores(accelerator):
-    """
-    `accelerate launch` sets OMP_NUM_THREADS=1 for its child unless told otherwise (`--num_cpu_threads_per_process`),
-    which leaves all cores but one idle in a single-process CPU run: use every physical core there.
-    """
-    launched_with_one = os.environ.get("OMP_NUM_THREADS") == "1" and "ACCELERATE_MIXED_PRECISION" in os.environ
-    if accelerator.device.type != "cpu" or accelerator.num_processes != 1 or not launched_with_one:
-        return
-    torch.set_num_threads(max(1, min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))))
-    accelerator.print(f"using {torch.get_num_threads()} CPU thread(s)")
-
-
 def main(argv=None):
     return run(parse_args(argv))
 
 
-def run(args, methods=None, choose_labelled_rows=None):
+def run(args, methods=None, choose_labelled_rows=None, recipe=None):
     """
     The protocol on parsed `args`: `methods` (default: `get_method` of each --method) are `tmt_hf.methods`
     objects, each trained from the source model into OUTPUT_DIR/<method.name>; `choose_labelled_rows(pool_size)`
-    picks the labelled target rows (default: the first --target_train_samples).
+    picks the labelled target rows (default: the first --target_train_samples); `recipe` is the fine-tuning recipe
+    (default: `FineTuningRecipe()`).
     """
     methods = methods if methods is not None else [get_method(name) for name in args.method]
+    recipe = recipe or FineTuningRecipe()
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
     )
-    use_cpu_cores(accelerator)
+    use_every_core(accelerator)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     if not accelerator.is_local_main_process:
@@ -487,33 +476,58 @@ def run(args, methods=None, choose_labelled_rows=None):
     results["generator_version"] = tmt_hf.data.GENERATOR_VERSION  # what the synthetic/* domains were generated with
     wall_times = results["wall_time_s"] = results.get("wall_time_s") or {}
     stage = lambda name, train: run_stage(name, train, args, accelerator, processor, results, wall_times)  # noqa: E731
+    common = {
+        "output_dir": args.output_dir,
+        "warmup_ratio": recipe.warmup_ratio,
+        "resume_from_checkpoint": args.resume_from_checkpoint,
+        "eval_steps": args.eval_steps,
+        "checkpointing_steps": args.checkpointing_steps,
+    }
 
     # Data: the target's evaluation split is the yardstick of every stage.
     with accelerator.main_process_first():
-        target_eval = domain_split(args.target, args.target_eval_split, args.num_eval, args)
+        target_eval = load_split(args.target, args.target_eval_split, args.num_eval, args)
         source_eval = domain_split(args.source, args.eval_split, args.num_eval, args)
+    # A target of several conditions (acdc) is also scored on each condition's frames.
+    conditions = group_rows(target_eval, "condition") if "condition" in target_eval.column_names else {}
+    target_eval = indexed(target_eval.select_columns(["image", "label"]))
     widget_image = target_eval[0]["image"]  # the model cards' widget example
     # mIoU over the classes a benchmark labels (CamVid: 11 of 19); for other data, over the classes its labels hold.
     target_classes = labelled_classes(args.target, args.label_space) or present_classes(target_eval)
     source_classes = labelled_classes(args.source, args.label_space) or present_classes(source_eval)
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
+    conditions = {
+        name: accelerator.prepare(eval_loader(target_eval.select(rows), args)) for name, rows in conditions.items()
+    }
+    windows = {"mode": "slide" if args.eval_mode == "slide" else "whole", "crop_size": args.eval_crop}
+    windows["stride"] = args.eval_stride
+    resolution = f"{args.image_size[0]}x{args.image_size[1]}" if args.eval_mode == "resized" else "native"
+    if args.eval_mode == "slide":
+        resolution += f", windows {args.eval_crop} every {args.eval_stride}"
 
     def evaluate_target(model, loader=target_eval_loader):
-        return evaluate_segmenter(model, loader, accelerator, num_labels, target_classes)
+        metrics = evaluate_segmenter(model, loader, accelerator, num_labels, target_classes, **windows)
+        if conditions and loader is target_eval_loader:
+            metrics["per_condition_mean_iou"] = {
+                name: evaluate_segmenter(model, rows, accelerator, num_labels, target_classes, **windows)["mean_iou"]
+                for name, rows in conditions.items()
+            }
+        return metrics | {"split": args.target_eval_split, "resolution": resolution}
 
     def evaluate_source(model):
-        return evaluate_segmenter(model, source_eval_loader, accelerator, num_labels, source_classes)
+        metrics = evaluate_segmenter(model, source_eval_loader, accelerator, num_labels, source_classes, **windows)
+        return metrics | {"split": args.eval_split, "resolution": resolution}
 
     # ---- Stage 1: source model -----------------------------------------------------------------------------------
     def train_source():
         with accelerator.main_process_first():
-            source_train = domain_split(args.source, args.train_split, args.num_source_train, args)
-        loader, sampler, transform = train_loader(source_train, args, args.seed, appearance_jitter=True)
+            source_train = domain_split(args.source, args.train_split, args.num_source_train, args, training=True)
+        loader, sampler, _ = train_loader(source_train, args, args.seed, appearance_jitter=True)
         if args.model_name_or_path:
             model = pretrained_segmenter(args, label_space)
             groups = fine_tuning_parameter_groups(
-                model, args.learning_rate, args.layer_decay, args.head_learning_rate_scale
+                model, args.learning_rate, recipe.layer_decay, recipe.head_learning_rate_scale
             )
         else:
             config = TMTConfig.from_preset(
@@ -521,26 +535,28 @@ def run(args, methods=None, choose_labelled_rows=None):
             )
             model = TMTForSemanticSegmentation(config)
             groups = [{"params": list(model.parameters())}]
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=WEIGHT_DECAY)
-        model, history = run_training(
+        steps = args.source_steps
+        model, log = run_training(
             "source",
             model,
             loader,
             sampler,
-            transform,
             segmentation_loss,
             optimizer,
-            args.source_steps,
-            args,
             accelerator,
-            evaluate_source,
+            steps,
+            **common,
+            evaluate_fn=evaluate_source,
         )
         source_metrics, target_metrics = evaluate_source(model), evaluate_target(model)
         accelerator.print(
             f"[source] source mIoU {source_metrics['mean_iou']:.4f}, "
             f"target mIoU (source-only) {target_metrics['mean_iou']:.4f}"
         )
-        return model, {"source_val": source_metrics, "target_val": target_metrics, "history": history}
+        return model, {"source_val": source_metrics, "target_val": target_metrics, **log}
 
     if args.stage in ("all", "source"):
         source_dir = stage("source", train_source)
@@ -550,7 +566,7 @@ def run(args, methods=None, choose_labelled_rows=None):
         with accelerator.main_process_first():
             both = source_and_target(args)
         # Random global appearance on both domains, so that the discriminator has to find local shifts.
-        loader, sampler, transform = train_loader(both, args, args.seed + 1, appearance_jitter=True)
+        loader, sampler, _ = train_loader(both, args, args.seed + 1, appearance_jitter=True)
         acte = ACTEModel(ACTEConfig(cell_size=ACTE_CELL_SIZE, num_semantic_classes=num_labels))
         optimizer = torch.optim.AdamW(acte.parameters(), lr=ACTE_LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
@@ -582,18 +598,9 @@ def run(args, methods=None, choose_labelled_rows=None):
         def evaluate_fn(model):
             return evaluate_acte(model, held_out_loader, accelerator, shift_loader)
 
-        acte, history = run_training(
-            "acte",
-            acte,
-            loader,
-            sampler,
-            transform,
-            acte_loss,
-            optimizer,
-            args.acte_steps,
-            args,
-            accelerator,
-            evaluate_fn,
+        steps = args.acte_steps
+        acte, log = run_training(
+            "acte", acte, loader, sampler, acte_loss, optimizer, accelerator, steps, **common, evaluate_fn=evaluate_fn
         )
         metrics = evaluate_fn(acte)
         shift = ""
@@ -605,7 +612,7 @@ def run(args, methods=None, choose_labelled_rows=None):
         accelerator.print(f"[acte] held-out discriminator accuracy {metrics['discriminator_accuracy']:.4f}{shift}")
         sources = sum(d == 0 for d in both["domain_labels"])
         training = {"source images": sources, "target images (unlabelled)": len(both) - sources}
-        return acte, {**metrics, "history": history, "training": training}
+        return acte, {**metrics, **log, "training": training}
 
     if args.stage in ("all", "acte"):
         acte_dir = stage("acte", train_acte)
@@ -655,7 +662,7 @@ def run(args, methods=None, choose_labelled_rows=None):
                     method_eval_loader = accelerator.prepare(eval_loader(evaluation, args))
                 # Photometric augmentation on labelled images; unlabelled ones (no target labels) are the teacher's.
                 train_data = repeated_to_fill(train_data, args.batch_size * accelerator.num_processes)
-                loader, sampler, transform = train_loader(
+                loader, sampler, _ = train_loader(
                     train_data, args, args.seed + 2, appearance_jitter=args.target_train_samples > 0
                 )
                 draw = None
@@ -664,6 +671,8 @@ def run(args, methods=None, choose_labelled_rows=None):
                     _, _, auxiliary_transform = train_loader(auxiliary, args, args.seed + 3, appearance_jitter=jitter)
                     counts = method.auxiliary_counts(context)
                     draw = auxiliary_draw(auxiliary, auxiliary_transform, counts, accelerator)
+                if args.gradient_checkpointing:
+                    model.gradient_checkpointing_enable()
                 wrapped = method.wrap(model, context)
                 groups = method.parameter_groups(wrapped, args.transfer_learning_rate)
                 optimizer = torch.optim.AdamW(groups, lr=args.transfer_learning_rate, weight_decay=WEIGHT_DECAY)
@@ -675,18 +684,18 @@ def run(args, methods=None, choose_labelled_rows=None):
                     trained = accelerator.unwrap_model(trained)
                     return evaluate_target(getattr(trained, "segmenter", trained), loader)
 
-                wrapped, history = run_training(
+                steps = args.transfer_steps
+                wrapped, log = run_training(
                     method.name,
                     wrapped,
                     loader,
                     sampler,
-                    transform,
                     compute_loss,
                     optimizer,
-                    args.transfer_steps,
-                    args,
                     accelerator,
-                    evaluate_method,
+                    steps,
+                    **common,
+                    evaluate_fn=evaluate_method,
                 )
                 model = getattr(wrapped, "segmenter", wrapped)
                 metrics = evaluate_method(model)
@@ -696,7 +705,7 @@ def run(args, methods=None, choose_labelled_rows=None):
                 ]
                 return model, {
                     "target_val": metrics,
-                    "history": history,
+                    **log,
                     "mean_abs_lambda": lambdas,
                     "labelled_target_images": len(labelled_rows),
                     "labelled_target_rows": labelled_rows,

@@ -148,7 +148,7 @@ def run_train(*args):
 
 def test_train_help_shows_defaults_and_refuses_a_stray_method(tmp_path):
     help_text = " ".join(run_train("--help").stdout.split("options:", 1)[1].split())
-    for flag, default in (("--image_size", "[128, 256]"), ("--source_steps", "600"), ("--preset", "tiny"),
+    for flag, default in (("--image_size", "[128, 256]"), ("--source_steps", "600"), ("--model_name_or_path", "tiny"),
                           ("--transfer_steps", "300"), ("--method", "None")):  # fmt: skip
         after = help_text.split(f" {flag} ", 1)[1]
         assert f"(default: {default})" in after.split(" --", 1)[0], flag
@@ -157,27 +157,24 @@ def test_train_help_shows_defaults_and_refuses_a_stray_method(tmp_path):
 
 
 def test_single_process_cpu_run_uses_every_core(monkeypatch):
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(REPO / "examples"))
+    from tmt_hf import training
+
     before = torch.get_num_threads()
     accelerator = SimpleNamespace(device=torch.device("cpu"), num_processes=1, print=lambda *a: None)
-    monkeypatch.setattr(train.psutil, "cpu_count", lambda logical=True: 2)
-    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(training.psutil, "cpu_count", lambda logical=True: 2)
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1})
     try:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what `accelerate launch` sets for its child
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-        train.use_cpu_cores(accelerator)
+        training.use_every_core(accelerator)
         assert torch.get_num_threads() == 2
         torch.set_num_threads(1)
         monkeypatch.setenv("OMP_NUM_THREADS", "3")  # `accelerate launch --num_cpu_threads_per_process 3` wins
-        train.use_cpu_cores(accelerator)
+        training.use_every_core(accelerator)
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")  # a plain `python train.py` keeps the user's OMP setting
-        train.use_cpu_cores(accelerator)
+        training.use_every_core(accelerator)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

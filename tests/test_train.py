@@ -31,7 +31,8 @@ TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_t
 
 def launch_command(args, num_processes=1, script=TRAIN):
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]  # fmt: skip
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            *(["--multi_gpu"] if num_processes > 1 else []), script, *args]  # fmt: skip
 
 
 LAUNCH_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}

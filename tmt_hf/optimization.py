@@ -2,8 +2,31 @@
 layer-wise learning-rate decay, and a warm-up then cosine schedule."""
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass
+class FineTuningRecipe:
+    """
+    The recipe's settings (BEiT/MAE defaults for a ViT): the new decode head learns at `head_learning_rate_scale` ×
+    the learning rate, encoder layer i of L at `layer_decay`^(L - 1 - i) × it, and every stage warms up linearly over
+    `warmup_ratio` of its steps, then decays on a cosine.
+    """
+
+    head_learning_rate_scale: float = 10.0
+    layer_decay: float = 0.75
+    warmup_ratio: float = 0.05
+
+    def __post_init__(self):
+        if self.head_learning_rate_scale <= 0 or self.layer_decay <= 0:
+            raise ValueError(
+                f"head_learning_rate_scale and layer_decay must be > 0, got {self.head_learning_rate_scale} and "
+                f"{self.layer_decay}"
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
 
 
 def fine_tuning_parameter_groups(model, learning_rate: float, layer_decay: float, head_scale: float) -> list[dict]:

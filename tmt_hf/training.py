@@ -9,18 +9,23 @@ import os
 
 import datasets
 import numpy as np
+import psutil
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
+from tqdm.auto import tqdm
 
 from .data import IGNORE_INDEX, collate
+from .inference import segment_logits
 from .metrics import MeanIoU, shift_auroc
+from .optimization import warmup_cosine_schedule
 
 
 class EpochShuffleSampler(Sampler):
     """
-    A permutation of the dataset that depends only on (seed, epoch), so a resumed run sees the same order. The epoch is
-    set with `use_epoch` (not `set_epoch`, which Accelerate's loaders call with their own iteration counters).
+    A permutation of the dataset that depends only on (seed, epoch), so a resumed run sees the same order, yielded as
+    `epoch * size + row` for an `EpochIndexed` dataset. The epoch is set with `use_epoch` (not `set_epoch`, which
+    Accelerate's loaders call with their own iteration counters).
     """
 
     def __init__(self, size: int, seed: int):
@@ -31,10 +36,30 @@ class EpochShuffleSampler(Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        offset = self.epoch * self.size  # the epoch travels in the index (`EpochIndexed`), to every worker
+        return iter((offset + torch.randperm(self.size, generator=generator)).tolist())
 
     def __len__(self):
         return self.size
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """
+    A `datasets.Dataset` whose transform (a `SegmentationTransform`) augments by (seed, epoch, sample), read at the
+    indices of an `EpochShuffleSampler`: each index sets the epoch of the transform in the process that reads it, so
+    that data-loader workers, persistent or not, augment exactly as the main process would.
+    """
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        epoch, row = divmod(int(index), len(self.dataset))
+        self.transform.set_epoch(epoch)
+        return self.dataset[row]
 
 
 def indexed(dataset):
@@ -82,15 +107,16 @@ def auxiliary_draw(auxiliary, transform, counts, accelerator):
 
 
 @torch.no_grad()
-def evaluate_segmenter(model, loader, accelerator, num_labels, classes=None):
+def evaluate_segmenter(model, loader, accelerator, num_labels, classes=None, mode="whole", crop_size=None, stride=None):
     """
     mIoU of a segmenter over `classes` (default: every class present), fed the batches' `focus` maps where the loader
-    has them; predictions and labels are gathered across processes once per pixel.
+    has them, on each image whole or in sliding windows (`tmt_hf.inference.segment_logits`'s `mode`, `crop_size`,
+    `stride`); predictions and labels are gathered across processes once per pixel.
     """
     model.eval()
     metric = MeanIoU(num_labels, classes=classes)
     for batch in loader:
-        logits = model(pixel_values=batch["pixel_values"], transferability_map=batch.get("focus")).logits
+        logits = segment_logits(model, batch["pixel_values"], mode, crop_size, stride, batch.get("focus"))
         predictions, references = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
         metric.update(predictions, references)
     model.train()
@@ -141,14 +167,17 @@ def latest_checkpoint(stage_checkpoints: str) -> str | None:
     return os.path.join(stage_checkpoints, f"step_{max(steps)}") if steps else None
 
 
-def save_checkpoint(accelerator, checkpoints, step):
-    """Writes the state to a temporary folder and renames it, so a kill never leaves a half-written checkpoint."""
+def save_checkpoint(accelerator, checkpoints, step, counters=None):
+    """
+    Writes the state, the step and `counters` (`trainer_state.json`) to a temporary folder and renames it, so a kill
+    never leaves a half-written checkpoint.
+    """
     final = os.path.join(checkpoints, f"step_{step}")
     partial = final + ".tmp"
     accelerator.save_state(partial)
     if accelerator.is_main_process:
         with open(os.path.join(partial, "trainer_state.json"), "w") as f:
-            json.dump({"step": step}, f)
+            json.dump({"step": step, **(counters or {})}, f)
         os.replace(partial, final)
     accelerator.wait_for_everyone()
 
@@ -159,3 +188,107 @@ def present_classes(dataset):
     for label in dataset.select_columns(["label"]):
         counts += np.bincount(np.asarray(label["label"]).ravel(), minlength=256)
     return [int(c) for c in np.flatnonzero(counts[:IGNORE_INDEX])]
+
+
+def run_training(
+    stage,
+    model,
+    loader,
+    sampler,
+    compute_loss,
+    optimizer,
+    accelerator,
+    steps: int,
+    output_dir: str,
+    warmup_ratio: float = 0.05,
+    resume_from_checkpoint: str | None = None,
+    eval_steps: int = 0,
+    checkpointing_steps: int = 0,
+    evaluate_fn=None,
+):
+    """
+    The step loop of a stage: `compute_loss(model, batch) -> (loss, logs)` over `loader` (an `EpochShuffleSampler`'s)
+    for `steps` optimizer steps, with Accelerate's gradient accumulation, a `warmup_cosine_schedule`, a progress bar,
+    `evaluate_fn(model)` every `eval_steps`, a checkpoint in `output_dir/checkpoints/<stage>/` every
+    `checkpointing_steps`, and resume from `resume_from_checkpoint` ("latest": this stage's newest checkpoint). A step
+    whose loss is not finite on any process is skipped on all of them and counted; ten in a row stop the run. Returns
+    the unwrapped model and its log (the periodic evaluations and the skipped steps).
+    """
+    scheduler = warmup_cosine_schedule(optimizer, steps, warmup_ratio)
+    accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if len(loader) == 0:  # drop_last leaves nothing: fail now, not with a division by zero
+        raise ValueError(
+            f"[{stage}] {len(sampler)} training images do not fill one batch of --batch_size {loader.batch_size} on "
+            f"each of {accelerator.num_processes} process(es); lower --batch_size or give more images"
+        )
+    checkpoints = os.path.join(output_dir, "checkpoints", stage)
+    step = skipped = in_a_row = 0
+    resume = resume_from_checkpoint
+    if resume == "latest":
+        resume = latest_checkpoint(checkpoints)
+    elif resume is not None and os.path.basename(os.path.dirname(os.path.normpath(resume))) != stage:
+        resume = None  # an explicit checkpoint of another stage
+    if resume:
+        accelerator.load_state(resume)
+        with open(os.path.join(resume, "trainer_state.json")) as f:
+            state = json.load(f)
+        step, skipped = state["step"], state.get("non_finite_losses_skipped", 0)
+        accelerator.print(f"[{stage}] resumed from {resume} at step {step}")
+
+    progress = tqdm(total=steps, initial=step, desc=stage, disable=not accelerator.is_local_main_process)
+    history = []
+    model.train()
+    while step < steps:
+        epoch, skip = divmod(step * accelerator.gradient_accumulation_steps, len(loader))
+        sampler.use_epoch(epoch)
+        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
+            with accelerator.accumulate(model):
+                loss, logs = compute_loss(model, batch)
+                if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
+                    optimizer.zero_grad()
+                    skipped, in_a_row = skipped + 1, in_a_row + 1
+                    accelerator.print(f"[{stage}] step {step + 1}: non-finite loss {loss.item()}, step skipped")
+                    if in_a_row == 10:
+                        raise RuntimeError(
+                            f"[{stage}] 10 non-finite losses in a row (at step {step + 1}): the run diverged. Lower "
+                            "the learning rate, or train in bf16 or fp32 instead of fp16."
+                        )
+                    continue
+                in_a_row = 0
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            logs = {f"{stage}/{k}": v for k, v in logs.items()} | {f"{stage}/lr": scheduler.get_last_lr()[0]}
+            accelerator.log(logs, step=step)
+            if evaluate_fn and eval_steps and step % eval_steps == 0 and step < steps:
+                result = evaluate_fn(model)
+                history.append({"step": step, **{k: v for k, v in result.items() if isinstance(v, float)}})
+                accelerator.log({f"{stage}/eval_{k}": v for k, v in history[-1].items() if k != "step"}, step=step)
+                accelerator.print(f"[{stage}] step {step}: {history[-1]}")
+            if checkpointing_steps and step % checkpointing_steps == 0:
+                save_checkpoint(accelerator, checkpoints, step, {"non_finite_losses_skipped": skipped})
+            if step >= steps:
+                break
+    progress.close()
+    return accelerator.unwrap_model(model), {"history": history, "non_finite_losses_skipped": skipped}
+
+
+def use_every_core(accelerator):
+    """
+    `accelerate launch` sets OMP_NUM_THREADS=1 for its child unless told otherwise (`--num_cpu_threads_per_process`),
+    which leaves all cores but one idle in a single-process CPU run: use every physical core there.
+    """
+    launched_with_one = os.environ.get("OMP_NUM_THREADS") == "1" and "ACCELERATE_MIXED_PRECISION" in os.environ
+    if accelerator.device.type != "cpu" or accelerator.num_processes != 1 or not launched_with_one:
+        return
+    torch.set_num_threads(max(1, min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))))
+    accelerator.print(f"using {torch.get_num_threads()} CPU thread(s)")

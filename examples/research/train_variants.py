@@ -9,6 +9,8 @@ train.py, plus the arms' switches and knobs, which never become runner flags:
   --alignment_weight                              the alignment methods' domain-loss weight (Alignment's field)
   --labelled_draw first|random                    the first --target_train_samples labelled images, or a random draw
                                                   seeded by --seed (a new draw per seed)
+  --head_learning_rate_scale, --layer_decay,      the fine-tuning recipe's settings (FineTuningRecipe's fields; the
+  --warmup_ratio                                  record's ablation, --layer_decay 1 --head_learning_rate_scale 1)
 
     python examples/research/train_variants.py --stage transfer --method tmt --focus_map shuffled ...
 
@@ -28,6 +30,7 @@ import train  # noqa: E402
 from variants import MAP_METHODS, register_variants  # noqa: E402
 
 from tmt_hf.methods import get_method  # noqa: E402
+from tmt_hf.optimization import FineTuningRecipe  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,7 +64,30 @@ def parse_args(argv=None):
         default="first",
         help="the first --target_train_samples labelled images, or a random draw seeded by --seed",
     )
+    recipe = FineTuningRecipe()
+    arms.add_argument(
+        "--head_learning_rate_scale",
+        type=float,
+        default=recipe.head_learning_rate_scale,
+        help="the decode head's learning rate × this, from a checkpoint",
+    )
+    arms.add_argument(
+        "--layer_decay",
+        type=float,
+        default=recipe.layer_decay,
+        help="layer-wise learning-rate decay from a checkpoint (1: off)",
+    )
+    arms.add_argument(
+        "--warmup_ratio",
+        type=float,
+        default=recipe.warmup_ratio,
+        help="share of each stage's steps in linear warm-up, then cosine",
+    )
     args = parser.parse_args(argv)
+    try:
+        recipe_of(args)
+    except ValueError as error:
+        sys.exit(str(error))
     register_variants(args)
     validate_arms(args)
     train.validate_args(args, build_methods)
@@ -74,8 +100,7 @@ def validate_arms(args):
     map_methods = [m for m in methods if m in MAP_METHODS]
     if args.focus_map != "acte" and not map_methods:
         sys.exit(
-            f"--focus_map {args.focus_map} chooses the map of the map methods; --method {' '.join(methods)} "
-            "uses none"
+            f"--focus_map {args.focus_map} chooses the map of the map methods; --method {' '.join(methods)} uses none"
         )
     if args.focus_map == "oracle" and not args.target.startswith("synthetic/"):
         sys.exit(
@@ -118,6 +143,10 @@ def build_methods(args):
     return methods
 
 
+def recipe_of(args):
+    return FineTuningRecipe(args.head_learning_rate_scale, args.layer_decay, args.warmup_ratio)
+
+
 def random_draw(args):
     """Picks --target_train_samples rows of the labelled pool at random with --seed."""
     return lambda size: np.random.default_rng(args.seed).choice(
@@ -128,7 +157,7 @@ def random_draw(args):
 def main(argv=None):
     args = parse_args(argv)
     choose = random_draw(args) if args.labelled_draw == "random" else None
-    return train.run(args, build_methods(args), choose_labelled_rows=choose)
+    return train.run(args, build_methods(args), choose_labelled_rows=choose, recipe=recipe_of(args))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ shift 3
 REPO=$(cd "$(dirname "$0")/../../.." && pwd)
 DEIT=${DEIT:-facebook/deit-tiny-patch16-224}
 BACKBONE="--model_name_or_path $DEIT"
-[ "$DEIT" = scratch ] && BACKBONE="--preset tiny"
+[ "$DEIT" = scratch ] && BACKBONE="--model_name_or_path tiny"
 ARM=${ARM:-labels20}
 TAG=$ARM
 [ $# -gt 0 ] && TAG=$ARM-$(echo "$*" | tr -cs 'A-Za-z0-9' '_' | sed 's/^_//; s/_$//')
