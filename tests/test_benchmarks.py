@@ -96,7 +96,16 @@ def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
     assert full["trajectory"][-1]["focus_auroc"]["pooled"] == full["shift_auroc"]["default"]["focus pooled"]
     # Every accuracy reaches 0: the run stops at the first monitored step from --min_steps on, as the same
     # training's prefix (so a rule applied to a recorded trajectory gives the ACTE that stopping would have given).
-    run("research/benchmark_acte.py", *tiny, "--stop_accuracy", "0", "--min_steps", "3", "--output", str(tmp_path / "stop.json"))
+    run(
+        "research/benchmark_acte.py",
+        *tiny,
+        "--stop_accuracy",
+        "0",
+        "--min_steps",
+        "3",
+        "--output",
+        str(tmp_path / "stop.json"),
+    )
     stopped = json.loads((tmp_path / "stop.json").read_text())[0]
     assert stopped["steps"] == 4 and stopped["trajectory"] == full["trajectory"][:2]
     assert stopped["shift_auroc"]["default"]["focus pooled"] == full["trajectory"][1]["focus_auroc"]["pooled"]
@@ -240,9 +249,10 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
             )
         )
     table = run("results/v6_real/tables.py", "--results", str(tmp_path))
-    doubling = table.split("### a2b, the doubling check")[1]
+    doubling = table.split("### a2b, labels20 (300 transfer steps) against steps600 (600)")[1]
     assert "| finetune | 51.00 | 52.50 | +1.50 | [" in doubling  # seeds 42, 1 at 300 steps: 50, 52
-    assert "| tmt | 52.50 | 55.50 | +3.00 | [" in doubling and "b2a, the doubling check" not in table
+    assert "| tmt | 52.50 | 55.50 | +3.00 | [" in doubling and "### b2a, labels20 (300" not in table
+    assert "| finetune | 51.00 | 52.50 | +1.50 | [-4.85, +7.85] | 1.41 |" in doubling  # seed s.d. at 300 steps
     assert "| source |" not in doubling.split("###")[0]
     assert "| tmt − finetune | +2.00 | [" in table  # pair a2b: mean of 1, 2, 3
     row = next(line for line in table.splitlines() if line.startswith("| tmt − finetune | +2.00 | +0.00 |"))
@@ -259,3 +269,23 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     assert "| labels20 | 1 | 40.00 | 51.00 | 45.00 | 47.00 | 53.00 | 50.00 |" in among_a2b  # a2b alone
     assert "| labels0 | 1 |" in table.split("### By label budget")[1]  # the table over all pairs has it too
     assert "| tmt − source | +4.00 | [" in table
+
+    # Amendment 6: pair b2a's arm re-scored on other frames; complete, it replaces the first scores (kept, superseded).
+    (tmp_path / "dusk62" / "b2a").mkdir(parents=True)
+    for seed, ft in zip((42, 1, 2), (70.0, 71.0, 72.0)):
+        result = {m: {"target_val": {"mean_iou": v / 100}} for m, v in (("source", 45.0), ("finetune", ft),
+                                                                       ("tmt", ft - 1))}  # fmt: skip
+        (tmp_path / "dusk62" / "b2a" / f"labels20-seed{seed}.json").write_text(json.dumps(result))
+    (tmp_path / "dusk62" / "b2a" / "labels20-seed42-shuffled.json").write_text(
+        json.dumps({"tmt-shuffled": {"target_val": {"mean_iou": 0.7}}})
+    )
+    (tmp_path / "dusk62" / "b2a" / "labelsall-seed42.json").write_text(  # an arm not complete yet stays apart
+        json.dumps({"finetune": {"target_val": {"mean_iou": 0.8}}})
+    )
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    current, rest = table.split("## Per pair, re-run on camvid-dusk/test, not complete yet")
+    assert "| finetune | 71.00 | 72.00 | 70.00 | 71.00 |" in current and "| tmt − finetune | -1.00 | [" in current
+    assert "| tmt − finetune | +2.00 | -1.00 | +0.50 |" in current  # over the pairs, b2a's new scores
+    in_progress, superseded = rest.split("## Per pair, scored on the 20 dusk frames")
+    assert "### b2a, labelsall" in in_progress and "| finetune | 80.00 | 80.00 |" in in_progress
+    assert "| finetune | 61.00 | 62.00 | 60.00 | 61.00 |" in superseded

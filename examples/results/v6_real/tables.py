@@ -7,7 +7,10 @@ copied) and `acte/<pair>.json` (examples/research/acte_error_auroc.py). Per pair
 mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs:
 the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds
 within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask
-parts alone (amendment 2). The doubling check (amendment 4): each `steps600` method against its `labels20` runs.
+parts alone (amendment 2). The doubling check (amendments 4, 8): each `steps600` method against its `labels20` runs;
+the paper's setting trained longer (amendment 7): each `labelsall1200` method against its `labelsall` runs. Amendment 6:
+an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk62/<pair>/`) replaces its 20-frame scores once it
+has all their methods and seeds; the 20-frame tables follow, marked superseded.
 """
 
 import argparse
@@ -20,19 +23,41 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")  # their order
-ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "oracle20")
-METHODS = ("source", "finetune", "finetune_tma", "finetune_tma-shuffled", "align_patch", "tmt_paper", "selftrain",
-           "tmt", "tmt-shuffled", "tmt-error_oracle")  # fmt: skip
+ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "labelsall1200", "oracle20")
+METHODS = (
+    "source",
+    "finetune",
+    "finetune_tma",
+    "finetune_tma-shuffled",
+    "align_patch",
+    "tmt_paper",
+    "selftrain",
+    "tmt",
+    "tmt-shuffled",
+    "tmt-error_oracle",
+)
 # An arm whose baselines are another arm's runs of the same seeds (same labelled images, source model and steps).
 SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
-DOUBLING = ("labels20", "steps600")  # the doubling check (amendment 4): the same runs at 300 and 600 transfer steps
+# The same runs trained longer: the doubling check (amendments 4 and 8), the paper's setting at 1,200 steps (7).
+LONGER = {("labels20", "steps600"): (300, 600), ("labelsall", "labelsall1200"): (300, 1200)}
+SEEDS = (42, 1, 2)  # the protocol's transfer seeds
+RESCORED = "dusk62"  # amendment 6: the dusk pairs' arms re-run and scored on camvid-dusk/test, beside this file
 # Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
-CONTRASTS = [(m, "finetune") for m in ("finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled",
-                                       "tmt-error_oracle")] + [
-    (m, "source") for m in ("selftrain", "tmt", "tmt-shuffled")
-] + [("tmt_paper", "align_patch"), ("tmt", "selftrain"), ("tmt", "tmt-shuffled"),
-     ("finetune_tma", "finetune_tma-shuffled"),
-     ("tmt-error_oracle", "selftrain"), ("tmt-error_oracle", "tmt")]  # fmt: skip
+CONTRASTS = (
+    [
+        (m, "finetune")
+        for m in ("finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled", "tmt-error_oracle")
+    ]
+    + [(m, "source") for m in ("selftrain", "tmt", "tmt-shuffled")]
+    + [
+        ("tmt_paper", "align_patch"),
+        ("tmt", "selftrain"),
+        ("tmt", "tmt-shuffled"),
+        ("finetune_tma", "finetune_tma-shuffled"),
+        ("tmt-error_oracle", "selftrain"),
+        ("tmt-error_oracle", "tmt"),
+    ]
+)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
 FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle|align))?\.json")
 
@@ -93,8 +118,11 @@ def bootstrap(differences, draws=10_000, seed=0):
 def pair_table(pair, arm_name, arm):
     methods = [m for m in METHODS if m in arm]
     seeds = sorted({s for m in methods for s in arm[m]})
-    lines = [f"### {pair}, {arm_name}\n", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-             "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
+    lines = [
+        f"### {pair}, {arm_name}\n",
+        "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
     for m in methods:
         cells = [f"{arm[m][s]:.2f}" if s in arm[m] else "" for s in seeds]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(list(arm[m].values())):.2f} |")
@@ -104,8 +132,10 @@ def pair_table(pair, arm_name, arm):
         if d is not None:
             lines.append(f"| {method} − {baseline} | {d.mean():+.2f} | {t_interval(d)} |")
     if len(arm.get("finetune", {})) > 1:
-        lines.append(f"\nfinetune's seed-to-seed standard deviation (the noise floor): "
-                     f"{np.std(list(arm['finetune'].values()), ddof=1):.2f} mIoU")  # fmt: skip
+        lines.append(
+            f"\nfinetune's seed-to-seed standard deviation (the noise floor): "
+            f"{np.std(list(arm['finetune'].values()), ddof=1):.2f} mIoU"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -114,25 +144,34 @@ def over_pairs_table(runs, arm_name):
     if not pairs:
         return ""
     arms = [runs[p][arm_name] for p in pairs]
-    lines = [f"### {arm_name}, over {len(pairs)} pair{'s' * (len(pairs) > 1)}: {', '.join(pairs)}\n",
-             "| contrast | " + " | ".join(pairs) + " | mean over pairs | 95% bootstrap (pairs, seeds) | "
-             "95% t-interval over pairs |", "|---|" + "---|" * (len(pairs) + 3)]  # fmt: skip
+    lines = [
+        f"### {arm_name}, over {len(pairs)} pair{'s' * (len(pairs) > 1)}: {', '.join(pairs)}\n",
+        "| contrast | " + " | ".join(pairs) + " | mean over pairs | 95% bootstrap (pairs, seeds) | "
+        "95% t-interval over pairs |",
+        "|---|" + "---|" * (len(pairs) + 3),
+    ]
     for method, baseline in CONTRASTS:
         differences = [paired(arm, method, baseline) for arm in arms]
         if any(d is None for d in differences):
             continue
         means = [d.mean() for d in differences]
         low, high = bootstrap(differences)
-        lines.append(f"| {method} − {baseline} | " + " | ".join(f"{m:+.2f}" for m in means)
-                     + f" | {np.mean(means):+.2f} | [{low:+.2f}, {high:+.2f}] | {t_interval(means)} |")  # fmt: skip
+        lines.append(
+            f"| {method} − {baseline} | "
+            + " | ".join(f"{m:+.2f}" for m in means)
+            + f" | {np.mean(means):+.2f} | [{low:+.2f}, {high:+.2f}] | {t_interval(means)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def budget_table(runs, among):
     """Mean target mIoU per method and arm, over the pairs of `among` each arm ran on (methods that ran there)."""
     methods = [m for m in METHODS if any(m in arm for p in among for arm in runs[p].values())]
-    lines = [f"### By label budget, mean over the pairs each arm ran on of {', '.join(among)} (3 seeds each)\n",
-             "| arm | pairs | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]  # fmt: skip
+    lines = [
+        f"### By label budget, mean over the pairs each arm ran on of {', '.join(among)} (3 seeds each)\n",
+        "| arm | pairs | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
     for arm_name in ARMS:
         pairs = [p for p in among if arm_name in runs[p]]
         if not pairs:
@@ -140,24 +179,35 @@ def budget_table(runs, among):
         cells = []
         for m in methods:
             complete = all(m in runs[p][arm_name] for p in pairs)
-            cells.append(f"{np.mean([np.mean(list(runs[p][arm_name][m].values())) for p in pairs]):.2f}"
-                         if complete else "")  # fmt: skip
+            cells.append(
+                f"{np.mean([np.mean(list(runs[p][arm_name][m].values())) for p in pairs]):.2f}" if complete else ""
+            )
         lines.append(f"| {arm_name} | {len(pairs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def doubling_table(pair, arms):
-    """Each method of the doubling check at 300 and 600 transfer steps, and its gain paired by seed (amendment 4)."""
-    single, doubled = (arms[name] for name in DOUBLING)
-    lines = [f"### {pair}, the doubling check: {DOUBLING[0]} (300 transfer steps) against {DOUBLING[1]} (600)\n",
-             "| method | 300 steps | 600 steps | 600 − 300 | 95% t-interval over seeds |", "|---|---|---|---|---|"]  # fmt: skip
+def longer_table(pair, arms, shorter, longer):
+    """
+    Each method at `shorter` and `longer` arms' transfer steps, its gain paired by seed, and its seed s.d. at the
+    shorter budget (amendments 4, 7 and 8).
+    """
+    single, doubled = arms[shorter], arms[longer]
+    short, long = LONGER[shorter, longer]
+    lines = [
+        f"### {pair}, {shorter} ({short} transfer steps) against {longer} ({long})\n",
+        f"| method | {short} steps | {long} steps | {long} − {short} | 95% t-interval over seeds | "
+        f"seed s.d. at {short} |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in METHODS[1:]:  # not the source model, the same in both
         seeds = sorted(set(single.get(m, {})) & set(doubled.get(m, {})))
         if seeds:
             before, after = (np.array([arm[m][s] for s in seeds]) for arm in (single, doubled))
             gain = after - before
+            spread = f"{np.std(before, ddof=1):.2f}" if len(seeds) > 1 else "n/a"
             lines.append(
-                f"| {m} | {before.mean():.2f} | {after.mean():.2f} | {gain.mean():+.2f} | {t_interval(gain)} |"
+                f"| {m} | {before.mean():.2f} | {after.mean():.2f} | {gain.mean():+.2f} | {t_interval(gain)} | "
+                f"{spread} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -172,12 +222,18 @@ def error_auroc_table(folder):
     if not reports:
         return ""
     maps = list(next(iter(reports.values()))["error_auroc"])
-    lines = ["### Error AUROC of each map against the source-only model's wrong pixels (target validation)\n",
-             "| map | " + " | ".join(reports) + " | mean |", "|---|" + "---|" * (len(reports) + 1)]  # fmt: skip
+    lines = [
+        "### Error AUROC of each map against the source-only model's wrong pixels (target validation)\n",
+        "| map | " + " | ".join(reports) + " | mean |",
+        "|---|" + "---|" * (len(reports) + 1),
+    ]
     for name in maps:
         scores = [r["error_auroc"][name] for r in reports.values()]
-        lines.append(f"| {name} | " + " | ".join(f"{s['pooled']:.3f} ({s['per_image']:.3f})" for s in scores)
-                     + f" | {np.mean([s['pooled'] for s in scores]):.3f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{s['pooled']:.3f} ({s['per_image']:.3f})" for s in scores)
+            + f" | {np.mean([s['pooled'] for s in scores]):.3f} |"
+        )
     rates = " | ".join(f"{100 * r['source_pixel_error_rate']:.1f}%" for r in reports.values())
     return "\n".join(lines) + f"\n| (source-only pixel error rate) | {rates} | |\n"
 
@@ -187,6 +243,8 @@ def main():
     parser.add_argument("--results", default=HERE, help="the folder holding one subfolder of results per pair")
     args = parser.parse_args()
     runs = load(args.results)
+    rescored = load(os.path.join(args.results, RESCORED))
+    superseded, in_progress = rescore(runs, rescored)
     pairs = ordered(runs)
     print("## Over pairs\n")
     for arm_name in ARMS:
@@ -203,8 +261,42 @@ def main():
         for arm_name in ARMS:
             if arm_name in runs[pair]:
                 print(pair_table(pair, arm_name, runs[pair][arm_name]))
-        if set(DOUBLING) <= set(runs[pair]):
-            print(doubling_table(pair, runs[pair]))
+        for shorter, longer in LONGER:
+            if {shorter, longer} <= set(runs[pair]):
+                print(longer_table(pair, runs[pair], shorter, longer))
+    for title, arms_by_pair in (
+        ("re-run on camvid-dusk/test, not complete yet", in_progress),
+        ("scored on the 20 dusk frames of train[42:], superseded by amendment 6", superseded),
+    ):
+        if arms_by_pair:
+            print(f"## Per pair, {title}\n")
+            for pair in ordered(arms_by_pair):
+                for arm_name in ARMS:
+                    if arm_name in arms_by_pair[pair]:
+                        print(pair_table(pair, arm_name, arms_by_pair[pair][arm_name]))
+
+
+def rescore(runs, rescored):
+    """
+    Amendment 6: each pair's arm re-run on the dusk test frames replaces its 20-frame scores in `runs` once it has every
+    method and seed they had (a new arm: every seed of the protocol); the rest stay beside: `in_progress`. Returns
+    (superseded, in_progress).
+    """
+    superseded, in_progress = {}, {}
+    for pair, arms in rescored.items():
+        for arm_name, arm in arms.items():
+            old = runs.get(pair, {}).get(arm_name, {})
+            if old:
+                complete = all(set(seeds) <= set(arm.get(m, {})) for m, seeds in old.items())
+            else:
+                complete = all(set(SEEDS) <= set(seeds) for seeds in arm.values())
+            if complete:
+                if old:
+                    superseded.setdefault(pair, {})[arm_name] = old
+                runs.setdefault(pair, {})[arm_name] = arm
+            else:
+                in_progress.setdefault(pair, {})[arm_name] = arm
+    return superseded, in_progress
 
 
 if __name__ == "__main__":
