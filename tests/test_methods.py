@@ -126,3 +126,46 @@ def test_the_research_entry_records_its_arms_in_results(tmp_path, monkeypatch):
     assert tmt.map_parts == ("trust",) and tmt.mask_ratio == 0.25 == selftrain.mask_ratio
     assert json.loads(json.dumps(vars(args)))["focus_map"] == "shuffled"  # results.json records the arm
     sys.modules.pop("train_variants")
+
+
+def test_replay_fine_tuning_learns_from_both_domains_and_reloads(tmp_path, monkeypatch):
+    import argparse
+
+    from tmt_hf.data import collate
+    from tmt_hf.training import auxiliary_draw
+
+    method = get_method("finetune_replay")
+    assert method.auxiliary_counts(TransferContext(steps=1, batch_size=8, image_size=(8, 8))) == (4, 0)
+    # Source images (domain 0) carry label 1, unlabelled target images (domain 1) label 2, the target batch label 3.
+    pool = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d}
+            for d in (0, 0, 0, 1, 1)]  # fmt: skip
+
+    class Pool(list):
+        def __getitem__(self, key):
+            return [e["domain_labels"] for e in self] if key == "domain_labels" else super().__getitem__(key)
+
+    accelerator = argparse.Namespace(process_index=0, num_processes=1)
+    draw = auxiliary_draw(Pool(pool), argparse.Namespace(set_epoch=lambda epoch: None), (2, 0), accelerator)
+    batch = collate([{"pixel_values": torch.ones(3, 8, 8), "labels": torch.full((8, 8), 3)}] * 4)
+    seen = {}
+
+    def model(pixel_values, labels):
+        seen.update(pixel_values=pixel_values, labels=labels)
+        return argparse.Namespace(loss=torch.tensor(1.0))
+
+    method.loss(model, batch, draw())
+    assert seen["labels"][:, 0, 0].tolist() == [3, 3, 3, 3, 1, 1]  # the target batch, then two labelled source images
+    assert (seen["pixel_values"][:4] == 1).all() and (seen["pixel_values"][4:] == 0).all()
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    import train
+
+    output = tmp_path / "run"
+    results = train.main(["--method", "finetune_replay", "--output_dir", str(output), "--acte_steps", "1", *TINY])
+    assert results["finetune_replay"]["labelled_target_images"] == 4
+    model = TMTForSemanticSegmentation.from_pretrained(output / "finetune_replay")
+    assert model.acte is None and not any(
+        k.startswith("acte.") for k in load_file(output / "finetune_replay" / "model.safetensors")
+    )
+    assert "replays labelled source images" in ModelCard.load(output / "finetune_replay" / "README.md").text

@@ -193,6 +193,34 @@ class FineTuneTMA(TransferMethod):
         return True
 
 
+@register_method
+@dataclass
+class FineTuneReplay(TransferMethod):
+    """
+    Fine-tuning that keeps the source images: each labelled target batch is extended with `batch_size // 2` labelled
+    source images (with the same photometric augmentation), and the loss is the cross-entropy over both; no
+    pseudo-labels, no map. It separates what keeping the source images gives from what self-training and the map give.
+    """
+
+    name = "finetune_replay"
+    description = (
+        "a fine-tuning baseline that replays labelled source images: the same ViT segmenter and budget, TMA switched "
+        "off, every batch of labelled target images extended with labelled source images"
+    )
+    auxiliary_images = True
+    auxiliary_appearance_jitter = True
+
+    def auxiliary_counts(self, context):
+        return (max(1, context.batch_size // 2), 0)
+
+    def loss(self, model, batch, auxiliary=None):
+        device = batch["pixel_values"].device
+        pixel_values = torch.cat([batch["pixel_values"], auxiliary["pixel_values"].to(device)])
+        labels = torch.cat([batch["labels"], auxiliary["labels"].to(device)])
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        return loss, {"loss": loss.item()}
+
+
 @dataclass
 class Alignment(TransferMethod):
     """

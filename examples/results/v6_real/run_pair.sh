@@ -14,6 +14,8 @@
 #              labelled pool image with 1,200 transfer steps (the paper's setting trained longer);
 #   steps600   finetune, selftrain and tmt on 20 labelled images with 600 transfer steps (the doubling check; pair 1
 #              ran it before amendment 8 added selftrain);
+#   replay20, replay5 (amendment 9) finetune_replay on 20 / 5 labelled images, into the labels20 / labels5 arm's folder
+#              (<arm>-seed<N>-replay), paired by seed with its other methods;
 #   oracle20   (amendment 2) tmt's trust and mask parts alone (--tmt_parts trust mask) on 20 labelled images, fed the
 #              error oracle (the source model's wrong pixels, from the labels), then ACTE's map, then shuffled maps.
 # Extra arguments go last to every train.py call (e.g. a held-out split); their runs go to their own folders.
@@ -43,7 +45,7 @@ domain() {  # domain NAME ROLE
     *) echo "unsupported: $1 as $2" >&2; exit 2 ;;
   esac
 }
-ORACLE= ALIGN=
+ORACLE= ALIGN= REPLAY=
 case $ARM in  # ARM: labelled images, methods, the method run again with shuffled maps, the paper's stage, the oracle's
   labels20 | labels5) ARM_ARGS="--target_train_samples ${ARM#labels}" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper ;;
   labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
@@ -51,6 +53,7 @@ case $ARM in  # ARM: labelled images, methods, the method run again with shuffle
   labelsall1200) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool) --transfer_steps 1200" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
   steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune selftrain tmt" SHUFFLED= PAPER= ;;
   oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
+  replay20 | replay5) ARM_ARGS="--target_train_samples ${ARM#replay}" METHODS= SHUFFLED= PAPER= REPLAY=finetune_replay TAG=labels${ARM#replay}${TAG#"$ARM"} ;;
   *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
 esac
 SPACE=idd_level1
@@ -68,7 +71,10 @@ for seed in 42 1 2; do
   [ -z "$ORACLE" ] || $TRANSFER --seed $seed --method $ORACLE --focus_map error_oracle --output_dir "$PAIR/$TAG-seed$seed-oracle" "$@"
 done
 for seed in 42 1 2; do
-  $TRANSFER --seed $seed --method $METHODS --output_dir "$PAIR/$TAG-seed$seed" "$@"
+  [ -z "$REPLAY" ] || $TRANSFER --seed $seed --method $REPLAY --output_dir "$PAIR/$TAG-seed$seed-replay" "$@"
+done
+for seed in 42 1 2; do
+  [ -z "$METHODS" ] || $TRANSFER --seed $seed --method $METHODS --output_dir "$PAIR/$TAG-seed$seed" "$@"
   [ -z "$SHUFFLED" ] || $TRANSFER --seed $seed --method $SHUFFLED --focus_map shuffled --output_dir "$PAIR/$TAG-seed$seed-shuffled" "$@"
 done
 for seed in 42 1 2; do

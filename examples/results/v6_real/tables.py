@@ -27,6 +27,7 @@ ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "labelsall120
 METHODS = (
     "source",
     "finetune",
+    "finetune_replay",
     "finetune_tma",
     "finetune_tma-shuffled",
     "align_patch",
@@ -56,10 +57,15 @@ CONTRASTS = (
         ("finetune_tma", "finetune_tma-shuffled"),
         ("tmt-error_oracle", "selftrain"),
         ("tmt-error_oracle", "tmt"),
+        # Amendment 9: where a gain over finetune comes from: keeping the source images, self-training, the map.
+        ("finetune_replay", "finetune"),
+        ("selftrain", "finetune_replay"),
+        ("tmt", "finetune_replay"),
+        ("tmt_paper", "finetune_replay"),
     ]
 )
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
-FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle|align))?\.json")
+FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle|align|replay))?\.json")
 
 
 def load(folder):
