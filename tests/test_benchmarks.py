@@ -282,7 +282,13 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     (tmp_path / "dusk62" / "b2a" / "labelsall-seed42.json").write_text(  # an arm not complete yet stays apart
         json.dumps({"finetune": {"target_val": {"mean_iou": 0.8}}})
     )
+    # Amendment 9: the replay baseline joins its seed's row, and the gain splits into replay and self-training.
+    (tmp_path / "a2b" / "labels20-seed42-replay.json").write_text(
+        json.dumps({"finetune_replay": {"target_val": {"mean_iou": 0.505}}})
+    )
     table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    assert "| finetune_replay − finetune | +0.50 | n/a |" in table  # seed 42: 50.5 − 50
+    assert "| tmt − finetune_replay | +0.50 | n/a |" in table  # seed 42: tmt 51, as the gain fixture sets
     current, rest = table.split("## Per pair, re-run on camvid-dusk/test, not complete yet")
     assert "| finetune | 71.00 | 72.00 | 70.00 | 71.00 |" in current and "| tmt − finetune | -1.00 | [" in current
     assert "| tmt − finetune | +2.00 | -1.00 | +0.50 |" in current  # over the pairs, b2a's new scores
