@@ -526,15 +526,17 @@ def run(args, methods=None, choose_labelled_rows=None, recipe=None):
         loader, sampler, _ = train_loader(source_train, args, args.seed, appearance_jitter=True)
         if args.model_name_or_path:
             model = pretrained_segmenter(args, label_space)
-            groups = fine_tuning_parameter_groups(
-                model, args.learning_rate, recipe.layer_decay, recipe.head_learning_rate_scale
-            )
         else:
             config = TMTConfig.from_preset(
                 args.preset, image_size=args.crop_size[0], id2label=label_space.id2label, label2id=label_space.label2id
             )
             model = TMTForSemanticSegmentation(config)
-            groups = [{"params": list(model.parameters())}]
+        for name, param in model.named_parameters():  # TMA idle: λ stays 0 (and DDP sees no unused parameter)
+            param.requires_grad_(not name.endswith("tma_lambda"))
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if args.model_name_or_path:
+            scales = recipe.layer_decay, recipe.head_learning_rate_scale
+            groups = fine_tuning_parameter_groups(model, args.learning_rate, *scales)
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=WEIGHT_DECAY)

@@ -233,6 +233,10 @@ class Alignment(TransferMethod):
     level: ClassVar[str] = "patch"
     alignment_weight: float = 0.1
 
+    def __post_init__(self):
+        if self.alignment_weight < 0:
+            raise ValueError(f"alignment_weight must be >= 0, got {self.alignment_weight}")
+
     def auxiliary_counts(self, context):
         count = max(1, context.batch_size // 2)
         return (count, count)

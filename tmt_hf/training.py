@@ -216,10 +216,11 @@ def run_training(
     """
     scheduler = warmup_cosine_schedule(optimizer, steps, warmup_ratio)
     accelerator.free_memory()  # forget earlier stages' objects: each stage's checkpoint holds only its own state
+    batch_size = loader.batch_size
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if len(loader) == 0:  # drop_last leaves nothing: fail now, not with a division by zero
         raise ValueError(
-            f"[{stage}] {len(sampler)} training images do not fill one batch of --batch_size {loader.batch_size} on "
+            f"[{stage}] {len(sampler)} training images do not fill one batch of --batch_size {batch_size} on "
             f"each of {accelerator.num_processes} process(es); lower --batch_size or give more images"
         )
     checkpoints = os.path.join(output_dir, "checkpoints", stage)
