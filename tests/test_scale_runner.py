@@ -154,7 +154,9 @@ def test_acdc_target_is_also_scored_per_condition_from_a_resized_cache(train, tm
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    frames = {condition: {"train": {"GOPR0001": 4}, "val": {"GOPR0002": 2}} for condition in ("fog", "night", "rain", "snow")}
+    frames = {
+        condition: {"train": {"GOPR0001": 4}, "val": {"GOPR0002": 2}} for condition in ("fog", "night", "rain", "snow")
+    }
     write_acdc(tmp_path / "acdc", frames)
     results = train.main(["--stage", "source", "--source", "acdc", "--target", "acdc/night", "--data_dir",
                           str(tmp_path / "acdc"), "--output_dir", str(tmp_path / "out"), *TINY, "--resized_cache",

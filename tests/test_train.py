@@ -520,7 +520,11 @@ def test_stock_vit_initialisation(tmp_path):
         (TRAIN, ["--crop_size", "256", "512"], "larger than the largest scaled image"),
         (TRAIN, ["--method", "patch"], "--method patch: unknown; registered: align_patch, finetune"),
         (TRAIN, ["--method_file", "no_such_file.py"], "--method_file 'no_such_file.py': no such file"),
-        (TRAIN, ["--focus_map", "shuffled"], "unrecognized arguments: --focus_map"),  # a research arm, not a runner flag
+        (
+            TRAIN,
+            ["--focus_map", "shuffled"],
+            "unrecognized arguments: --focus_map",
+        ),  # a research arm, not a runner flag
         (RESEARCH, ["--focus_map", "oracle", "--target", "bdd100k"], "--focus_map oracle needs a generated target"),
         (RESEARCH, ["--method", "finetune", "--focus_map", "shuffled"], "--method finetune uses none"),
         (RESEARCH, ["--alignment_weight", "-1"], "alignment_weight must be >= 0"),
@@ -596,7 +600,9 @@ def test_pretrained_checkpoints_set_normalisation_and_the_fine_tuning_recipe(tmp
     # Layer-wise decay over the 3 encoder layers, the new decode head at 10x, no weight decay on biases and norms.
     model = TMTForSemanticSegmentation.from_pretrained(checkpoint, num_labels=7, ignore_mismatched_sizes=True)
     rate = {
-        id(p): (g["lr"], g.get("weight_decay")) for g in fine_tuning_parameter_groups(model, 1e-3, 0.5, 10.0) for p in g["params"]
+        id(p): (g["lr"], g.get("weight_decay"))
+        for g in fine_tuning_parameter_groups(model, 1e-3, 0.5, 10.0)
+        for p in g["params"]
     }
     named = dict(model.named_parameters())
     assert rate[id(named["vit.layers.2.attention.q_proj.weight"])] == (1e-3, None)
