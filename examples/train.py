@@ -271,7 +271,7 @@ def default_workers():
 
 
 def eval_windows(args):
-    """The sliding windows' (size, stride) of --eval_mode slide (default: --crop_size, no overlap), else (None, None)."""
+    """The windows' (size, stride) of --eval_mode slide (default: --crop_size, no overlap), else (None, None)."""
     if args.eval_mode != "slide":
         return None, None
     window = tuple(args.eval_crop or args.crop_size)
