@@ -22,7 +22,6 @@ the same mIoU.
 """
 
 import argparse
-import json
 
 import torch
 from accelerate import Accelerator
@@ -32,6 +31,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from tmt_hf.data import LABEL_SPACES, SegmentationTransform, collate, label_space_of, labelled_classes, load_domain
 from tmt_hf.inference import EVAL_MODES, check_eval_mode, segment_logits
 from tmt_hf.metrics import MeanIoU
+from tmt_hf.training import write_report
 
 
 def collate_one_size(examples: list[dict]) -> dict:
@@ -165,10 +165,7 @@ def main(argv=None):
                 **{id2label[int(j)]: round(float(shares[j]), 4) for j in top},
             }
     if accelerator.is_main_process:
-        print(json.dumps(report, indent=2))
-        if args.output:
-            with open(args.output, "w") as f:
-                json.dump(report, f, indent=2)
+        write_report(report, args.output)
     return report
 
 

@@ -293,3 +293,12 @@ def use_every_core(accelerator):
         return
     torch.set_num_threads(max(1, min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))))
     accelerator.print(f"using {torch.get_num_threads()} CPU thread(s)")
+
+
+def write_report(report, output=None, echo=True) -> None:
+    """Prints a JSON-serialisable `report` (unless `echo` is False) and writes it to the file `output`, if given."""
+    if echo:
+        print(json.dumps(report, indent=2))
+    if output:
+        with open(output, "w") as f:
+            json.dump(report, f, indent=2)

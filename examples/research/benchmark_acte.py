@@ -33,6 +33,7 @@ from tmt_hf.configuration_acte import NORMALIZATIONS
 from tmt_hf.configuration_tmt import CITYSCAPES_CLASSES
 from tmt_hf.data import SegmentationTransform, load_domain
 from tmt_hf.metrics import binary_auroc, shift_auroc
+from tmt_hf.training import write_report
 
 
 def batches(dataset, transform, batch_size, columns=("image", "label")):
@@ -509,9 +510,7 @@ def main(argv=None):
                           ema_decay=args.ema_decay, trajectory=trajectory)  # fmt: skip
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
+    write_report(results, args.output, echo=False)
     return results
 
 

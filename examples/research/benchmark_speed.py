@@ -26,6 +26,7 @@ from transformers import ViTConfig, ViTModel
 
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTModel
 from tmt_hf.modeling_acte import ACTEClustering
+from tmt_hf.training import write_report
 
 VARIANTS = ("vit", "tmt_no_map", "tmt_map", "tmt_acte")
 
@@ -185,10 +186,7 @@ def main(argv=None):
                        "tmt_acte_forward<=1.20": r["forward"]["tmt_acte"]["ratio_to_vit"] <= 1.20}
         for b, r in ((int(k.split("_")[1]), v) for k, v in report["results"].items())
     }  # fmt: skip
-    print(json.dumps(report, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=2)
+    write_report(report, args.output)
     return report
 
 
