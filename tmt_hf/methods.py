@@ -114,6 +114,7 @@ class TransferMethod:
         reads_target_pool_labels: the auxiliary target images keep their labels (an oracle's; adaptation never
             reads them).
         needs_target_labels: the method cannot run without labelled target images.
+        trains_tma: TMA's λ learns (and the saved model carries the ACTE that feeds it); otherwise λ stays 0.
     """
 
     name: ClassVar[str] = ""
@@ -124,13 +125,9 @@ class TransferMethod:
     maps_from_acte: ClassVar[bool] = True
     reads_target_pool_labels: ClassVar[bool] = False
     needs_target_labels: ClassVar[bool] = True
+    trains_tma: ClassVar[bool] = False
 
     tma_learning_rate_scale: float = 100.0
-
-    @property
-    def trains_tma(self) -> bool:
-        """Whether TMA's λ learns (and the saved model carries the ACTE that feeds it); otherwise λ stays 0."""
-        return False
 
     def auxiliary_counts(self, context: TransferContext) -> tuple[int, int]:
         """How many (labelled source, unlabelled target) images each process draws per batch."""
@@ -187,10 +184,7 @@ class FineTuneTMA(TransferMethod):
         "modulating self-attention in every layer (Transferable Masked Attention) and nothing else"
     )
     uses_focus_map = True
-
-    @property
-    def trains_tma(self) -> bool:
-        return True
+    trains_tma = True
 
 
 @register_method
@@ -283,10 +277,7 @@ class TMTPaper(Alignment):
     )
     level = "focus"
     uses_focus_map = True
-
-    @property
-    def trains_tma(self) -> bool:
-        return True
+    trains_tma = True
 
 
 @register_method
