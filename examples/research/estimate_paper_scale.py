@@ -1,0 +1,135 @@
+"""What testing TMT's claim at the paper's scale would cost in device time, estimated from what was measured here.
+
+    python examples/research/estimate_paper_scale.py --output examples/results/scale/paper_scale_estimate.json
+
+A step's compute is ViT-B/16's FLOPs for its crops (2·parameters·tokens + 4·layers·tokens²·width per image forward, 3×
+that to train) at a fraction of the GPU's bf16 peak, times each method's cost over `finetune` measured side by side on
+the CPU at ViT-B, batch 8 (`benchmark_memory.py`'s rows). Its data are the images it draws per step at the per-worker
+rate `benchmark_loader.py` measured (a PNG cache at 512×1024), one worker per spare core. A step takes the longer of
+the two. Methods the memory benchmark did not time take a measured method's ratio scaled by the images they train on
+(named in `cost_basis`). Prints JSON; every input is an argument or a committed file.
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from tmt_hf.training import write_report
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results", "scale")
+VIT_BASE = {"parameters": 86e6, "layers": 12, "width": 768, "patch": 16}
+# Images each method trains on per step at batch B: labelled target B, then labelled source B/2 and unlabelled target
+# B/2 where the method draws them (tmt_hf.methods' auxiliary_counts).
+IMAGES_PER_STEP = {"finetune": 1.0, "finetune_replay": 1.5, "finetune_tma": 1.0, "tmt_paper": 2.0, "selftrain": 2.0}
+IMAGES_PER_STEP.update({"tmt": 2.0, "tmt-shuffled": 2.0, "finetune_tma-shuffled": 1.0})
+
+
+def measured_ratios(memory_json, batch_size):
+    """Each method's step time over finetune's, ViT-B at `batch_size`, from the memory benchmark's checkpointed row."""
+    with open(memory_json) as f:
+        summary = json.load(f)["summary"]
+    rows = [
+        s
+        for s in summary
+        if s["device"] == "cpu"
+        and s["backbone"] == "base"
+        and s["batch_size"] == batch_size
+        and s["gradient_checkpointing"]
+    ]
+    if not rows:
+        raise ValueError(f"{memory_json} has no checkpointed ViT-B row at batch {batch_size}")
+    return rows[0]["time_over_finetune"]
+
+
+def method_cost(method, ratios):
+    """(cost over finetune, where it comes from): measured where timed, else a timed method scaled by images."""
+    base = method.removesuffix("-shuffled")  # a shuffled map costs what the map costs
+    if base in ratios:
+        return ratios[base], f"measured ({base})"
+    if base == "selftrain":  # tmt without TMA: the same images, teacher and masking
+        return ratios["tmt"], "measured (tmt: the same images and teacher)"
+    return IMAGES_PER_STEP[base], "by the images it trains on (finetune = 1)"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--memory_json", default=os.path.join(RESULTS, "memory_cpu.json"))
+    parser.add_argument("--loader_json", default=os.path.join(RESULTS, "loader_cpu.json"))
+    parser.add_argument("--crop_size", type=int, nargs=2, default=(512, 512))
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--peak_tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
+    parser.add_argument("--utilisation", type=float, default=0.4, help="the fraction of peak a ViT-B step reaches")
+    parser.add_argument("--loader_cores", type=int, default=15, help="data-loader workers (a 16-core GPU host)")
+    parser.add_argument("--source_steps", type=int, default=40000)
+    parser.add_argument("--acte_steps", type=int, default=10000)
+    parser.add_argument("--transfer_steps", type=int, default=10000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument(
+        "--methods", nargs="+", default=["finetune", "finetune_replay", "selftrain", "tmt", "tmt-shuffled", "tmt_paper"]
+    )
+    parser.add_argument("--output", default=None, help="also write the JSON here")
+    args = parser.parse_args()
+
+    tokens = (args.crop_size[0] // VIT_BASE["patch"]) * (args.crop_size[1] // VIT_BASE["patch"])
+    forward = 2 * VIT_BASE["parameters"] * tokens + 4 * VIT_BASE["layers"] * tokens**2 * VIT_BASE["width"]
+    finetune_compute_s = 3 * forward * args.batch_size / (args.peak_tflops * 1e12 * args.utilisation)
+    with open(args.loader_json) as f:
+        loader_rates = json.load(f)["images_per_second"]["half"]["png"]
+    images_per_worker_s = float(np.median([loader_rates[w] for w in loader_rates if w != "0"]))
+    ratios = measured_ratios(args.memory_json, args.batch_size)
+
+    def step(cost, images):
+        compute = finetune_compute_s * cost
+        loading = images * args.batch_size / (images_per_worker_s * args.loader_cores)
+        return {
+            "compute_ms": round(1e3 * compute, 1),
+            "loader_ms": round(1e3 * loading, 1),
+            "step_ms": round(1e3 * max(compute, loading), 1),
+        }
+
+    methods = {}
+    for method in args.methods:
+        cost, basis = method_cost(method, ratios)
+        methods[method] = step(cost, IMAGES_PER_STEP[method]) | {
+            "cost_over_finetune": round(cost, 2),
+            "cost_basis": basis,
+        }
+        methods[method]["hours_per_run"] = round(methods[method]["step_ms"] * args.transfer_steps / 3.6e6, 2)
+    source = step(1.0, 1.0)
+    per_pair = {
+        "source_hours": round(source["step_ms"] * args.source_steps / 3.6e6, 2),
+        "acte_hours_at_most": round(source["step_ms"] * args.acte_steps / 3.6e6, 2),  # ACTE's encoder is far smaller
+        "transfer_hours": round(args.seeds * sum(m["hours_per_run"] for m in methods.values()), 2),
+    }
+    per_pair["total_hours"] = round(sum(per_pair.values()), 2)
+    write_report(
+        {
+            "command": "python examples/research/estimate_paper_scale.py",
+            "assumptions": {
+                "backbone": "ViT-B/16",
+                "crop_size": list(args.crop_size),
+                "tokens": tokens,
+                "batch_size": args.batch_size,
+                "forward_gflops_per_image": round(forward / 1e9, 1),
+                "peak_tflops": args.peak_tflops,
+                "utilisation": args.utilisation,
+                "loader_images_per_worker_s": images_per_worker_s,
+                "loader_cores": args.loader_cores,
+                "steps": {"source": args.source_steps, "acte": args.acte_steps, "transfer": args.transfer_steps},
+                "seeds": args.seeds,
+                "pairs": args.pairs,
+            },
+            "source_step": source,
+            "methods": methods,
+            "per_pair": per_pair,
+            "total_device_hours": round(args.pairs * per_pair["total_hours"], 1),
+        },
+        args.output,
+    )
+
+
+if __name__ == "__main__":
+    main()
