@@ -59,6 +59,7 @@ def test_steps_take_the_slower_of_compute_and_loading(tmp_path):
     assert "images" in methods["finetune_replay"]["cost_basis"]
     hours = sum(m["hours_per_run"] for m in methods.values())
     assert report["per_pair"]["transfer_hours"] == pytest.approx(3 * hours, abs=0.02)
+    assert report["per_pair"]["compute_bound_hours"] <= report["per_pair"]["total_hours"]
     assert report["total_device_hours"] == pytest.approx(4 * report["per_pair"]["total_hours"], abs=0.1)
 
 

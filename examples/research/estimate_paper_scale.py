@@ -105,6 +105,9 @@ def main():
         "transfer_hours": round(args.seeds * sum(m["hours_per_run"] for m in methods.values()), 2),
     }
     per_pair["total_hours"] = round(sum(per_pair.values()), 2)
+    compute_ms = args.seeds * args.transfer_steps * sum(m["compute_ms"] for m in methods.values())
+    compute_ms += (args.source_steps + args.acte_steps) * source["compute_ms"]
+    per_pair["compute_bound_hours"] = round(compute_ms / 3.6e6, 2)  # with a loader that keeps up
     write_report(
         {
             "command": "python examples/research/estimate_paper_scale.py",
