@@ -2,7 +2,7 @@
 
     python examples/results/v6_real/tables.py            # per pair and arm, over pairs, by label budget, ACTE
 
-Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle|-align].json` beside this file (train.py's results.json,
+Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle|-align|-replay].json` beside this file (train.py's results.json,
 copied) and `acte/<pair>.json` (examples/research/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its
 mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs:
 the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds
