@@ -1,4 +1,4 @@
-"""examples/research/estimate_paper_scale.py: its arithmetic on hand-made measurements, and a clear error without them."""
+"""examples/research/estimate_paper_scale.py: its arithmetic on hand-made measurements; a clear error without them."""
 
 import json
 import subprocess

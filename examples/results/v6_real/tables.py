@@ -3,14 +3,14 @@
     python examples/results/v6_real/tables.py            # per pair and arm, over pairs, by label budget, ACTE
 
 Reads `<pair>/<arm>-seed<N>[-shuffled|-paper|-oracle|-align|-replay].json` beside this file (train.py's results.json,
-copied) and `acte/<pair>.json` (examples/research/acte_error_auroc.py). Per pair: each method's target mIoU by seed and its
-mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over pairs:
-the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then seeds
-within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and mask
-parts alone (amendment 2). The doubling check (amendments 4, 8): each `steps600` method against its `labels20` runs;
-the paper's setting trained longer (amendment 7): each `labelsall1200` method against its `labelsall` runs. Amendment 6:
-an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk62/<pair>/`) replaces its 20-frame scores once it
-has all their methods and seeds; the 20-frame tables follow, marked superseded.
+copied) and `acte/<pair>.json` (examples/research/acte_error_auroc.py). Per pair: each method's target mIoU by seed and
+its mean, each method minus the baseline (finetune; source-only at 0 labels) with a 95% t-interval over seeds. Over
+pairs: the mean of the per-pair differences, with a 95% percentile interval from bootstrap draws resampling pairs, then
+seeds within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and
+mask parts alone (amendment 2). The doubling check (amendments 4, 8): each `steps600` method against its `labels20`
+runs; the paper's setting trained longer (amendment 7): each `labelsall1200` method against its `labelsall` runs.
+Amendment 6: an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk62/<pair>/`) replaces its 20-frame scores
+once it has all their methods and seeds; the 20-frame tables follow, marked superseded.
 """
 
 import argparse
@@ -219,7 +219,7 @@ def longer_table(pair, arms, shorter, longer):
 
 
 def error_auroc_table(folder):
-    """The error AUROC of each map (examples/research/acte_error_auroc.py) per pair, pooled over pixels (per-image mean)."""
+    """The error AUROC of each map (examples/research/acte_error_auroc.py) per pair, pooled over pixels (per image)."""
     reports = {}
     for path in sorted(glob.glob(os.path.join(folder, "acte", "*.json"))):
         with open(path) as f:
