@@ -68,3 +68,10 @@ def test_missing_measurements_are_named(tmp_path):
     with pytest.raises(subprocess.CalledProcessError) as failure:
         estimate(tmp_path, memory, loader)
     assert "no checkpointed ViT-B row at batch 8" in failure.value.stderr
+
+
+def test_an_unknown_method_is_named(tmp_path):
+    memory, loader = write_measurements(tmp_path)
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        estimate(tmp_path, memory, loader, "--methods", "finetune", "my_method")
+    assert "my_method" in failure.value.stderr and "known methods" in failure.value.stderr

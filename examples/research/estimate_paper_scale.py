@@ -23,7 +23,7 @@ VIT_BASE = {"parameters": 86e6, "layers": 12, "width": 768, "patch": 16}
 # Images each method trains on per step at batch B: labelled target B, then labelled source B/2 and unlabelled target
 # B/2 where the method draws them (tmt_hf.methods' auxiliary_counts).
 IMAGES_PER_STEP = {"finetune": 1.0, "finetune_replay": 1.5, "finetune_tma": 1.0, "tmt_paper": 2.0, "selftrain": 2.0}
-IMAGES_PER_STEP.update({"tmt": 2.0, "tmt-shuffled": 2.0, "finetune_tma-shuffled": 1.0})
+IMAGES_PER_STEP.update({"align_patch": 2.0, "tmt": 2.0, "tmt-shuffled": 2.0, "finetune_tma-shuffled": 1.0})
 
 
 def measured_ratios(memory_json, batch_size):
@@ -72,6 +72,9 @@ def main():
     )
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args()
+    unknown = sorted(set(args.methods) - set(IMAGES_PER_STEP))
+    if unknown:
+        parser.error(f"no image count for {unknown}; known methods: {sorted(IMAGES_PER_STEP)}")
 
     tokens = (args.crop_size[0] // VIT_BASE["patch"]) * (args.crop_size[1] // VIT_BASE["patch"])
     forward = 2 * VIT_BASE["parameters"] * tokens + 4 * VIT_BASE["layers"] * tokens**2 * VIT_BASE["width"]
