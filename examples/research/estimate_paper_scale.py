@@ -16,14 +16,11 @@ import os
 
 import numpy as np
 
+from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
 from tmt_hf.training import write_report
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results", "scale")
 VIT_BASE = {"parameters": 86e6, "layers": 12, "width": 768, "patch": 16}
-# Images each method trains on per step at batch B: labelled target B, then labelled source B/2 and unlabelled target
-# B/2 where the method draws them (tmt_hf.methods' auxiliary_counts).
-IMAGES_PER_STEP = {"finetune": 1.0, "finetune_replay": 1.5, "finetune_tma": 1.0, "tmt_paper": 2.0, "selftrain": 2.0}
-IMAGES_PER_STEP.update({"align_patch": 2.0, "tmt": 2.0, "tmt-shuffled": 2.0, "finetune_tma-shuffled": 1.0})
 
 
 def measured_ratios(memory_json, batch_size):
@@ -43,14 +40,19 @@ def measured_ratios(memory_json, batch_size):
     return rows[0]["time_over_finetune"]
 
 
-def method_cost(method, ratios):
-    """(cost over finetune, where it comes from): measured where timed, else a timed method scaled by images."""
-    base = method.removesuffix("-shuffled")  # a shuffled map costs what the map costs
-    if base in ratios:
-        return ratios[base], f"measured ({base})"
-    if base == "selftrain":  # tmt without TMA: the same images, teacher and masking
+def images_per_step(method, batch_size):
+    """The images `method` trains on per step over finetune's `batch_size`: its `auxiliary_counts` added."""
+    context = TransferContext(steps=1, batch_size=batch_size, image_size=(1, 1))
+    return (batch_size + sum(get_method(method).auxiliary_counts(context))) / batch_size
+
+
+def method_cost(method, ratios, images):
+    """(cost over finetune, where it comes from): measured where timed, else `images`, its images over finetune's."""
+    if method in ratios:
+        return ratios[method], f"measured ({method})"
+    if method == "selftrain":  # tmt without TMA: the same images, teacher and masking
         return ratios["tmt"], "measured (tmt: the same images and teacher)"
-    return IMAGES_PER_STEP[base], "by the images it trains on (finetune = 1)"
+    return images, "by the images it trains on (finetune = 1)"
 
 
 def main():
@@ -72,9 +74,9 @@ def main():
     )
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    unknown = sorted(set(args.methods) - set(IMAGES_PER_STEP))
+    unknown = sorted(m for m in args.methods if m.removesuffix("-shuffled") not in TRANSFER_METHODS)
     if unknown:
-        parser.error(f"no image count for {unknown}; known methods: {sorted(IMAGES_PER_STEP)}")
+        parser.error(f"no registered method {unknown}; known methods: {sorted(TRANSFER_METHODS)}")
 
     tokens = (args.crop_size[0] // VIT_BASE["patch"]) * (args.crop_size[1] // VIT_BASE["patch"])
     forward = 2 * VIT_BASE["parameters"] * tokens + 4 * VIT_BASE["layers"] * tokens**2 * VIT_BASE["width"]
@@ -95,11 +97,10 @@ def main():
 
     methods = {}
     for method in args.methods:
-        cost, basis = method_cost(method, ratios)
-        methods[method] = step(cost, IMAGES_PER_STEP[method]) | {
-            "cost_over_finetune": round(cost, 2),
-            "cost_basis": basis,
-        }
+        base = method.removesuffix("-shuffled")  # a shuffled map costs what the map costs
+        images = images_per_step(base, args.batch_size)
+        cost, basis = method_cost(base, ratios, images)
+        methods[method] = step(cost, images) | {"cost_over_finetune": round(cost, 2), "cost_basis": basis}
         methods[method]["hours_per_run"] = round(methods[method]["step_ms"] * args.transfer_steps / 3.6e6, 2)
     source = step(1.0, 1.0)
     per_pair = {
