@@ -296,9 +296,14 @@ def use_every_core(accelerator):
 
 
 def write_report(report, output=None, echo=True) -> None:
-    """Prints a JSON-serialisable `report` (unless `echo` is False) and writes it to the file `output`, if given."""
+    """
+    Prints a JSON-serialisable `report` (unless `echo` is False) and writes it to the file `output`, if given: whole to
+    a temporary file, then renamed over `output`, so that a kill never leaves a half-written report.
+    """
     if echo:
         print(json.dumps(report, indent=2))
     if output:
-        with open(output, "w") as f:
+        with open(f"{output}.tmp", "w") as f:
             json.dump(report, f, indent=2)
+            f.write("\n")
+        os.replace(f"{output}.tmp", output)

@@ -48,6 +48,7 @@ import torch
 
 from tmt_hf import ACTEConfig, ACTEModel, TMTConfig, TMTForSemanticSegmentation
 from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
+from tmt_hf.training import write_report
 
 BACKBONES = {
     "tiny": {"hidden_size": 192, "num_hidden_layers": 12, "num_attention_heads": 3, "intermediate_size": 768},
@@ -196,14 +197,6 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def write(path: str, report: dict) -> None:
-    """Writes `report` whole, then renames it over `path`: a kill never leaves a half-written file."""
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(f"{path}.tmp", path)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -250,7 +243,9 @@ def main(argv=None):
         outcome = row.get("error") or f"{row['seconds_per_step']:.3f} s/step, peak {row['peak_memory_mib']:.0f} MiB"
         print(f"{backbone} batch {batch_size} checkpointing {checkpointing} {method}: {outcome}", file=sys.stderr)
         if args.output:
-            write(args.output, {"rows": list(rows.values()), "summary": summarise(list(rows.values()))})
+            write_report(
+                {"rows": list(rows.values()), "summary": summarise(list(rows.values()))}, args.output, echo=False
+            )
     report = {"rows": list(rows.values()), "summary": summarise(list(rows.values()))}
     print(json.dumps(report, indent=2))
     return report
