@@ -533,10 +533,11 @@ def run(args, methods=None, choose_labelled_rows=None, recipe=None):
             model = TMTForSemanticSegmentation(config)
         for name, param in model.named_parameters():  # TMA idle: λ stays 0 (and DDP sees no unused parameter)
             param.requires_grad_(not name.endswith("tma_lambda"))
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if args.model_name_or_path:
             scales = recipe.layer_decay, recipe.head_learning_rate_scale
             groups = fine_tuning_parameter_groups(model, args.learning_rate, *scales)
+        else:
+            groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=WEIGHT_DECAY)
