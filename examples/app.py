@@ -53,15 +53,19 @@ def build_demo(model_path: str) -> gr.Blocks:
         return colorize(segmentation, palette), focus, draw_boundaries(image, regions)
 
     with gr.Blocks(title="TMT: transferability-aware segmentation") as demo:
-        gr.Markdown(f"# TMT cross-domain segmentation\nModel: `{model_path}`. ACTE scores how well each adaptive region "
-                    "transfers from the source domain; TMA focuses attention where transfer is hard.")  # fmt: skip
+        gr.Markdown(
+            f"# TMT cross-domain segmentation\nModel: `{model_path}`. ACTE scores how well each adaptive region "
+            "transfers from the source domain; TMA focuses attention where transfer is hard."
+        )
         with gr.Row():
             image = gr.Image(type="pil", label="street image", elem_id="input-image")
         button = gr.Button("Segment", variant="primary", elem_id="segment-button")
         with gr.Row():
-            outputs = [gr.Image(type="pil", label="segmentation", elem_id="segmentation"),
-                       gr.Image(type="pil", label="focus map (ACTE)", elem_id="focus-map"),
-                       gr.Image(type="pil", label="ACTE adaptive regions", elem_id="regions")]  # fmt: skip
+            outputs = [
+                gr.Image(type="pil", label="segmentation", elem_id="segmentation"),
+                gr.Image(type="pil", label="focus map (ACTE)", elem_id="focus-map"),
+                gr.Image(type="pil", label="ACTE adaptive regions", elem_id="regions"),
+            ]
         gr.Examples(example_images(tempfile.mkdtemp(prefix="tmt-examples-")), inputs=image)
         button.click(segment, inputs=image, outputs=outputs)
     return demo

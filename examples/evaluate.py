@@ -47,11 +47,16 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="a save_pretrained folder or Hub id")
     parser.add_argument("--data", required=True, help="benchmark name, Hub dataset id or local path")
     parser.add_argument("--split", default="validation", help="a split, or a row range of one (train[42:])")
-    parser.add_argument("--data_dir", default=None,
-                        help="folder of a benchmark read from local files (camvid, idd-lite)")  # fmt: skip
-    parser.add_argument("--data_label_space", choices=sorted(LABEL_SPACES), default=None,
-                        help="the label space of a Hub/local dataset's label files (default: the registry entry's; "
-                             "cityscapes train ids for a Hub id or local path)")  # fmt: skip
+    parser.add_argument(
+        "--data_dir", default=None, help="folder of a benchmark read from local files (camvid, idd-lite)"
+    )
+    parser.add_argument(
+        "--data_label_space",
+        choices=sorted(LABEL_SPACES),
+        default=None,
+        help="the label space of a Hub/local dataset's label files (default: the registry entry's; "
+        "cityscapes train ids for a Hub id or local path)",
+    )
     parser.add_argument("--num_samples", type=int, default=None)
     resolution = parser.add_mutually_exclusive_group()
     resolution.add_argument(
@@ -84,11 +89,18 @@ def main(argv=None):
     )
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output", default=None, help="also write the JSON here")
-    parser.add_argument("--confusions", nargs="+", default=[], metavar="CLASS",
-                        help="class names (or ids) whose confusion-matrix rows to report")  # fmt: skip
-    parser.add_argument("--shift_mask_as_map", action="store_true",
-                        help="generated data: give the model the generator's shift mask as its map (the oracle "
-                             "method's models)")  # fmt: skip
+    parser.add_argument(
+        "--confusions",
+        nargs="+",
+        default=[],
+        metavar="CLASS",
+        help="class names (or ids) whose confusion-matrix rows to report",
+    )
+    parser.add_argument(
+        "--shift_mask_as_map",
+        action="store_true",
+        help="generated data: give the model the generator's shift mask as its map (the oracle method's models)",
+    )
     args = parser.parse_args(argv)
     try:
         crop_size, stride = check_eval_mode(args.eval_mode, args.eval_crop, args.eval_stride)
@@ -107,18 +119,28 @@ def main(argv=None):
     space = label_space_of(model.config.id2label)
     if space is None:
         classes = list(model.config.id2label.values())
-        parser.error(f"{args.model} predicts classes of no registered label space ({classes}); register its "
-                     "LabelSpace in tmt_hf.data.LABEL_SPACES")  # fmt: skip
+        parser.error(
+            f"{args.model} predicts classes of no registered label space ({classes}); register its "
+            "LabelSpace in tmt_hf.data.LABEL_SPACES"
+        )
     size = tuple(args.image_size) if args.image_size else (processor.size["height"], processor.size["width"])
     resolution = "native" if args.native_resolution else f"{size[0]}x{size[1]}"
     with accelerator.main_process_first():
-        dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size,
-                              data_dir=args.data_dir, label_space=space.name,
-                              native_labels=args.data_label_space)  # fmt: skip
+        dataset = load_domain(
+            args.data,
+            args.split,
+            num_samples=args.num_samples,
+            synthetic_size=size,
+            data_dir=args.data_dir,
+            label_space=space.name,
+            native_labels=args.data_label_space,
+        )
     if args.shift_mask_as_map:
         if model.config.model_type != "tmt":
-            parser.error(f"--shift_mask_as_map needs a TMT model, whose TMA reads a map; {args.model} is a "
-                         f"{model.config.model_type!r} model")  # fmt: skip
+            parser.error(
+                f"--shift_mask_as_map needs a TMT model, whose TMA reads a map; {args.model} is a "
+                f"{model.config.model_type!r} model"
+            )
         if "shift_mask" not in dataset.column_names:
             parser.error(
                 f"--shift_mask_as_map needs a generated dataset (synthetic/<domain>); {args.data} has no shift_mask"
@@ -127,8 +149,11 @@ def main(argv=None):
     else:
         dataset = dataset.select_columns(["image", "label"])
     transform_size = None if args.native_resolution else size
-    dataset.set_transform(SegmentationTransform(train=False, size=transform_size, image_mean=processor.image_mean,
-                                                image_std=processor.image_std))  # fmt: skip
+    dataset.set_transform(
+        SegmentationTransform(
+            train=False, size=transform_size, image_mean=processor.image_mean, image_std=processor.image_std
+        )
+    )
     loader = DataLoader(
         dataset, batch_size=args.batch_size, collate_fn=collate_one_size if args.native_resolution else collate
     )
@@ -147,13 +172,22 @@ def main(argv=None):
     result = metric.compute()
     id2label = model.config.id2label
     report = {
-        "model": args.model, "data": args.data, "split": args.split, "num_images": len(dataset),
-        "resolution": resolution, "eval_mode": args.eval_mode, "eval_crop": crop_size, "eval_stride": stride,
-        "classes": [id2label[c] for c in metric.classes], "mean_iou": result["mean_iou"],
-        "mean_accuracy": result["mean_accuracy"], "overall_accuracy": result["overall_accuracy"],
-        "per_category_iou": {id2label[i]: (None if v != v else float(v))
-                             for i, v in enumerate(result["per_category_iou"])},
-    }  # fmt: skip
+        "model": args.model,
+        "data": args.data,
+        "split": args.split,
+        "num_images": len(dataset),
+        "resolution": resolution,
+        "eval_mode": args.eval_mode,
+        "eval_crop": crop_size,
+        "eval_stride": stride,
+        "classes": [id2label[c] for c in metric.classes],
+        "mean_iou": result["mean_iou"],
+        "mean_accuracy": result["mean_accuracy"],
+        "overall_accuracy": result["overall_accuracy"],
+        "per_category_iou": {
+            id2label[i]: (None if v != v else float(v)) for i, v in enumerate(result["per_category_iou"])
+        },
+    }
     if args.confusions:
         report["confusions"] = {}
         for name in args.confusions:

@@ -17,14 +17,28 @@ from tmt_hf import ACTEConfig, TMTConfig  # noqa: E402
 
 def tiny_tmt_config(**kwargs) -> TMTConfig:
     """A two-layer TMT small enough for CPU tests."""
-    defaults = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                    image_size=64, patch_size=16, decoder_hidden_size=16, num_labels=5)  # fmt: skip
+    defaults = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=16,
+        decoder_hidden_size=16,
+        num_labels=5,
+    )
     return TMTConfig(**{**defaults, **kwargs})
 
 
 def tiny_acte_config(**kwargs) -> ACTEConfig:
-    defaults = dict(encoder_channels=[8, 16], feature_dim=16, cell_size=2, num_iterations=3,
-                    discriminator_hidden_size=16, num_semantic_classes=5)  # fmt: skip
+    defaults = dict(
+        encoder_channels=[8, 16],
+        feature_dim=16,
+        cell_size=2,
+        num_iterations=3,
+        discriminator_hidden_size=16,
+        num_semantic_classes=5,
+    )
     return ACTEConfig(**{**defaults, **kwargs})
 
 
@@ -51,8 +65,12 @@ def run_without_tmt_hf(code: str, cwd, timeout: int = 300) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(cwd / "hf_modules")}
     result = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 

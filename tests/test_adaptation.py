@@ -151,8 +151,9 @@ def test_mix_pastes_where_the_mask_is_true():
     mask = torch.tensor([[[True, False], [False, True]]])
     mixed = mix(pasted, background, mask)
     assert torch.equal(mixed[0, :, 0, 0], torch.ones(3)) and torch.equal(mixed[0, :, 0, 1], torch.zeros(3))
-    assert torch.equal(mix(torch.full((1, 2, 2), 7), torch.zeros(1, 2, 2, dtype=torch.long), mask),
-                       torch.tensor([[[7, 0], [0, 7]]]))  # fmt: skip
+    assert torch.equal(
+        mix(torch.full((1, 2, 2), 7), torch.zeros(1, 2, 2, dtype=torch.long), mask), torch.tensor([[[7, 0], [0, 7]]])
+    )
     with pytest.raises(ValueError, match="do not fit"):
         mix(pasted, background, torch.ones(1, 3, 3, dtype=torch.bool))
 

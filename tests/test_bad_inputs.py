@@ -142,14 +142,24 @@ def test_handler_rejects_bad_parameters_and_input_types(tmp_path):
 
 def run_train(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(REPO / "examples" / "train.py"), *args], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_train_help_shows_defaults_and_refuses_a_stray_method(tmp_path):
     help_text = " ".join(run_train("--help").stdout.split("options:", 1)[1].split())
-    for flag, default in (("--image_size", "[128, 256]"), ("--source_steps", "600"), ("--model_name_or_path", "tiny"),
-                          ("--transfer_steps", "300"), ("--method", "None")):  # fmt: skip
+    for flag, default in (
+        ("--image_size", "[128, 256]"),
+        ("--source_steps", "600"),
+        ("--model_name_or_path", "tiny"),
+        ("--transfer_steps", "300"),
+        ("--method", "None"),
+    ):
         after = help_text.split(f" {flag} ", 1)[1]
         assert f"(default: {default})" in after.split(" --", 1)[0], flag
     result = run_train("--stage", "acte", "--method", "finetune", "--output_dir", str(tmp_path))

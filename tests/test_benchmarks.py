@@ -10,21 +10,62 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-TINY_TRAIN = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "8", "--num_target_unlabeled",
-              "8", "--num_eval", "4", "--target_train_samples", "4", "--source_steps", "2", "--acte_steps", "2",
-              "--transfer_steps", "2", "--batch_size", "4"]  # fmt: skip
+TINY_TRAIN = [
+    "--image_size",
+    "64",
+    "128",
+    "--crop_size",
+    "64",
+    "128",
+    "--num_source_train",
+    "8",
+    "--num_target_unlabeled",
+    "8",
+    "--num_eval",
+    "4",
+    "--target_train_samples",
+    "4",
+    "--source_steps",
+    "2",
+    "--acte_steps",
+    "2",
+    "--transfer_steps",
+    "2",
+    "--batch_size",
+    "4",
+]
 
 
 def run(script, *args):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / script), *args], capture_output=True, text=True,
-                            env=ENV, cwd=REPO, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / script), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout
 
 
 def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
-    args = ["--pairs", "synthetic/clear:synthetic/fog", "--seeds", "2", "--workers", "2", "--output_dir", str(tmp_path),
-            "--methods", "tmt_paper", "tmt", "oracle", "--", *TINY_TRAIN]  # fmt: skip
+    args = [
+        "--pairs",
+        "synthetic/clear:synthetic/fog",
+        "--seeds",
+        "2",
+        "--workers",
+        "2",
+        "--output_dir",
+        str(tmp_path),
+        "--methods",
+        "tmt_paper",
+        "tmt",
+        "oracle",
+        "--",
+        *TINY_TRAIN,
+    ]
     out = run("research/benchmark.py", *args)
     runs = json.loads((tmp_path / "benchmark.json").read_text())
     assert sorted(r["seed"] for r in runs) == [0, 1] and {r["source_domain"] for r in runs} == {"synthetic/clear"}
@@ -46,8 +87,23 @@ def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
 
 
 def test_speed_benchmark_reports_ratios(tmp_path):
-    run("research/benchmark_speed.py", "--preset", "tiny", "--size", "64", "--batch_sizes", "1", "--repeats", "1",
-        "--skip_memory", "--clustering_sizes", "8", "16", "--output", str(tmp_path / "speed.json"))  # fmt: skip
+    run(
+        "research/benchmark_speed.py",
+        "--preset",
+        "tiny",
+        "--size",
+        "64",
+        "--batch_sizes",
+        "1",
+        "--repeats",
+        "1",
+        "--skip_memory",
+        "--clustering_sizes",
+        "8",
+        "16",
+        "--output",
+        str(tmp_path / "speed.json"),
+    )
     report = json.loads((tmp_path / "speed.json").read_text())
     forward = report["results"]["batch_1"]["forward"]
     assert set(forward) == {"vit", "tmt_no_map", "tmt_map", "tmt_acte"} and forward["vit"]["ratio_to_vit"] == 1.0
@@ -55,8 +111,23 @@ def test_speed_benchmark_reports_ratios(tmp_path):
 
 
 def test_acte_benchmark_reports_three_figures(tmp_path):
-    run("research/benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
-        "--targets", "synthetic/night", "synthetic/autumn", "--output", str(tmp_path / "acte.json"))  # fmt: skip
+    run(
+        "research/benchmark_acte.py",
+        "--steps",
+        "2",
+        "--num_train",
+        "4",
+        "--num_eval",
+        "4",
+        "--image_size",
+        "64",
+        "128",
+        "--targets",
+        "synthetic/night",
+        "synthetic/autumn",
+        "--output",
+        str(tmp_path / "acte.json"),
+    )
     reports = json.loads((tmp_path / "acte.json").read_text())
     assert [r["target"] for r in reports] == ["synthetic/night", "synthetic/autumn"]
     for report in reports:
@@ -71,12 +142,33 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
             e["auroc_vs_all_unshifted"] is None or 0 <= e["auroc_vs_all_unshifted"] <= 1 for e in by_class.values()
         )
     # A second seed: the by-variant report averages the two runs of each pair.
-    run("research/benchmark_acte.py", "--steps", "2", "--num_train", "4", "--num_eval", "4", "--image_size", "64", "128",
-        "--targets", "synthetic/night", "--seed", "1", "--output", str(tmp_path / "acte_seed1.json"))  # fmt: skip
+    run(
+        "research/benchmark_acte.py",
+        "--steps",
+        "2",
+        "--num_train",
+        "4",
+        "--num_eval",
+        "4",
+        "--image_size",
+        "64",
+        "128",
+        "--targets",
+        "synthetic/night",
+        "--seed",
+        "1",
+        "--output",
+        str(tmp_path / "acte_seed1.json"),
+    )
     second = json.loads((tmp_path / "acte_seed1.json").read_text())[0]
     assert (second["seed"], second["steps"]) == (1, 2)
-    table = run("research/benchmark_acte.py", "--report", str(tmp_path / "acte.json"), str(tmp_path / "acte_seed1.json"),
-                "--by_variant")  # fmt: skip
+    table = run(
+        "research/benchmark_acte.py",
+        "--report",
+        str(tmp_path / "acte.json"),
+        str(tmp_path / "acte_seed1.json"),
+        "--by_variant",
+    )
     night = [reports[0]["shift_auroc"]["default"]["focus pooled"], second["shift_auroc"]["default"]["focus pooled"]]
     assert f"| clear → night | image, 2 steps | 2 | {sum(night) / 2:.3f} ({min(night):.3f}) |" in table
     assert "| clear → autumn | image, 2 steps | 1 |" in table
@@ -88,8 +180,23 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
 
 
 def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
-    tiny = ["--steps", "6", "--num_train", "4", "--num_monitor", "4", "--num_eval", "4", "--image_size", "64", "128",
-            "--targets", "synthetic/night", "--monitor_every", "2"]  # fmt: skip
+    tiny = [
+        "--steps",
+        "6",
+        "--num_train",
+        "4",
+        "--num_monitor",
+        "4",
+        "--num_eval",
+        "4",
+        "--image_size",
+        "64",
+        "128",
+        "--targets",
+        "synthetic/night",
+        "--monitor_every",
+        "2",
+    ]
     run("research/benchmark_acte.py", *tiny, "--output", str(tmp_path / "full.json"))
     full = json.loads((tmp_path / "full.json").read_text())[0]
     assert full["steps"] == 6 and [entry["step"] for entry in full["trajectory"]] == [2, 4, 6]
@@ -116,8 +223,13 @@ def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
         {key: entry[key] for key in ("monitor_discriminator_accuracy", "focus_auroc")} for entry in full["trajectory"]
     ]
     assert ema["trajectory"][-1]["focus_auroc"]["pooled"] == ema["shift_auroc"]["default"]["focus pooled"]
-    table = run("research/benchmark_acte.py", "--report", str(tmp_path / "full.json"), str(tmp_path / "ema.json"),
-                "--stopping_rules")  # fmt: skip
+    table = run(
+        "research/benchmark_acte.py",
+        "--report",
+        str(tmp_path / "full.json"),
+        str(tmp_path / "ema.json"),
+        "--stopping_rules",
+    )
     # Every rule's --min_steps (>= 100) is past the 6 recorded steps: each stops at the last; the iterate rows
     # average the plain run and the EMA run's iterate, which are the same.
     last, averaged = full["trajectory"][-1]["focus_auroc"], ema["trajectory"][-1]["focus_auroc"]
@@ -126,8 +238,14 @@ def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
         f"| EMA 0.5 | accuracy ≥ 0.95 from step 300 | {averaged['pooled']:.3f} / {averaged['per_image']:.3f} (6) |"
         in table
     )
-    refused = subprocess.run([sys.executable, str(REPO / "examples" / "research" / "benchmark_acte.py"), "--stop_accuracy", "0.8"],
-                             capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "research" / "benchmark_acte.py"), "--stop_accuracy", "0.8"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=600,
+    )
     assert refused.returncode != 0 and "--stop_accuracy needs --monitor_every" in refused.stderr
 
 
@@ -144,38 +262,88 @@ def test_shift_by_class_splits_the_focus_map_by_class():
     focus = [np.array([0.2, 0.4, 0.9, 0.8]), np.array([0.1, 0.3])]
     by_class = shift_by_class(focus, shifted, labels)
     assert set(by_class) == {"road", "sky", "car"}
-    assert by_class["car"] == {"shifted_pixels": 2, "unshifted_pixels": 0, "mean_focus_shifted": 0.85,
-                               "mean_focus_unshifted": None, "auroc_vs_all_unshifted": 1.0}  # fmt: skip
+    assert by_class["car"] == {
+        "shifted_pixels": 2,
+        "unshifted_pixels": 0,
+        "mean_focus_shifted": 0.85,
+        "mean_focus_unshifted": None,
+        "auroc_vs_all_unshifted": 1.0,
+    }
     assert by_class["sky"]["auroc_vs_all_unshifted"] == 0.0 and by_class["sky"]["mean_focus_unshifted"] == 0.3
     assert by_class["road"]["auroc_vs_all_unshifted"] is None and by_class["road"]["mean_focus_unshifted"] == 0.3
 
 
 def test_acte_report_by_class_averages_runs(tmp_path):
     def result(auroc):
-        entry = {"shifted_pixels": 1, "unshifted_pixels": 3, "mean_focus_shifted": auroc,
-                 "mean_focus_unshifted": 0.5, "auroc_vs_all_unshifted": auroc}  # fmt: skip
+        entry = {
+            "shifted_pixels": 1,
+            "unshifted_pixels": 3,
+            "mean_focus_shifted": auroc,
+            "mean_focus_unshifted": 0.5,
+            "auroc_vs_all_unshifted": auroc,
+        }
         return [{"target": "synthetic/fog", "shift_by_class": {"car": entry}}]
 
     for seed, auroc in ((0, 0.6), (1, 0.9)):
         (tmp_path / f"fog_seed{seed}.json").write_text(json.dumps(result(auroc)))
-    table = run("research/benchmark_acte.py", "--report", str(tmp_path / "fog_seed0.json"), str(tmp_path / "fog_seed1.json"),
-                "--by_class")  # fmt: skip
+    table = run(
+        "research/benchmark_acte.py",
+        "--report",
+        str(tmp_path / "fog_seed0.json"),
+        str(tmp_path / "fog_seed1.json"),
+        "--by_class",
+    )
     assert "| fog | car | 2 | 0.25 | 0.750 | 0.500 | 0.750 |" in table
 
 
 def test_error_auroc_scores_every_map_against_the_source_models_errors(tmp_path):
     from transformers import ViTConfig, ViTModel
 
-    train = [sys.executable, str(REPO / "examples" / "train.py"), "--output_dir", str(tmp_path / "run"), *TINY_TRAIN,
-             "--source", "synthetic/clear", "--target", "synthetic/night", "--method", "finetune"]  # fmt: skip
+    train = [
+        sys.executable,
+        str(REPO / "examples" / "train.py"),
+        "--output_dir",
+        str(tmp_path / "run"),
+        *TINY_TRAIN,
+        "--source",
+        "synthetic/clear",
+        "--target",
+        "synthetic/night",
+        "--method",
+        "finetune",
+    ]
     result = subprocess.run(train, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     vit_config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     ViTModel(vit_config).save_pretrained(tmp_path / "vit")
-    run("research/acte_error_auroc.py", "--source_model", str(tmp_path / "run" / "source"), "--acte_model",
-        str(tmp_path / "run" / "acte"), "--features_model", str(tmp_path / "vit"), "--source", "synthetic/clear",
-        "--target", "synthetic/night", "--num_source_train", "8", "--num_target_unlabeled", "8", "--num_eval", "4",
-        "--image_size", "64", "128", "--steps", "2", "--batch_size", "4", "--output", str(tmp_path / "auroc.json"))  # fmt: skip
+    run(
+        "research/acte_error_auroc.py",
+        "--source_model",
+        str(tmp_path / "run" / "source"),
+        "--acte_model",
+        str(tmp_path / "run" / "acte"),
+        "--features_model",
+        str(tmp_path / "vit"),
+        "--source",
+        "synthetic/clear",
+        "--target",
+        "synthetic/night",
+        "--num_source_train",
+        "8",
+        "--num_target_unlabeled",
+        "8",
+        "--num_eval",
+        "4",
+        "--image_size",
+        "64",
+        "128",
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--output",
+        str(tmp_path / "auroc.json"),
+    )
     report = json.loads((tmp_path / "auroc.json").read_text())
     source = json.loads((tmp_path / "run" / "results.json").read_text())["source"]["target_val"]
     # Its errors are the source model's as train.py scores them on the same images.
@@ -224,8 +392,10 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     for pair in finetune:
         (tmp_path / pair).mkdir()
         for seed, ft, g in zip((42, 1, 2), finetune[pair], gain[pair]):
-            result = {m: {"target_val": {"mean_iou": v / 100}} for m, v in (("source", 40.0), ("finetune", ft),
-                                                                           ("tmt", ft + g))}  # fmt: skip
+            result = {
+                m: {"target_val": {"mean_iou": v / 100}}
+                for m, v in (("source", 40.0), ("finetune", ft), ("tmt", ft + g))
+            }
             (tmp_path / pair / f"labels20-seed{seed}.json").write_text(json.dumps(result))
         # A control in its own file joins the same seed's row.
         (tmp_path / pair / "labels20-seed42-shuffled.json").write_text(
@@ -273,8 +443,9 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     # Amendment 6: pair b2a's arm re-scored on other frames; complete, it replaces the first scores (kept, superseded).
     (tmp_path / "dusk62" / "b2a").mkdir(parents=True)
     for seed, ft in zip((42, 1, 2), (70.0, 71.0, 72.0)):
-        result = {m: {"target_val": {"mean_iou": v / 100}} for m, v in (("source", 45.0), ("finetune", ft),
-                                                                       ("tmt", ft - 1))}  # fmt: skip
+        result = {
+            m: {"target_val": {"mean_iou": v / 100}} for m, v in (("source", 45.0), ("finetune", ft), ("tmt", ft - 1))
+        }
         (tmp_path / "dusk62" / "b2a" / f"labels20-seed{seed}.json").write_text(json.dumps(result))
     (tmp_path / "dusk62" / "b2a" / "labels20-seed42-shuffled.json").write_text(
         json.dumps({"tmt-shuffled": {"target_val": {"mean_iou": 0.7}}})

@@ -79,8 +79,9 @@ def test_torch_export_and_compile_with_a_map():
     with torch.no_grad():
         reference = model(pixel_values=pixels, transferability_map=focus).logits
         exported = torch.export.export(model, (), {"pixel_values": pixels, "transferability_map": focus})
-        assert torch.allclose(exported.module()(pixel_values=pixels, transferability_map=focus)["logits"], reference,
-                              atol=1e-5)  # fmt: skip
+        assert torch.allclose(
+            exported.module()(pixel_values=pixels, transferability_map=focus)["logits"], reference, atol=1e-5
+        )
         compiled = torch.compile(model, fullgraph=True, backend="eager")
         assert torch.allclose(compiled(pixels, transferability_map=focus).logits, reference, atol=1e-5)
     # Eager calls still check their values.

@@ -146,8 +146,9 @@ def test_parquet_and_save_to_disk(tmp_path):
     for path in (tmp_path / "train.parquet", tmp_path / "disk"):
         dataset = load_domain(str(path), "train", label_column="mask", label_mapping=CITYSCAPES_ID_TO_TRAIN_ID)
         _check_train_ids(dataset, raw_labels)
-    streamed = load_domain(str(tmp_path / "disk"), "train", label_column="mask", label_mapping=CITYSCAPES_ID_TO_TRAIN_ID,
-                           streaming=True)  # fmt: skip
+    streamed = load_domain(
+        str(tmp_path / "disk"), "train", label_column="mask", label_mapping=CITYSCAPES_ID_TO_TRAIN_ID, streaming=True
+    )
     assert isinstance(streamed, datasets.IterableDataset)
     _check_train_ids(streamed, raw_labels)
 
@@ -220,8 +221,13 @@ def test_split_seeds_never_overlap():
 def test_shift_masks_follow_local_shifts_only():
     # Classes whose every pixel a shift alters (sidewalks are wet in puddles only, terrain under litter only).
     vehicles = {CAR, TRUCK, BUS, TRAIN}
-    covered = {"night": {*vehicles, LIGHT}, "fog": {BUILDING, *vehicles, LIGHT}, "rain": {ROAD, *vehicles},
-               "autumn": {VEGETATION, *vehicles}, "clear": set()}  # fmt: skip
+    covered = {
+        "night": {*vehicles, LIGHT},
+        "fog": {BUILDING, *vehicles, LIGHT},
+        "rain": {ROAD, *vehicles},
+        "autumn": {VEGETATION, *vehicles},
+        "clear": set(),
+    }
     for domain, style in DOMAINS.items():
         assert covered[domain] <= set(style.restyled)
         spilled = False
@@ -294,8 +300,9 @@ def test_transforms_keep_image_and_label_aligned():
     transform = SegmentationTransform(train=True, size=(128, 256), crop_size=(96, 160), scale_range=(0.5, 2.0))
     for step in range(10):
         torch.manual_seed(step)
-        out = transform({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)],
-                         "focus": [Image.fromarray(focus)]})  # fmt: skip
+        out = transform(
+            {"image": [Image.fromarray(image)], "label": [Image.fromarray(label)], "focus": [Image.fromarray(focus)]}
+        )
         pixels, labels, focus_map = out["pixel_values"][0], out["labels"][0], out["focus"][0]
         assert pixels.shape == (3, 96, 160) and labels.shape == focus_map.shape == (96, 160)
         red = (pixels[0] * 0.5 + 0.5) * 255
@@ -309,8 +316,9 @@ def test_transforms_keep_image_and_label_aligned():
         assert torch.equal(level[valid], labels[valid])
         assert torch.equal(focus_map[valid].round().long(), labels[valid] % 2)  # the map moved with the image
     evaluation = SegmentationTransform(train=False, size=(100, 200), size_divisor=16)
-    out = evaluation({"image": [Image.fromarray(image)], "label": [Image.fromarray(label)],
-                      "focus": [Image.fromarray(focus)]})  # fmt: skip
+    out = evaluation(
+        {"image": [Image.fromarray(image)], "label": [Image.fromarray(label)], "focus": [Image.fromarray(focus)]}
+    )
     assert out["pixel_values"][0].shape == (3, 112, 208)
     assert (out["labels"][0][100:] == 255).all() and (out["labels"][0][:, 200:] == 255).all()
     assert out["focus"][0].shape == (112, 208) and (out["focus"][0][100:] == 0).all()
@@ -362,8 +370,11 @@ def _segnet_camvid(root, frames):
 def test_camvid_reads_the_segnet_layout_split_by_sequence(tmp_path):
     from tmt_hf.data import CAMVID_CLASSES, labelled_classes
 
-    frames = {"train": ["0001TP_006690", "0006R0_f01290", "0016E5_00390", "0001TP_006720"],
-              "val": ["0016E5_07959", "0001TP_008550"], "test": ["Seq05VD_f00000"]}  # fmt: skip
+    frames = {
+        "train": ["0001TP_006690", "0006R0_f01290", "0016E5_00390", "0001TP_006720"],
+        "val": ["0016E5_07959", "0001TP_008550"],
+        "test": ["Seq05VD_f00000"],
+    }
     raw = _segnet_camvid(tmp_path, frames)
     dusk = load_domain("camvid/dusk", "train", data_dir=str(tmp_path))
     day = load_domain("camvid/day", "train", data_dir=str(tmp_path))
@@ -427,8 +438,23 @@ def test_mean_iou_over_the_classes_a_dataset_labels():
 def test_cityscapes_train_ids_map_into_idd_level1_as_documented():
     from tmt_hf.data import CITYSCAPES_TO_IDD_LEVEL1, IDD_LEVEL1_CLASSES, get_label_space, label_space_of, space_mapping
 
-    documented = {0: 0, 1: 1, 9: 1, 2: 5, 8: 5, 3: 4, 4: 4, 5: 4, 6: 4, 7: 4, 10: 6, 11: 2, 12: 2,
-                  **{vehicle: 3 for vehicle in range(13, 19)}, 255: 255}  # fmt: skip
+    documented = {
+        0: 0,
+        1: 1,
+        9: 1,
+        2: 5,
+        8: 5,
+        3: 4,
+        4: 4,
+        5: 4,
+        6: 4,
+        7: 4,
+        10: 6,
+        11: 2,
+        12: 2,
+        **{vehicle: 3 for vehicle in range(13, 19)},
+        255: 255,
+    }
     assert {i: int(CITYSCAPES_TO_IDD_LEVEL1[i]) for i in documented} == documented
     assert IDD_LEVEL1_CLASSES[3] == "vehicles" and len(IDD_LEVEL1_CLASSES) == 7
     assert (space_mapping("idd_level1", "idd_level1")[[0, 6, 255]] == [0, 6, 255]).all()
@@ -490,8 +516,9 @@ def test_labels_are_mapped_into_the_chosen_space(tmp_path, monkeypatch):
     # CamVid's SegNet ids go through their Cityscapes train ids: sky 0 -> 10 -> 6, pedestrian 9 -> 11 -> 2.
     raw = _segnet_camvid(tmp_path / "camvid", {"train": ["0001TP_006690"]})["0001TP_006690"]
     camvid = load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "camvid"), label_space="idd_level1")
-    np.testing.assert_array_equal(np.asarray(camvid[0]["label"]),
-                                  CITYSCAPES_TO_IDD_LEVEL1[registry.CAMVID_TO_TRAIN_ID[raw]])  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(camvid[0]["label"]), CITYSCAPES_TO_IDD_LEVEL1[registry.CAMVID_TO_TRAIN_ID[raw]]
+    )
     scenes = load_domain("synthetic/night", "train", num_samples=2, synthetic_size=(32, 64))
     mapped = load_domain("synthetic/night", "train", num_samples=2, synthetic_size=(32, 64), label_space="idd_level1")
     np.testing.assert_array_equal(
@@ -516,8 +543,11 @@ def test_ids_outside_a_datasets_label_set_are_errors_naming_the_file(tmp_path, c
     bad = raw["0001TP_006720"].copy()
     bad[3, 4] = 12  # the 32-class CamVid release's ids are not SegNet's
     Image.fromarray(bad).save(tmp_path / "camvid" / "trainannot" / "0001TP_006720.png")
-    with pytest.raises(ValueError, match=r"row 1 \(file .*trainannot/0001TP_006720\.png\): label id\(s\) \[12\] are not "
-                                         r"in camvid/dusk's label set \(CamVid's 11 SegNet classes 0-10 and void 11\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"row 1 \(file .*trainannot/0001TP_006720\.png\): label id\(s\) \[12\] are not "
+        r"in camvid/dusk's label set \(CamVid's 11 SegNet classes 0-10 and void 11\)",
+    ):
         load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "camvid"))
     kept = load_domain("camvid/dusk", "train", data_dir=str(tmp_path / "camvid"), on_bad_sample="skip")
     assert len(kept) == 2 and "skipped 1 of 3" in caplog.text and "0001TP_006720.png" in caplog.text
@@ -542,11 +572,17 @@ def test_size_mismatches_and_colour_coded_labels_name_the_file(tmp_path, caplog)
     write_idd_lite(tmp_path / "idd", {"train": {"3": 2}})
     small = tmp_path / "idd" / "idd20k_lite" / "gtFine" / "train" / "3" / "000100_label.png"
     Image.open(small).crop((0, 0, 20, 20)).save(small)
-    cases = [(("camvid/dusk", {"data_dir": str(tmp_path / "camvid")}),
-              r"row 1 \(file .*trainannot/0001TP_006720\.png\): label images must be single-channel ids .* got mode RGB"),
-             (("idd-lite", {"data_dir": str(tmp_path / "idd"), "label_space": "idd_level1"}),
-              r"row 0 \(file .*3/000100_label\.png\): label size \(20, 20\) differs from image size \(32, 24\) "
-              r"\(image file .*3/000100_image\.jpg")]  # fmt: skip
+    cases = [
+        (
+            ("camvid/dusk", {"data_dir": str(tmp_path / "camvid")}),
+            r"row 1 \(file .*trainannot/0001TP_006720\.png\): label images must be single-channel ids .* got mode RGB",
+        ),
+        (
+            ("idd-lite", {"data_dir": str(tmp_path / "idd"), "label_space": "idd_level1"}),
+            r"row 0 \(file .*3/000100_label\.png\): label size \(20, 20\) differs from image size \(32, 24\) "
+            r"\(image file .*3/000100_image\.jpg",
+        ),
+    ]
     for (name, kwargs), message in cases:
         with pytest.raises(ValueError, match=message):
             load_domain(name, "train", **kwargs)
@@ -567,8 +603,20 @@ def test_estimate_reports_classes_of_the_label_space(tmp_path, capsys):
     ACTEModel(tiny_acte_config(num_semantic_classes=7)).save_pretrained(tmp_path / "acte")
     TMTImageProcessor(size={"height": 24, "width": 32}).save_pretrained(tmp_path / "acte")  # the fixture's size
     write_idd_lite(tmp_path / "idd", {"validation": {"40": 2}})
-    cli_main(["estimate", "--acte", str(tmp_path / "acte"), "--data", "idd-lite", "--data_dir", str(tmp_path / "idd"),
-              "--label_space", "idd_level1", "--json"])  # fmt: skip
+    cli_main(
+        [
+            "estimate",
+            "--acte",
+            str(tmp_path / "acte"),
+            "--data",
+            "idd-lite",
+            "--data_dir",
+            str(tmp_path / "idd"),
+            "--label_space",
+            "idd_level1",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert set(report["classes"]) == set(IDD_LEVEL1_CLASSES)  # the fixture's labels hold all 7
     assert sum(row["pixels"] for row in report["classes"].values()) == 2 * (24 * 32 - 3)  # 255 left out

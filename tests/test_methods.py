@@ -17,8 +17,26 @@ from tmt_hf.methods import TRANSFER_METHODS, FineTune, TransferContext, get_meth
 from tmt_hf.optimization import warmup_cosine_schedule
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "8", "--num_eval", "4",
-        "--target_train_samples", "4", "--source_steps", "2", "--transfer_steps", "2", "--batch_size", "4"]  # fmt: skip
+TINY = [
+    "--image_size",
+    "64",
+    "128",
+    "--crop_size",
+    "64",
+    "128",
+    "--num_source_train",
+    "8",
+    "--num_eval",
+    "4",
+    "--target_train_samples",
+    "4",
+    "--source_steps",
+    "2",
+    "--transfer_steps",
+    "2",
+    "--batch_size",
+    "4",
+]
 
 
 @register_method
@@ -43,8 +61,20 @@ def test_a_users_method_trains_through_the_runner(tmp_path, monkeypatch):
     import train
 
     output = tmp_path / "run"
-    results = train.main(["--stage", "all", "--method", "finetune", "finetune_smoothed", "--output_dir", str(output),
-                          "--acte_steps", "1", *TINY])  # fmt: skip
+    results = train.main(
+        [
+            "--stage",
+            "all",
+            "--method",
+            "finetune",
+            "finetune_smoothed",
+            "--output_dir",
+            str(output),
+            "--acte_steps",
+            "1",
+            *TINY,
+        ]
+    )
     assert {"finetune", "finetune_smoothed"} <= set(results)
     smoothed = load_file(output / "finetune_smoothed" / "model.safetensors")
     plain = load_file(output / "finetune" / "model.safetensors")
@@ -62,8 +92,16 @@ def test_method_file_registers_before_method_is_checked(tmp_path, monkeypatch):
         "from tmt_hf.methods import FineTune, register_method\n\n\n"
         "@register_method\n@dataclass\nclass Mine(FineTune):\n    name = 'mine_from_file'\n"
     )
-    args = train.parse_args(["--method", "mine_from_file", "--method_file", str(tmp_path / "mine.py"), "--output_dir",
-                             str(tmp_path / "out")])  # fmt: skip
+    args = train.parse_args(
+        [
+            "--method",
+            "mine_from_file",
+            "--method_file",
+            str(tmp_path / "mine.py"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert args.method == ["mine_from_file"] and type(get_method("mine_from_file")).__name__ == "Mine"
     TRANSFER_METHODS.pop("mine_from_file")
 
@@ -119,8 +157,21 @@ def test_the_research_entry_records_its_arms_in_results(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "examples" / "research"))
     import train_variants
 
-    args = train_variants.parse_args(["--method", "tmt", "selftrain", "--focus_map", "shuffled", "--tmt_parts", "trust",
-                                      "--mask_ratio", "0.25", "--output_dir", str(tmp_path)])  # fmt: skip
+    args = train_variants.parse_args(
+        [
+            "--method",
+            "tmt",
+            "selftrain",
+            "--focus_map",
+            "shuffled",
+            "--tmt_parts",
+            "trust",
+            "--mask_ratio",
+            "0.25",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     tmt, selftrain = train_variants.build_methods(args)
     assert (tmt.name, selftrain.name) == ("tmt-shuffled", "selftrain")
     assert tmt.map_parts == ("trust",) and tmt.mask_ratio == 0.25 == selftrain.mask_ratio
@@ -137,8 +188,10 @@ def test_replay_fine_tuning_learns_from_both_domains_and_reloads(tmp_path, monke
     method = get_method("finetune_replay")
     assert method.auxiliary_counts(TransferContext(steps=1, batch_size=8, image_size=(8, 8))) == (4, 0)
     # Source images (domain 0) carry label 1, unlabelled target images (domain 1) label 2, the target batch label 3.
-    pool = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d}
-            for d in (0, 0, 0, 1, 1)]  # fmt: skip
+    pool = [
+        {"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d}
+        for d in (0, 0, 0, 1, 1)
+    ]
 
     class Pool(list):
         def __getitem__(self, key):

@@ -54,8 +54,9 @@ def test_training_route_gradients_match_eager():
     for implementation in ("sdpa", "eager"):
         torch.manual_seed(0)
         model = build(TMTModel, TMTConfig(**config.to_dict()), implementation).train()
-        route = mock.patch.object(TMTAttention, "forward_bias_in_head_dim", autospec=True,
-                                  side_effect=TMTAttention.forward_bias_in_head_dim)  # fmt: skip
+        route = mock.patch.object(
+            TMTAttention, "forward_bias_in_head_dim", autospec=True, side_effect=TMTAttention.forward_bias_in_head_dim
+        )
         with route as calls:
             outputs[implementation] = model(pixels, transferability_map=focus).last_hidden_state
         outputs[implementation].square().mean().backward()
@@ -106,8 +107,12 @@ def test_gradients_reach_lambda_and_map():
 
 def test_segmentation_output_shapes_any_size():
     model = TMTForSemanticSegmentation(tiny_tmt_config()).eval()
-    out = model(torch.randn(2, 3, 70, 101), labels=torch.randint(0, 5, (2, 70, 101)), transferability_map=torch.rand(2, 9, 9),
-                output_hidden_states=True)  # fmt: skip
+    out = model(
+        torch.randn(2, 3, 70, 101),
+        labels=torch.randint(0, 5, (2, 70, 101)),
+        transferability_map=torch.rand(2, 9, 9),
+        output_hidden_states=True,
+    )
     assert out.logits.shape == (2, 5, 70, 101)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.focus_map.shape == (2, 5, 7)  # padded to 80x112, patch grid 5x7

@@ -14,17 +14,53 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "examples" / "train.py")
-TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "16", "--num_target_unlabeled",
-        "8", "--num_eval", "8", "--target_train_samples", "8", "--source_steps", "4", "--acte_steps", "3",
-        "--transfer_steps", "3", "--batch_size", "4", "--dataloader_num_workers", "0"]  # fmt: skip
+TINY = [
+    "--image_size",
+    "64",
+    "128",
+    "--crop_size",
+    "64",
+    "128",
+    "--num_source_train",
+    "16",
+    "--num_target_unlabeled",
+    "8",
+    "--num_eval",
+    "8",
+    "--target_train_samples",
+    "8",
+    "--source_steps",
+    "4",
+    "--acte_steps",
+    "3",
+    "--transfer_steps",
+    "3",
+    "--batch_size",
+    "4",
+    "--dataloader_num_workers",
+    "0",
+]
 METHODS = ["finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
 def launch(args, num_processes=1, mixed_precision="no"):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-               "--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
-               *(["--multi_gpu"] if num_processes > 1 else []), TRAIN, *args]  # with ACCELERATE_USE_CPU: gloo  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        mixed_precision,
+        "--dynamo_backend",
+        "no",
+        *(["--multi_gpu"] if num_processes > 1 else []),
+        TRAIN,
+        *args,
+    ]  # with ACCELERATE_USE_CPU: gloo
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=ENV, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
@@ -49,8 +85,18 @@ def base(tmp_path_factory):
 
 
 def transfer(base, output, *args):
-    return ["--stage", "transfer", "--source_model", str(base / "source"), "--acte_model", str(base / "acte"),
-            "--output_dir", str(output), *TINY, *args]  # fmt: skip
+    return [
+        "--stage",
+        "transfer",
+        "--source_model",
+        str(base / "source"),
+        "--acte_model",
+        str(base / "acte"),
+        "--output_dir",
+        str(output),
+        *TINY,
+        *args,
+    ]
 
 
 def weights(folder):
@@ -62,8 +108,19 @@ def test_data_loader_workers_give_the_same_weights(train, tmp_path, monkeypatch)
     runs = {}
     for workers in ("0", "2"):  # 8 steps over 4 batches: two epochs, so persistent workers must see the second
         output = tmp_path / f"workers{workers}"
-        train.main(["--stage", "source", "--output_dir", str(output), *TINY, "--source_steps", "8",
-                    "--dataloader_num_workers", workers])  # fmt: skip
+        train.main(
+            [
+                "--stage",
+                "source",
+                "--output_dir",
+                str(output),
+                *TINY,
+                "--source_steps",
+                "8",
+                "--dataloader_num_workers",
+                workers,
+            ]
+        )
         runs[workers] = weights(output / "source")
     assert all(torch.equal(runs["0"][key], runs["2"][key]) for key in runs["0"])
 
@@ -132,16 +189,35 @@ def test_evaluation_modes_agree_where_they_must(train, base, tmp_path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     scores = {}
     # Generated frames are rendered at --image_size: resized, whole-frame and one covering window all score alike.
-    for mode, flags in (("resized", []), ("whole", ["--eval_mode", "whole"]),
-                        ("slide", ["--eval_mode", "slide", "--eval_crop", "64", "128"])):  # fmt: skip
+    for mode, flags in (
+        ("resized", []),
+        ("whole", ["--eval_mode", "whole"]),
+        ("slide", ["--eval_mode", "slide", "--eval_crop", "64", "128"]),
+    ):
         results = train.main(transfer(base, tmp_path / mode, "--method", "finetune", "--transfer_steps", "1", *flags))
         scores[mode] = results["finetune"]["target_val"]
     assert scores["resized"]["mean_iou"] == scores["whole"]["mean_iou"] == pytest.approx(scores["slide"]["mean_iou"])
     assert scores["resized"]["resolution"] == "64x128" and scores["whole"]["resolution"] == "native"
     assert scores["slide"]["split"] == "validation" and "windows (64, 128)" in scores["slide"]["resolution"]
     # Overlapping windows are another evaluation, still a valid one.
-    results = train.main(transfer(base, tmp_path / "overlap", "--method", "finetune", "--transfer_steps", "1",
-                                  "--eval_mode", "slide", "--eval_crop", "48", "96", "--eval_stride", "16", "32"))  # fmt: skip
+    results = train.main(
+        transfer(
+            base,
+            tmp_path / "overlap",
+            "--method",
+            "finetune",
+            "--transfer_steps",
+            "1",
+            "--eval_mode",
+            "slide",
+            "--eval_crop",
+            "48",
+            "96",
+            "--eval_stride",
+            "16",
+            "32",
+        )
+    )
     assert 0 < results["finetune"]["target_val"]["mean_iou"] <= 1
     with pytest.raises(SystemExit):
         train.parse_args(["--eval_crop", "48", "96", "--output_dir", str(tmp_path / "x")])  # not for resized
@@ -158,14 +234,45 @@ def test_acdc_target_is_also_scored_per_condition_from_a_resized_cache(train, tm
         condition: {"train": {"GOPR0001": 4}, "val": {"GOPR0002": 2}} for condition in ("fog", "night", "rain", "snow")
     }
     write_acdc(tmp_path / "acdc", frames)
-    results = train.main(["--stage", "source", "--source", "acdc", "--target", "acdc/night", "--data_dir",
-                          str(tmp_path / "acdc"), "--output_dir", str(tmp_path / "out"), *TINY, "--resized_cache",
-                          "--source_steps", "2"])  # fmt: skip
+    results = train.main(
+        [
+            "--stage",
+            "source",
+            "--source",
+            "acdc",
+            "--target",
+            "acdc/night",
+            "--data_dir",
+            str(tmp_path / "acdc"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            *TINY,
+            "--resized_cache",
+            "--source_steps",
+            "2",
+        ]
+    )
     assert 0 <= results["source"]["target_val"]["mean_iou"] <= 1
     assert list((tmp_path / "cache" / "tmt-hf-resized").glob("64x128-*.arrow"))  # training frames cached at 64x128
-    results = train.main(["--stage", "source", "--source", "acdc/fog", "--target", "acdc", "--data_dir",
-                          str(tmp_path / "acdc"), "--output_dir", str(tmp_path / "all"), *TINY, "--source_steps", "2",
-                          "--batch_size", "2"])  # fmt: skip
+    results = train.main(
+        [
+            "--stage",
+            "source",
+            "--source",
+            "acdc/fog",
+            "--target",
+            "acdc",
+            "--data_dir",
+            str(tmp_path / "acdc"),
+            "--output_dir",
+            str(tmp_path / "all"),
+            *TINY,
+            "--source_steps",
+            "2",
+            "--batch_size",
+            "2",
+        ]
+    )
     per_condition = results["source"]["target_val"]["per_condition_mean_iou"]
     assert set(per_condition) == {"fog", "night", "rain", "snow"} and all(0 <= v <= 1 for v in per_condition.values())
 
@@ -199,8 +306,20 @@ class SelfTrainReporting(SelfTrain):
 def test_every_method_runs_on_two_processes_with_one_teacher(base, tmp_path, monkeypatch):
     (tmp_path / "reporting.py").write_text(TEACHER_CHECKSUM)
     monkeypatch.setitem(ENV, "TEACHER_DIR", str(tmp_path))
-    launch(transfer(base, tmp_path / "ddp", "--method", *METHODS, "selftrain_reporting", "--method_file",
-                    str(tmp_path / "reporting.py"), "--batch_size", "2"), num_processes=2)  # fmt: skip
+    launch(
+        transfer(
+            base,
+            tmp_path / "ddp",
+            "--method",
+            *METHODS,
+            "selftrain_reporting",
+            "--method_file",
+            str(tmp_path / "reporting.py"),
+            "--batch_size",
+            "2",
+        ),
+        num_processes=2,
+    )
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert all(0 < results[m]["target_val"]["mean_iou"] <= 1 for m in METHODS)
     teachers = [torch.load(tmp_path / f"teacher_rank{rank}.pt") for rank in (0, 1)]

@@ -62,8 +62,14 @@ def test_handler_returns_masks_and_clear_errors(model_dirs):
 
 
 def cli(*args):
-    result = subprocess.run([sys.executable, "-m", "tmt_hf.cli", *args], capture_output=True, text=True, cwd=REPO,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tmt_hf.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -84,8 +90,15 @@ def test_cli_predict_maps_estimate(model_dirs, tmp_path):
         assert Image.open(tmp_path / "pred" / f"{stem}_segmentation.png").size == (100, 60)
         assert Image.open(tmp_path / "pred" / f"{stem}_focus.png").size == (100, 60)
 
-    cli("maps", str(model_dirs / "street.png"), "--model", str(model_dirs / "tmt"), "--out", str(tmp_path / "maps.png"),
-        "--with_segmentation")  # fmt: skip
+    cli(
+        "maps",
+        str(model_dirs / "street.png"),
+        "--model",
+        str(model_dirs / "tmt"),
+        "--out",
+        str(tmp_path / "maps.png"),
+        "--with_segmentation",
+    )
     assert Image.open(tmp_path / "maps.png").width > 500
 
     out = cli(

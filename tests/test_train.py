@@ -24,15 +24,49 @@ from transformers import ViTConfig, ViTModel
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "examples" / "train.py")
 RESEARCH = str(REPO / "examples" / "research" / "train_variants.py")  # train.py with the protocol arms' flags
-TINY = ["--image_size", "64", "128", "--crop_size", "64", "128", "--num_source_train", "16", "--num_target_unlabeled",
-        "8", "--num_eval", "8", "--target_train_samples", "8", "--source_steps", "4", "--acte_steps", "3",
-        "--transfer_steps", "3", "--batch_size", "4"]  # fmt: skip
+TINY = [
+    "--image_size",
+    "64",
+    "128",
+    "--crop_size",
+    "64",
+    "128",
+    "--num_source_train",
+    "16",
+    "--num_target_unlabeled",
+    "8",
+    "--num_eval",
+    "8",
+    "--target_train_samples",
+    "8",
+    "--source_steps",
+    "4",
+    "--acte_steps",
+    "3",
+    "--transfer_steps",
+    "3",
+    "--batch_size",
+    "4",
+]
 
 
 def launch_command(args, num_processes=1, script=TRAIN):
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            *(["--multi_gpu"] if num_processes > 1 else []), script, *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *(["--multi_gpu"] if num_processes > 1 else []),
+        script,
+        *args,
+    ]
 
 
 LAUNCH_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
@@ -97,8 +131,22 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
 
     from tmt_hf.data import DOMAINS, GENERATOR_VERSION, generate_scene, scene_seed
 
-    args = parse_args(["--source", "synthetic/clear", "--target", "synthetic/night", "--output_dir", str(tmp_path),
-                       "--image_size", "64", "128", "--crop_size", "64", "128"])  # fmt: skip
+    args = parse_args(
+        [
+            "--source",
+            "synthetic/clear",
+            "--target",
+            "synthetic/night",
+            "--output_dir",
+            str(tmp_path),
+            "--image_size",
+            "64",
+            "128",
+            "--crop_size",
+            "64",
+            "128",
+        ]
+    )
     target = oracle_split("synthetic/night", "train", 3, args)
     source = oracle_split("synthetic/clear", "train", 3, args)
     for index in range(3):
@@ -109,8 +157,22 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
     assert not np.array_equal(scene["shift_mask"], np.isin(scene["label"], DOMAINS["night"].restyled))  # glare
 
     output, _ = trained
-    stdout = launch(["--stage", "transfer", "--method", "tmt_paper", "--focus_map", "oracle", "--source_model",
-                     str(output / "source"), "--output_dir", str(tmp_path / "oracle"), *TINY], script=RESEARCH).stdout  # fmt: skip
+    stdout = launch(
+        [
+            "--stage",
+            "transfer",
+            "--method",
+            "tmt_paper",
+            "--focus_map",
+            "oracle",
+            "--source_model",
+            str(output / "source"),
+            "--output_dir",
+            str(tmp_path / "oracle"),
+            *TINY,
+        ],
+        script=RESEARCH,
+    ).stdout
     results = json.loads((tmp_path / "oracle" / "results.json").read_text())
     assert 0.0 <= results["tmt_paper-oracle"]["target_val"]["mean_iou"] <= 1.0 and "| tmt_paper-oracle |" in stdout
     assert results["generator_version"] == GENERATOR_VERSION  # the summaries split gaps by that version's classes
@@ -121,16 +183,28 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
 
 def test_acte_stage_on_a_target_without_local_shifts(tmp_path):
     # synthetic/clear has no local shifts: the focus map has nothing to be scored against, the stage still finishes
-    result = launch(["--stage", "acte", "--source", "synthetic/fog", "--target", "synthetic/clear",
-                     "--output_dir", str(tmp_path), *TINY])  # fmt: skip
+    result = launch(
+        [
+            "--stage",
+            "acte",
+            "--source",
+            "synthetic/fog",
+            "--target",
+            "synthetic/clear",
+            "--output_dir",
+            str(tmp_path),
+            *TINY,
+        ]
+    )
     acte = json.loads((tmp_path / "results.json").read_text())["acte"]
     assert 0.0 <= acte["discriminator_accuracy"] <= 1.0 and "focus_shift_auroc" not in acte
     assert "[acte] held-out discriminator accuracy" in result.stdout and "AUROC" not in result.stdout
 
 
 def test_too_few_source_images_for_one_batch_fail_clearly(tmp_path):
-    result = launch(["--stage", "source", "--output_dir", str(tmp_path / "small"), *TINY, "--num_source_train", "3"],
-                    check=False)  # fmt: skip
+    result = launch(
+        ["--stage", "source", "--output_dir", str(tmp_path / "small"), *TINY, "--num_source_train", "3"], check=False
+    )
     assert result.returncode != 0
     assert "3 training images do not fill one batch of --batch_size 4" in result.stderr
 
@@ -146,8 +220,21 @@ def test_a_labelled_set_smaller_than_a_batch_repeats_to_fill_it(trained, tmp_pat
 
     output, _ = trained
     run = tmp_path / "three"
-    launch(["--stage", "transfer", "--method", "finetune", "--source_model", str(output / "source"), "--output_dir",
-            str(run), *TINY, "--target_train_samples", "3"])  # fmt: skip
+    launch(
+        [
+            "--stage",
+            "transfer",
+            "--method",
+            "finetune",
+            "--source_model",
+            str(output / "source"),
+            "--output_dir",
+            str(run),
+            *TINY,
+            "--target_train_samples",
+            "3",
+        ]
+    )
     results = json.loads((run / "results.json").read_text())
     assert results["finetune"]["labelled_target_images"] == 3  # the labelled images, not their copies
     assert results["finetune"]["labelled_target_rows"] == [0, 1, 2]  # which rows of --target_train_split
@@ -178,8 +265,18 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     output = tmp_path / "ddp"
     launch(["--stage", "source", "--output_dir", str(output), *TINY], num_processes=2)
     two_process = json.loads((output / "results.json").read_text())["source"]["target_val"]["mean_iou"]
-    command = [sys.executable, str(REPO / "examples" / "evaluate.py"), "--model", str(output / "source"),
-               "--data", "synthetic/night", "--num_samples", "8", "--output", str(tmp_path / "eval.json")]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "examples" / "evaluate.py"),
+        "--model",
+        str(output / "source"),
+        "--data",
+        "synthetic/night",
+        "--num_samples",
+        "8",
+        "--output",
+        str(tmp_path / "eval.json"),
+    ]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO)
     one_process = json.loads((tmp_path / "eval.json").read_text())["mean_iou"]
     assert one_process == pytest.approx(two_process, abs=1e-9)
@@ -196,8 +293,12 @@ def test_evaluate_reports_confusions_and_takes_the_shift_mask_as_map(trained, mo
     model = str(output / "tmt_paper")
     common = ["--model", model, "--data", "synthetic/night", "--num_samples", "4"]
     report = evaluate_main([*common, "--confusions", "car", "0"])
-    labels = np.stack([np.asarray(x) for x in load_domain("synthetic/night", "validation", num_samples=4,
-                                                           synthetic_size=(64, 128))["label"]])  # fmt: skip
+    labels = np.stack(
+        [
+            np.asarray(x)
+            for x in load_domain("synthetic/night", "validation", num_samples=4, synthetic_size=(64, 128))["label"]
+        ]
+    )
     for name, class_id in (("car", 13), ("road", 0)):
         row = report["confusions"][name]
         assert row.pop("pixels") == (labels == class_id).sum()
@@ -209,8 +310,10 @@ def test_evaluate_reports_confusions_and_takes_the_shift_mask_as_map(trained, mo
         (tmp_path / "data" / "validation" / folder).mkdir(parents=True)
     Image.new("RGB", (128, 64)).save(tmp_path / "data" / "validation" / "images" / "0.png")
     Image.new("L", (128, 64)).save(tmp_path / "data" / "validation" / "labels" / "0.png")
-    for bad, message in ((["--confusions", "tram"], "--confusions tram: not classes of the model"),
-                         (["--shift_mask_as_map", "--data", str(tmp_path / "data")], "needs a generated dataset")):  # fmt: skip
+    for bad, message in (
+        (["--confusions", "tram"], "--confusions tram: not classes of the model"),
+        (["--shift_mask_as_map", "--data", str(tmp_path / "data")], "needs a generated dataset"),
+    ):
         with pytest.raises(SystemExit):
             evaluate_main([*common, *bad])
         assert message in capsys.readouterr().err
@@ -231,8 +334,14 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     launch(["--output_dir", str(tmp_path / "straight"), *args])
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(launch_command(["--output_dir", str(interrupted), *args]), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, cwd=REPO, env=LAUNCH_ENV, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        launch_command(["--output_dir", str(interrupted), *args]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=LAUNCH_ENV,
+        start_new_session=True,
+    )
     checkpoints = interrupted / "checkpoints" / "source"
     deadline = time.time() + 300
     while time.time() < deadline and not (
@@ -258,8 +367,15 @@ def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monk
 
     # Every image's label map is filled with its domain + 1 (source 1, target 2), the labelled target batch with 3;
     # each auxiliary image's focus map is filled with its index.
-    auxiliary = [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 1 + d), "domain_labels": d,
-                  "focus": torch.full((8, 8), float(i))} for i, d in enumerate((0, 0, 1, 1, 1))]  # fmt: skip
+    auxiliary = [
+        {
+            "pixel_values": torch.zeros(3, 8, 8),
+            "labels": torch.full((8, 8), 1 + d),
+            "domain_labels": d,
+            "focus": torch.full((8, 8), float(i)),
+        }
+        for i, d in enumerate((0, 0, 1, 1, 1))
+    ]
 
     class Auxiliary(list):
         def __getitem__(self, key):
@@ -269,8 +385,9 @@ def test_alignment_batches_add_labelled_source_and_unlabelled_target_images(monk
     method = get_method("align_patch")
     counts = method.auxiliary_counts(TransferContext(steps=1, batch_size=4, image_size=(8, 8)))
     draw = auxiliary_draw(Auxiliary(auxiliary), argparse.Namespace(set_epoch=lambda epoch: None), counts, accelerator)
-    batch = collate([{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3),
-                      "focus": torch.full((8, 8), -1.0)}] * 4)  # fmt: skip
+    batch = collate(
+        [{"pixel_values": torch.zeros(3, 8, 8), "labels": torch.full((8, 8), 3), "focus": torch.full((8, 8), -1.0)}] * 4
+    )
     torch.manual_seed(0)
     labels, domains, maps = method.loss(lambda *inputs: inputs[1:], batch, draw())
     assert domains.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]  # labelled target, then 2 source, then 2 unlabelled target
@@ -305,9 +422,28 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
 def test_alignment_methods_resume_exactly(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "aligned"
-    args = ["--stage", "transfer", "--method", "align_patch", "tmt_paper", "--focus_map", "shuffled", "--source_model",
-            str(output / "source"), "--acte_model", str(output / "acte"), "--output_dir", str(run), *TINY,
-            "--transfer_steps", "6", "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest"]  # fmt: skip
+    args = [
+        "--stage",
+        "transfer",
+        "--method",
+        "align_patch",
+        "tmt_paper",
+        "--focus_map",
+        "shuffled",
+        "--source_model",
+        str(output / "source"),
+        "--acte_model",
+        str(output / "acte"),
+        "--output_dir",
+        str(run),
+        *TINY,
+        "--transfer_steps",
+        "6",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+    ]
     stdout = launch(args, script=RESEARCH).stdout
     assert "| align_patch        |" in stdout and "| tmt_paper-shuffled |" in stdout
     results = json.loads((run / "results.json").read_text())
@@ -335,10 +471,28 @@ def assert_resumed_after_step_4_equals(run, args, straight, script=RESEARCH):
 def test_self_training_methods_train_save_the_student_and_resume_exactly(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "selftrained"
-    args = ["--stage", "transfer", "--method", "selftrain", "tmt", "--source_model", str(output / "source"),
-            "--acte_model", str(output / "acte"), "--output_dir", str(run), *TINY, "--transfer_steps", "6",
-            "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest",
-            "--pseudo_label_class_quantile", "0.5"]  # fmt: skip
+    args = [
+        "--stage",
+        "transfer",
+        "--method",
+        "selftrain",
+        "tmt",
+        "--source_model",
+        str(output / "source"),
+        "--acte_model",
+        str(output / "acte"),
+        "--output_dir",
+        str(run),
+        *TINY,
+        "--transfer_steps",
+        "6",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+        "--pseudo_label_class_quantile",
+        "0.5",
+    ]
     stdout = launch(args, script=RESEARCH).stdout
     assert "| selftrain   |" in stdout and "| tmt         |" in stdout
     results = json.loads((run / "results.json").read_text())
@@ -378,9 +532,26 @@ def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path
     torch.testing.assert_close(batch["focus"], expected)
     # It feeds tmt's trust and mask parts; no ACTE is read, attached or saved.
     run = tmp_path / "error_oracle"
-    stdout = launch(["--stage", "transfer", "--method", "selftrain", "tmt", "--tmt_parts", "trust", "mask",
-                     "--focus_map", "error_oracle", "--source_model", str(output / "source"), "--output_dir", str(run),
-                     *TINY], script=RESEARCH).stdout  # fmt: skip
+    stdout = launch(
+        [
+            "--stage",
+            "transfer",
+            "--method",
+            "selftrain",
+            "tmt",
+            "--tmt_parts",
+            "trust",
+            "mask",
+            "--focus_map",
+            "error_oracle",
+            "--source_model",
+            str(output / "source"),
+            "--output_dir",
+            str(run),
+            *TINY,
+        ],
+        script=RESEARCH,
+    ).stdout
     results = json.loads((run / "results.json").read_text())
     assert "| tmt-error_oracle |" in stdout and max(results["tmt-error_oracle"]["mean_abs_lambda"]) == 0
     assert not any(k.startswith("acte.") for k in load_file(run / "tmt-error_oracle" / "model.safetensors"))
@@ -388,8 +559,15 @@ def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path
 
 def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_path):
     output, _ = trained
-    common = ["--stage", "transfer", "--source_model", str(output / "source"), "--acte_model", str(output / "acte"),
-              *TINY]  # fmt: skip
+    common = [
+        "--stage",
+        "transfer",
+        "--source_model",
+        str(output / "source"),
+        "--acte_model",
+        str(output / "acte"),
+        *TINY,
+    ]
     stdout = launch([*common, "--method", "finetune", "finetune_tma", "--output_dir", str(tmp_path / "acte")]).stdout
     assert "| finetune_tma |" in stdout
     results = json.loads((tmp_path / "acte" / "results.json").read_text())
@@ -398,8 +576,19 @@ def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_pa
     assert any(key.startswith("acte.") for key in weights) and not any(k.startswith("discriminator") for k in weights)
     assert "modulating self-attention" in ModelCard.load(tmp_path / "acte" / "finetune_tma" / "README.md").content
     # Its shuffled-map control; finetune, fed no map, keeps its name.
-    launch([*common, "--method", "finetune", "finetune_tma", "--focus_map", "shuffled", "--output_dir",
-            str(tmp_path / "shuffled")], script=RESEARCH)  # fmt: skip
+    launch(
+        [
+            *common,
+            "--method",
+            "finetune",
+            "finetune_tma",
+            "--focus_map",
+            "shuffled",
+            "--output_dir",
+            str(tmp_path / "shuffled"),
+        ],
+        script=RESEARCH,
+    )
     shuffled = json.loads((tmp_path / "shuffled" / "results.json").read_text())
     assert {"finetune", "finetune_tma-shuffled"} <= set(shuffled)
     assert shuffled["finetune"]["target_val"] == results["finetune"]["target_val"]  # the same seed, the same run
@@ -408,9 +597,25 @@ def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_pa
 def test_unsupervised_adaptation_without_target_labels(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "unsupervised"
-    stdout = launch(["--stage", "transfer", "--method", "selftrain", "tmt", "--focus_map", "oracle", "--source_model",
-                     str(output / "source"), "--output_dir", str(run), *TINY, "--target_train_samples", "0"],
-                    script=RESEARCH).stdout  # fmt: skip
+    stdout = launch(
+        [
+            "--stage",
+            "transfer",
+            "--method",
+            "selftrain",
+            "tmt",
+            "--focus_map",
+            "oracle",
+            "--source_model",
+            str(output / "source"),
+            "--output_dir",
+            str(run),
+            *TINY,
+            "--target_train_samples",
+            "0",
+        ],
+        script=RESEARCH,
+    ).stdout
     results = json.loads((run / "results.json").read_text())
     assert results["selftrain"]["labelled_target_images"] == 0 and "| tmt-oracle  |" in stdout
     assert 0.0 <= results["selftrain"]["target_val"]["mean_iou"] <= 1.0
@@ -449,8 +654,20 @@ def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
             )
         if url.endswith("/info/lfs/objects/batch"):
             objects = json.loads(request.content)["objects"]
-            return httpx2.Response(200, json={"transfer": "basic", "objects": [
-                {"oid": o["oid"], "size": o["size"], "actions": {"upload": {"href": f"https://lfs.mock/{o['oid']}"}}} for o in objects]})  # fmt: skip
+            return httpx2.Response(
+                200,
+                json={
+                    "transfer": "basic",
+                    "objects": [
+                        {
+                            "oid": o["oid"],
+                            "size": o["size"],
+                            "actions": {"upload": {"href": f"https://lfs.mock/{o['oid']}"}},
+                        }
+                        for o in objects
+                    ],
+                },
+            )
         if url.endswith("/api/validate-yaml"):  # the Hub checks the card metadata before the commit
             return httpx2.Response(200, json={})
         if url.startswith("https://lfs.mock/"):
@@ -470,12 +687,29 @@ def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
     try:
-        train.main(["--output_dir", str(output), *TINY, "--resume_from_checkpoint", "latest", "--push_to_hub",
-                    "--hub_model_id", "org/tmt-clear2night"])  # fmt: skip
+        train.main(
+            [
+                "--output_dir",
+                str(output),
+                *TINY,
+                "--resume_from_checkpoint",
+                "latest",
+                "--push_to_hub",
+                "--hub_model_id",
+                "org/tmt-clear2night",
+            ]
+        )
     finally:
         huggingface_hub.set_client_factory(lambda: httpx2.Client())
-    expected = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_acte.py",
-                "modeling_acte.py", "image_processing_tmt.py"}  # fmt: skip
+    expected = {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "configuration_acte.py",
+        "modeling_acte.py",
+        "image_processing_tmt.py",
+    }
     assert "widget.png" in commits["org/tmt-clear2night"]
     assert expected <= set(commits["org/acte-clear2night"])
     assert expected | {"configuration_tmt.py", "modeling_tmt.py"} <= set(commits["org/tmt-clear2night"])
@@ -536,8 +770,13 @@ def test_stock_vit_initialisation(tmp_path):
     ],
 )
 def test_bad_flag_combinations_fail_before_work(tmp_path, script, args, message):
-    result = subprocess.run([sys.executable, script, "--output_dir", str(tmp_path / "x"), *args], capture_output=True,
-                            text=True, timeout=120, cwd=REPO)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, script, "--output_dir", str(tmp_path / "x"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "x").exists()
 
@@ -551,8 +790,9 @@ def pretrained_checkpoint(folder, with_processor=True):
     mean/std."""
     from transformers import ViTForImageClassification, ViTImageProcessor
 
-    config = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
-                       num_labels=10)  # fmt: skip
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32, num_labels=10
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     if with_processor:
         ViTImageProcessor(
@@ -571,15 +811,30 @@ def test_pretrained_checkpoints_set_normalisation_and_the_fine_tuning_recipe(tmp
     from tmt_hf.optimization import fine_tuning_parameter_groups
 
     checkpoint = pretrained_checkpoint(tmp_path / "deit")
-    args = parse_args(["--model_name_or_path", checkpoint, "--output_dir", str(tmp_path / "out"), "--image_size",
-                       "32", "48", "--crop_size", "32", "48", "--batch_size", "2"])  # fmt: skip
+    args = parse_args(
+        [
+            "--model_name_or_path",
+            checkpoint,
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--image_size",
+            "32",
+            "48",
+            "--crop_size",
+            "32",
+            "48",
+            "--batch_size",
+            "2",
+        ]
+    )
     assert args.learning_rate == 2e-4 and parse_args(["--output_dir", str(tmp_path / "o")]).learning_rate == 5e-4
     args.image_mean, args.image_std = image_normalization(args, str(tmp_path / "out" / "source"))
     assert (args.image_mean, args.image_std) == (IMAGENET_MEAN, IMAGENET_STD)
     # Training and evaluation transforms normalise with them: an image of the mean colour becomes 0.
     mean_colour = Image.new("RGB", (48, 32), tuple(round(255 * m) for m in IMAGENET_MEAN))
-    data = datasets.Dataset.from_dict({"image": [mean_colour] * 2, "label": [Image.new("L", (48, 32))] * 2,
-                                       "sample_index": [0, 1]})  # fmt: skip
+    data = datasets.Dataset.from_dict(
+        {"image": [mean_colour] * 2, "label": [Image.new("L", (48, 32))] * 2, "sample_index": [0, 1]}
+    )
     for loader in (train_loader(data, args, seed=0)[0], eval_loader(data.select_columns(["image", "label"]), args)):
         assert next(iter(loader))["pixel_values"].abs().max() < 0.02
     # The student's strong view undoes and redoes that normalisation around the photometric augmentation.
@@ -620,13 +875,31 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
     from tmt_hf.data import IDD_LEVEL1_CLASSES
 
     checkpoint = pretrained_checkpoint(tmp_path / "deit")
-    write_local_pairs(tmp_path / "day", {"train": 16, "validation": 4}, classes=[0, 1, 2, 5, 8, 10, 11, 13, 255],
-                      size=(60, 80))  # Cityscapes train ids, like the prepared CamVid folders  # fmt: skip
+    write_local_pairs(
+        tmp_path / "day", {"train": 16, "validation": 4}, classes=[0, 1, 2, 5, 8, 10, 11, 13, 255], size=(60, 80)
+    )  # Cityscapes train ids, like the prepared CamVid folders
     write_idd_lite(tmp_path / "idd", {"train": {"7": 6, "12": 6}, "validation": {"40": 4}}, size=(57, 80))
     output = tmp_path / "out"
-    stdout = launch(["--source", str(tmp_path / "day"), "--target", "idd-lite", "--data_dir", str(tmp_path / "idd"),
-                     "--label_space", "idd_level1", "--model_name_or_path", checkpoint, "--method", "finetune", "tmt",
-                     "--output_dir", str(output), *TINY]).stdout  # fmt: skip
+    stdout = launch(
+        [
+            "--source",
+            str(tmp_path / "day"),
+            "--target",
+            "idd-lite",
+            "--data_dir",
+            str(tmp_path / "idd"),
+            "--label_space",
+            "idd_level1",
+            "--model_name_or_path",
+            checkpoint,
+            "--method",
+            "finetune",
+            "tmt",
+            "--output_dir",
+            str(output),
+            *TINY,
+        ]
+    ).stdout
     assert "over 7 classes" in stdout and "| tmt " in stdout
     results = json.loads((output / "results.json").read_text())
     assert results["args"]["image_mean"] == IMAGENET_MEAN
@@ -641,9 +914,26 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
     assert results["finetune"]["target_val"]["classes"] == list(range(7))
 
     # Scored again from the saved folder (its processor, its label space), the same images give the same mIoU.
-    report = subprocess.run([sys.executable, str(REPO / "examples" / "evaluate.py"), "--model", str(output / "finetune"),
-                             "--data", "idd-lite", "--data_dir", str(tmp_path / "idd"), "--image_size", "64", "128"],
-                            capture_output=True, text=True, env=LAUNCH_ENV, cwd=REPO, timeout=300)  # fmt: skip
+    report = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "evaluate.py"),
+            "--model",
+            str(output / "finetune"),
+            "--data",
+            "idd-lite",
+            "--data_dir",
+            str(tmp_path / "idd"),
+            "--image_size",
+            "64",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        env=LAUNCH_ENV,
+        cwd=REPO,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     report = json.loads(report.stdout[report.stdout.index("{") :])
     assert report["classes"] == list(IDD_LEVEL1_CLASSES) and report["num_images"] == 4
@@ -667,8 +957,23 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
     )
     assert out.strip() == "OK"
     # The transfer stage refuses a source model of another label space.
-    result = launch(["--stage", "transfer", "--method", "finetune", "--source", str(tmp_path / "day"), "--target",
-                     str(tmp_path / "day"), "--output_dir", str(output), "--overwrite_output_dir", *TINY], check=False)  # fmt: skip
+    result = launch(
+        [
+            "--stage",
+            "transfer",
+            "--method",
+            "finetune",
+            "--source",
+            str(tmp_path / "day"),
+            "--target",
+            str(tmp_path / "day"),
+            "--output_dir",
+            str(output),
+            "--overwrite_output_dir",
+            *TINY,
+        ],
+        check=False,
+    )
     assert (
         result.returncode != 0
         and "predicts ['drivable'" in result.stderr
@@ -684,15 +989,32 @@ def test_labelled_target_images_drawn_anew_per_seed(tmp_path, monkeypatch):
     from tmt_hf.data import load_domain
 
     def labels(*flags):
-        args = parse_args(["--output_dir", str(tmp_path), "--image_size", "32", "64", "--crop_size", "32", "64",
-                           "--target_train_split", "train[:12]", "--target_train_samples", "4", *flags])  # fmt: skip
+        args = parse_args(
+            [
+                "--output_dir",
+                str(tmp_path),
+                "--image_size",
+                "32",
+                "64",
+                "--crop_size",
+                "32",
+                "64",
+                "--target_train_split",
+                "train[:12]",
+                "--target_train_samples",
+                "4",
+                *flags,
+            ]
+        )
         labelled, rows = labelled_target(args, random_draw(args) if args.labelled_draw == "random" else None)
         drawn = [np.asarray(row["label"]).tobytes() for row in labelled]
         assert drawn == [pool[row] for row in rows]  # the rows recorded are the rows drawn
         return drawn
 
-    pool = [np.asarray(row["label"]).tobytes()
-            for row in load_domain("synthetic/night", "train[:12]", synthetic_size=(32, 64))]  # fmt: skip
+    pool = [
+        np.asarray(row["label"]).tobytes()
+        for row in load_domain("synthetic/night", "train[:12]", synthetic_size=(32, 64))
+    ]
     assert labels() == pool[:4]  # by default the first of the split
     draws = {seed: labels("--labelled_draw", "random", "--seed", seed) for seed in ("1", "2")}
     assert labels("--labelled_draw", "random", "--seed", "1") == draws["1"]  # a draw is a function of the seed

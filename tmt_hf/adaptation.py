@@ -86,8 +86,12 @@ class AdversarialAlignment(torch.nn.Module):
     def forward(self, pixel_values, labels, domain_labels, transferability_map=None):
         """`domain_labels`: (batch,) 0 for source images, 1 for target images. Returns (loss, logs)."""
         last = self.segmenter.config.num_hidden_layers
-        out = self.segmenter(pixel_values=pixel_values, labels=labels, transferability_map=transferability_map,
-                             output_hidden_states=[last])  # fmt: skip
+        out = self.segmenter(
+            pixel_values=pixel_values,
+            labels=labels,
+            transferability_map=transferability_map,
+            output_hidden_states=[last],
+        )
         coefficient = dann_coefficient(self.step.item() / self.steps)
         self.step += 1
         tokens = GradientReversal.apply(out.hidden_states[last][:, 1:], coefficient)
@@ -231,9 +235,16 @@ class SelfTraining(torch.nn.Module):
             selection (see `pseudo_labels`).
     """
 
-    def __init__(self, segmenter, ema_decay: float = 0.99, threshold: float = 0.968,
-                 strong_augmentation: Callable | None = None, mask_ratio: float = 0.0, mask_block: int = 16,
-                 class_quantile: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        segmenter,
+        ema_decay: float = 0.99,
+        threshold: float = 0.968,
+        strong_augmentation: Callable | None = None,
+        mask_ratio: float = 0.0,
+        mask_block: int = 16,
+        class_quantile: float | None = None,
+    ):
         super().__init__()
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
@@ -249,8 +260,18 @@ class SelfTraining(torch.nn.Module):
         self.teacher.eval()  # the teacher predicts without dropout, always
         return self
 
-    def forward(self, labelled_pixels, labelled_labels, source_pixels, source_labels, target_pixels,
-                maps: dict | None = None, trust=None, mask_weights=None, generator=None):  # fmt: skip
+    def forward(
+        self,
+        labelled_pixels,
+        labelled_labels,
+        source_pixels,
+        source_labels,
+        target_pixels,
+        maps: dict | None = None,
+        trust=None,
+        mask_weights=None,
+        generator=None,
+    ):
         """
         Returns (loss, logs). `maps` (optional) holds the focus maps TMA receives, keyed `labelled`, `source` and
         `target` like the images; `trust` (B_target, H, W) in [0, 1] gates each pseudo-labelled pixel's weight;
@@ -282,8 +303,11 @@ class SelfTraining(torch.nn.Module):
         supervised_loss = weighted_cross_entropy(logits[: sum(count)], supervised)
         mixed_loss = weighted_cross_entropy(logits[sum(count) :], mixed_labels, mixed_weights)
         loss = supervised_loss + mixed_loss
-        logs = {"supervised_loss": supervised_loss.item(), "mixed_loss": mixed_loss.item(),
-                "pseudo_label_weight": weights.mean().item()}  # fmt: skip
+        logs = {
+            "supervised_loss": supervised_loss.item(),
+            "mixed_loss": mixed_loss.item(),
+            "pseudo_label_weight": weights.mean().item(),
+        }
         if self.mask_ratio > 0:
             if mask_weights is not None:
                 hidden = weighted_block_masks(mask_weights, self.mask_block, self.mask_ratio, generator)

@@ -116,10 +116,21 @@ def estimate(args):
     processor, acte = find_acte(args.acte)
     size = (processor.size["height"], processor.size["width"])
     classes = get_label_space(args.label_space).classes
-    dataset = load_domain(args.data, args.split, num_samples=args.num_samples, synthetic_size=size,
-                          data_dir=args.data_dir, label_space=args.label_space)  # fmt: skip
-    transform = SegmentationTransform(train=False, size=size, size_divisor=acte.config.size_multiple,
-                                      image_mean=processor.image_mean, image_std=processor.image_std)  # fmt: skip
+    dataset = load_domain(
+        args.data,
+        args.split,
+        num_samples=args.num_samples,
+        synthetic_size=size,
+        data_dir=args.data_dir,
+        label_space=args.label_space,
+    )
+    transform = SegmentationTransform(
+        train=False,
+        size=size,
+        size_divisor=acte.config.size_multiple,
+        image_mean=processor.image_mean,
+        image_std=processor.image_std,
+    )
     totals, sums, low, absolute = (np.zeros(len(classes)) for _ in range(4))
     for start in tqdm(range(0, len(dataset), args.batch_size), desc="estimate"):
         rows = dataset[start : start + args.batch_size]
@@ -141,10 +152,15 @@ def estimate(args):
         low += torch.bincount(ids, weights=(values < args.threshold).double(), minlength=count).numpy()
         absolute += torch.bincount(ids, weights=t_absolute[valid].double(), minlength=count).numpy()
     report = {
-        name: {"mean_transferability": sums[i] / totals[i], "low_transferability_fraction": low[i] / totals[i],
-               "mean_absolute_transferability": absolute[i] / totals[i], "pixels": int(totals[i])}
-        for i, name in enumerate(classes) if totals[i] > 0
-    }  # fmt: skip
+        name: {
+            "mean_transferability": sums[i] / totals[i],
+            "low_transferability_fraction": low[i] / totals[i],
+            "mean_absolute_transferability": absolute[i] / totals[i],
+            "pixels": int(totals[i]),
+        }
+        for i, name in enumerate(classes)
+        if totals[i] > 0
+    }
     if args.json:
         print(json.dumps({"data": args.data, "threshold": args.threshold, "classes": report}, indent=2))
     else:
@@ -152,8 +168,10 @@ def estimate(args):
         print("mean t: within each image (what TMA uses); absolute t: does the class look like the source at all")
         print(f"{'class':<14} {'mean t':>7} {'area t<' + str(args.threshold):>10} {'absolute t':>11}")
         for name, row in sorted(report.items(), key=lambda item: item[1]["mean_transferability"]):
-            print(f"{name:<14} {row['mean_transferability']:7.3f} {row['low_transferability_fraction']:10.1%} "
-                  f"{row['mean_absolute_transferability']:11.3f}")  # fmt: skip
+            print(
+                f"{name:<14} {row['mean_transferability']:7.3f} {row['low_transferability_fraction']:10.1%} "
+                f"{row['mean_absolute_transferability']:11.3f}"
+            )
     return report
 
 

@@ -7,21 +7,56 @@ from transformers.models.vit.configuration_vit import ViTConfig
 from .configuration_acte import ACTEConfig
 
 CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)  # fmt: skip
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 
 TMA_FORMS = ("key_bias", "query_temperature", "output_gate", "value_reweight", "output_film")
 
 # Backbone sizes. "tiny" is for CPU tests and demos; "small" is ViT-S/16; "base" is ViT-B/16.
 TMT_PRESETS = {
-    "tiny": {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 384,
-             "image_size": 256, "decoder_hidden_size": 96},
-    "small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536,
-              "image_size": 224, "decoder_hidden_size": 256},
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-             "image_size": 224, "decoder_hidden_size": 256},
-}  # fmt: skip
+    "tiny": {
+        "hidden_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 3,
+        "intermediate_size": 384,
+        "image_size": 256,
+        "decoder_hidden_size": 96,
+    },
+    "small": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+        "image_size": 224,
+        "decoder_hidden_size": 256,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "image_size": 224,
+        "decoder_hidden_size": 256,
+    },
+}
 
 
 @strict

@@ -44,8 +44,9 @@ class TMTImageProcessor(SegformerImageProcessorPil):
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs):
         if do_convert_rgb and isinstance(image, Image.Image):
             image = to_rgb8(image)
-        return super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format,
-                                     **kwargs)  # fmt: skip
+        return super().process_image(
+            image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs
+        )
 
     def rescale(self, image: np.ndarray, scale: float, **kwargs) -> np.ndarray:
         """Rescales by `scale`, except floating-point images that already lie in [0, 1]."""

@@ -92,5 +92,7 @@ def shift_auroc(score_maps, shift_masks) -> dict:
         [np.asarray(m, dtype=bool).ravel() for m in shift_masks],
     )
     per_image = [value for value in map(binary_auroc, scores, masks) if value is not None]
-    return {"pooled": binary_auroc(np.concatenate(scores), np.concatenate(masks)),
-            "per_image": float(np.mean(per_image)) if per_image else None}  # fmt: skip
+    return {
+        "pooled": binary_auroc(np.concatenate(scores), np.concatenate(masks)),
+        "per_image": float(np.mean(per_image)) if per_image else None,
+    }

@@ -240,8 +240,11 @@ def assignment_weighted_sum(assignments: torch.Tensor, position_values: torch.Te
     batch, channels, height, width = position_values.shape
     c = cell_size
     grid_h, grid_w = height // c, width // c
-    per_cell = torch.einsum("bkiujv,bciujv->bckij", assignments.reshape(batch, 9, grid_h, c, grid_w, c),
-                            position_values.reshape(batch, channels, grid_h, c, grid_w, c))  # fmt: skip
+    per_cell = torch.einsum(
+        "bkiujv,bciujv->bckij",
+        assignments.reshape(batch, 9, grid_h, c, grid_w, c),
+        position_values.reshape(batch, channels, grid_h, c, grid_w, c),
+    )
     return F.fold(per_cell.reshape(batch, channels * 9, grid_h * grid_w), (grid_h, grid_w), kernel_size=3, padding=1)
 
 
@@ -391,8 +394,13 @@ class ACTEModel(ACTEPreTrainedModel):
                 raise ValueError(
                     "labels were given but the auxiliary semantic head is disabled (num_semantic_classes=0)"
                 )
-            labels = check_labels(labels, (batch, height, width), self.config.num_semantic_classes,
-                                  self.config.semantic_loss_ignore_index, pixel_values.device)  # fmt: skip
+            labels = check_labels(
+                labels,
+                (batch, height, width),
+                self.config.num_semantic_classes,
+                self.config.semantic_loss_ignore_index,
+                pixel_values.device,
+            )
         return domain_labels, labels
 
     def forward(

@@ -165,9 +165,15 @@ class TMTAttention(ViTAttention):
             self.config._attn_implementation, eager_attention_forward
         )
         attn_output, attn_weights = attention_interface(
-            self, query, key, value, attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout, scaling=self.scaling, **kwargs,
-        )  # fmt: skip
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
         if active and form in ("value_reweight", "output_gate", "output_film"):
             attn_output = self.modulate_output(attn_output, focus_tokens)
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
@@ -527,8 +533,13 @@ class TMTForSemanticSegmentation(TMTPreTrainedModel):
         check_pixel_values(pixel_values, self.config.num_channels)
         batch_size, _, height, width = pixel_values.shape
         if labels is not None:
-            labels = check_labels(labels, (batch_size, height, width), self.config.num_labels,
-                                  self.config.semantic_loss_ignore_index, pixel_values.device)  # fmt: skip
+            labels = check_labels(
+                labels,
+                (batch_size, height, width),
+                self.config.num_labels,
+                self.config.semantic_loss_ignore_index,
+                pixel_values.device,
+            )
 
         multiple = self.size_multiple
         pad_h, pad_w = (-height) % multiple, (-width) % multiple

@@ -100,5 +100,11 @@ def save_acte_figure(image: Image.Image, maps: dict, path: str, segmentation=Non
 
 
 __all__ = [
-    "CITYSCAPES_PALETTE", "acte_maps", "colorize", "draw_boundaries", "heat_overlay", "palette_of", "save_acte_figure",
-]  # fmt: skip
+    "CITYSCAPES_PALETTE",
+    "acte_maps",
+    "colorize",
+    "draw_boundaries",
+    "heat_overlay",
+    "palette_of",
+    "save_acte_figure",
+]

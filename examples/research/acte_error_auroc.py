@@ -56,8 +56,13 @@ def vit_feature_acte(features_model, num_labels, cell_size):
     """An ACTEModel whose clustering, region discriminator and auxiliary head read a frozen ViT's patch features."""
     encoder = FrozenViTFeatures(features_model)
     stride = encoder.vit.config.patch_size
-    config = ACTEConfig(feature_dim=encoder.vit.config.hidden_size, encoder_channels=[1] * int(np.log2(stride)),
-                        cell_size=cell_size, discriminator_input="regions", num_semantic_classes=num_labels)  # fmt: skip
+    config = ACTEConfig(
+        feature_dim=encoder.vit.config.hidden_size,
+        encoder_channels=[1] * int(np.log2(stride)),
+        cell_size=cell_size,
+        discriminator_input="regions",
+        num_semantic_classes=num_labels,
+    )
     acte = ACTEModel(config)
     acte.encoder = encoder
     return acte
@@ -104,9 +109,17 @@ def main():
             data_dir=args.data_dir,
             label_space=args.label_space,
         )
-        data.set_transform(SegmentationTransform(train=train, size=size, crop_size=size if train else None,
-                                                 scale_range=(0.75, 1.5), appearance_jitter=train,
-                                                 image_mean=processor.image_mean, image_std=processor.image_std))  # fmt: skip
+        data.set_transform(
+            SegmentationTransform(
+                train=train,
+                size=size,
+                crop_size=size if train else None,
+                scale_range=(0.75, 1.5),
+                appearance_jitter=train,
+                image_mean=processor.image_mean,
+                image_std=processor.image_std,
+            )
+        )
         return data
 
     # The candidate, trained like the ACTE stage: source images with labels, unlabelled target images, half each.
@@ -131,8 +144,10 @@ def main():
             print(f"[candidate] step {step} loss {loss.item():.4f}", flush=True)
     candidate.eval()
 
-    maps = {name: [] for name in ("acte_focus", "acte_shift", "acte_uncertainty", "vit_focus", "vit_shift",
-                                  "source_entropy")}  # fmt: skip
+    maps = {
+        name: []
+        for name in ("acte_focus", "acte_shift", "acte_uncertainty", "vit_focus", "vit_shift", "source_entropy")
+    }
     wrong = []
     evaluation = split(args.target, args.target_eval_split, args.num_eval, train=False)
     with torch.no_grad():
@@ -144,12 +159,17 @@ def main():
             probabilities = logits.softmax(dim=1)
             entropy = -(probabilities * probabilities.clamp_min(1e-8).log()).sum(dim=1) / np.log(num_labels)
             acte_out, candidate_out = acte(pixels), candidate(pixels)
-            uncertainty = spread_to_positions(acte_out.region_uncertainty[:, None], acte_out.region_assignments,
-                                              acte.config.cell_size)[:, 0]  # fmt: skip
-            scored = {"acte_focus": full(acte_out.focus_map), "acte_shift": 1 - full(acte_out.transferability),
-                      "acte_uncertainty": full(uncertainty),
-                      "vit_focus": full(candidate_out.focus_map), "vit_shift": 1 - full(candidate_out.transferability),
-                      "source_entropy": entropy}  # fmt: skip
+            uncertainty = spread_to_positions(
+                acte_out.region_uncertainty[:, None], acte_out.region_assignments, acte.config.cell_size
+            )[:, 0]
+            scored = {
+                "acte_focus": full(acte_out.focus_map),
+                "acte_shift": 1 - full(acte_out.transferability),
+                "acte_uncertainty": full(uncertainty),
+                "vit_focus": full(candidate_out.focus_map),
+                "vit_shift": 1 - full(candidate_out.transferability),
+                "source_entropy": entropy,
+            }
             for i, label in enumerate(labels):
                 valid = label != IGNORE_INDEX
                 wrong.append((logits[i].argmax(dim=0) != label)[valid].numpy())

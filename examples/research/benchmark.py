@@ -32,8 +32,12 @@ import numpy as np
 from tmt_hf.data import SYNTHETIC_DOMAINS
 
 TRANSFER_METHODS = ("finetune", "align_patch", "tmt_paper", "selftrain", "tmt", "oracle")
-QUICK_PAIRS = ["synthetic/clear:synthetic/night", "synthetic/clear:synthetic/rain", "synthetic/fog:synthetic/autumn",
-               "synthetic/autumn:synthetic/fog"]  # fmt: skip
+QUICK_PAIRS = [
+    "synthetic/clear:synthetic/night",
+    "synthetic/clear:synthetic/rain",
+    "synthetic/fog:synthetic/autumn",
+    "synthetic/autumn:synthetic/fog",
+]
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_variants.py")
 
 
@@ -50,8 +54,13 @@ def main(argv=None):
     parser.add_argument("--pairs", nargs="+", default=None, help="source:target pairs (default: all 20 generated)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 pairs x 2 seeds")
-    parser.add_argument("--methods", nargs="+", choices=TRANSFER_METHODS, default=["finetune", "align_patch", "tmt_paper"],
-                        help="transfer methods compared (finetune is always run: every gain is against it)")  # fmt: skip
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=TRANSFER_METHODS,
+        default=["finetune", "align_patch", "tmt_paper"],
+        help="transfer methods compared (finetune is always run: every gain is against it)",
+    )
     parser.add_argument("--output_dir", default="outputs/benchmark")
     parser.add_argument("--workers", type=int, default=1, help="(source, seed) groups run in parallel")
     parser.add_argument("--report_only", action="store_true", help="only rebuild the table and plot from the JSON")
@@ -92,8 +101,11 @@ def main(argv=None):
                 with open(json_path + ".tmp", "w") as f:  # write, then rename: a kill never truncates the results
                     json.dump(runs, f, indent=2)
                 os.replace(json_path + ".tmp", json_path)
-            print(f"{source} -> {target} seed {seed}: " + ", ".join(f"{m} {100 * run[m]['mean_iou']:.2f}"
-                  for m in ["source", *methods]), flush=True)  # fmt: skip
+            print(
+                f"{source} -> {target} seed {seed}: "
+                + ", ".join(f"{m} {100 * run[m]['mean_iou']:.2f}" for m in ["source", *methods]),
+                flush=True,
+            )
 
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for future in [pool.submit(run_group, seed, source, targets) for (seed, source), targets in groups.items()]:
@@ -114,16 +126,48 @@ def run_pair(source, target, seed, output_dir, methods, train_args, env):
     tag = lambda name: name.replace("/", "-")  # noqa: E731
     source_dir = os.path.join(output_dir, "sources", f"{tag(source)}-seed{seed}")
     if not os.path.isfile(os.path.join(source_dir, "source", "training_summary.json")):
-        run_train(["--stage", "source", "--source", source, "--target", target, "--seed", str(seed),
-                   "--output_dir", source_dir, "--overwrite_output_dir", *train_args], env)  # fmt: skip
+        run_train(
+            [
+                "--stage",
+                "source",
+                "--source",
+                source,
+                "--target",
+                target,
+                "--seed",
+                str(seed),
+                "--output_dir",
+                source_dir,
+                "--overwrite_output_dir",
+                *train_args,
+            ],
+            env,
+        )
     pair_dir = os.path.join(output_dir, "runs", f"{tag(source)}2{tag(target)}-seed{seed}")
-    common = ["--source", source, "--target", target, "--seed", str(seed), "--output_dir", pair_dir,
-              "--overwrite_output_dir", *train_args]  # fmt: skip
+    common = [
+        "--source",
+        source,
+        "--target",
+        target,
+        "--seed",
+        str(seed),
+        "--output_dir",
+        pair_dir,
+        "--overwrite_output_dir",
+        *train_args,
+    ]
     acte_done = os.path.isfile(os.path.join(pair_dir, "acte", "training_summary.json"))
     if {"tmt_paper", "tmt"} & set(methods) and not acte_done:
         run_train(["--stage", "acte", *common], env)
-    transfer = ["--stage", "transfer", "--source_model", os.path.join(source_dir, "source"), "--resume_from_checkpoint",
-                "latest", *common]  # fmt: skip
+    transfer = [
+        "--stage",
+        "transfer",
+        "--source_model",
+        os.path.join(source_dir, "source"),
+        "--resume_from_checkpoint",
+        "latest",
+        *common,
+    ]
     run_train([*transfer, "--method", *[m for m in methods if m != "oracle"]], env)
     if "oracle" in methods:
         run_train([*transfer, "--method", "tmt_paper", "--focus_map", "oracle"], env)
@@ -159,17 +203,26 @@ def summarise(runs, pairs, methods):
         if not pair_rows:
             continue
         miou = {m: np.array([100 * r[m]["mean_iou"] for r in pair_rows]) for m in shown}
-        lines.append(f"| {pair[0]} → {pair[1]} | {len(pair_rows)} | "
-                     + " | ".join(f"{miou[m].mean():.2f} ± {miou[m].std():.2f}" for m in shown) + " |")  # fmt: skip
+        lines.append(
+            f"| {pair[0]} → {pair[1]} | {len(pair_rows)} | "
+            + " | ".join(f"{miou[m].mean():.2f} ± {miou[m].std():.2f}" for m in shown)
+            + " |"
+        )
         if len(pair_rows) > 1:
             noise.append(miou["finetune"].std(ddof=1))
-    summary = {"units": len(rows), "pairs": len({(r["source_domain"], r["target_domain"]) for r in rows}),
-               "mean_miou": {m: float(np.mean([100 * r[m]["mean_iou"] for r in rows])) for m in shown if rows},
-               "gain_over_finetune": {},
-               "finetune_seed_std": float(np.mean(noise)) if noise else None}  # fmt: skip
+    summary = {
+        "units": len(rows),
+        "pairs": len({(r["source_domain"], r["target_domain"]) for r in rows}),
+        "mean_miou": {m: float(np.mean([100 * r[m]["mean_iou"] for r in rows])) for m in shown if rows},
+        "gain_over_finetune": {},
+        "finetune_seed_std": float(np.mean(noise)) if noise else None,
+    }
     if rows:
-        lines.append(f"| **mean over {len(rows)} runs** | | "
-                     + " | ".join(f"{summary['mean_miou'][m]:.2f}" for m in shown) + " |")  # fmt: skip
+        lines.append(
+            f"| **mean over {len(rows)} runs** | | "
+            + " | ".join(f"{summary['mean_miou'][m]:.2f}" for m in shown)
+            + " |"
+        )
         lines += ["", "| gain over finetune (mIoU points) | mean | paired bootstrap 95% CI |", "|---|---|---|"]
         for method in [m for m in methods if m != "finetune"]:
             differences = np.array([100 * (r[method]["mean_iou"] - r["finetune"]["mean_iou"]) for r in rows])

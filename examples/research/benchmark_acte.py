@@ -63,8 +63,12 @@ SCORING_VARIANTS = {
     "focus = 1 - t (alpha 1)": {"focus_alpha": 1.0},
     "gated mixing": {"focus_mixing": "gated"},
     "sum mixing": {"focus_mixing": "sum"},
-    "entropy t, sum mixing (v0.1)": {"transferability_score": "entropy", "focus_mixing": "sum", "relative_scoring": False},
-}  # fmt: skip
+    "entropy t, sum mixing (v0.1)": {
+        "transferability_score": "entropy",
+        "focus_mixing": "sum",
+        "relative_scoring": False,
+    },
+}
 
 
 def evaluation_batches(dataset, size, columns=("image", "label")) -> list:
@@ -97,10 +101,13 @@ def shift_by_class(focus_maps, shift_masks, label_maps) -> dict:
         if not own.any():
             continue
         positives, negatives = focus[own & shifted], focus[own & ~shifted]
-        entry = {"shifted_pixels": int(positives.size), "unshifted_pixels": int(negatives.size),
-                 "mean_focus_shifted": round(float(positives.mean()), 4) if positives.size else None,
-                 "mean_focus_unshifted": round(float(negatives.mean()), 4) if negatives.size else None,
-                 "auroc_vs_all_unshifted": None}  # fmt: skip
+        entry = {
+            "shifted_pixels": int(positives.size),
+            "unshifted_pixels": int(negatives.size),
+            "mean_focus_shifted": round(float(positives.mean()), 4) if positives.size else None,
+            "mean_focus_unshifted": round(float(negatives.mean()), 4) if negatives.size else None,
+            "auroc_vs_all_unshifted": None,
+        }
         if positives.size and unshifted_focus.size:
             scores = np.concatenate([positives, unshifted_focus])
             truth = np.r_[np.ones(positives.size, bool), np.zeros(unshifted_focus.size, bool)]
@@ -148,19 +155,27 @@ def train_acte(args, target_name, size):
         )
 
         def record(model):
-            return {"monitor_discriminator_accuracy": round(discriminator_accuracy(model, monitor), 4),
-                    "focus_auroc": focus_auroc_now(model, shifted)}  # fmt: skip
+            return {
+                "monitor_discriminator_accuracy": round(discriminator_accuracy(model, monitor), 4),
+                "focus_auroc": focus_auroc_now(model, shifted),
+            }
 
-    transform = SegmentationTransform(train=True, size=size, crop_size=size, scale_range=(0.75, 1.25),
-                                      appearance_jitter=args.appearance_jitter)  # fmt: skip
-    config = ACTEConfig(cell_size=args.cell_size, num_iterations=args.iterations, kappa=args.kappa,
-                        encoder_channels=args.encoder_channels, focus_alpha=args.alpha,
-                        input_normalization=args.input_normalization,
-                        discriminator_input_normalization=args.discriminator_input_normalization,
-                        center_region_features=args.center_region_features,
-                        detach_discriminator_input=args.detach_discriminator_input,
-                        discriminator_input=args.discriminator_input,
-                        class_conditional_discriminator=args.class_conditional_discriminator)  # fmt: skip
+    transform = SegmentationTransform(
+        train=True, size=size, crop_size=size, scale_range=(0.75, 1.25), appearance_jitter=args.appearance_jitter
+    )
+    config = ACTEConfig(
+        cell_size=args.cell_size,
+        num_iterations=args.iterations,
+        kappa=args.kappa,
+        encoder_channels=args.encoder_channels,
+        focus_alpha=args.alpha,
+        input_normalization=args.input_normalization,
+        discriminator_input_normalization=args.discriminator_input_normalization,
+        center_region_features=args.center_region_features,
+        detach_discriminator_input=args.detach_discriminator_input,
+        discriminator_input=args.discriminator_input,
+        class_conditional_discriminator=args.class_conditional_discriminator,
+    )
     acte = ACTEModel(config)
     optimizer = torch.optim.AdamW(acte.parameters(), lr=args.learning_rate, weight_decay=0.01)
     ema = None
@@ -252,14 +267,17 @@ def measure(acte, source_name, target_name, args, size):
         for variant, entries in maps.items()
     }
     return {
-        "source": source_name, "target": target_name, "eval_split": args.eval_split,
-        "asa_acte": asa["acte"][0] / asa["acte"][1], "asa_equal_grid": asa["grid"][0] / asa["grid"][1],
+        "source": source_name,
+        "target": target_name,
+        "eval_split": args.eval_split,
+        "asa_acte": asa["acte"][0] / asa["acte"][1],
+        "asa_equal_grid": asa["grid"][0] / asa["grid"][1],
         "regions_per_image": int((size[0] // acte.config.size_multiple) * (size[1] // acte.config.size_multiple)),
         "shift_auroc": shift,
         "shift_by_class": shift_by_class(maps["default"]["focus"], masks, target_labels),
         "shifted_pixel_fraction": float(pooled_masks.mean()),
         "discriminator_accuracy": correct / total,
-    }  # fmt: skip
+    }
 
 
 def focus_auroc(result: dict, scoring: str, path: str) -> dict:
@@ -274,15 +292,19 @@ def focus_auroc(result: dict, scoring: str, path: str) -> dict:
 
 def report(paths, scoring: str = "default") -> str:
     """Markdown: the focus-map AUROC (pooled / per image) under one of `SCORING_VARIANTS`, per file and target."""
-    lines = ["| results file | split | target | focus AUROC pooled | focus AUROC per image | discriminator accuracy |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| results file | split | target | focus AUROC pooled | focus AUROC per image | discriminator accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     for path in paths:
         with open(path) as f:
             for result in json.load(f):
                 auroc = focus_auroc(result, scoring, path)
-                lines.append(f"| {os.path.basename(path)} | {result['eval_split']} | {result['target']} | "
-                             f"{auroc['focus pooled']:.3f} | {auroc['focus per_image']:.3f} | "
-                             f"{result['discriminator_accuracy']:.3f} |")  # fmt: skip
+                lines.append(
+                    f"| {os.path.basename(path)} | {result['eval_split']} | {result['target']} | "
+                    f"{auroc['focus pooled']:.3f} | {auroc['focus per_image']:.3f} | "
+                    f"{result['discriminator_accuracy']:.3f} |"
+                )
     return "\n".join(lines)
 
 
@@ -298,8 +320,10 @@ def report_by_variant(paths, scoring: str = "default") -> str:
                 config = result["config"]
                 steps = f"{result.get('steps', 300)} steps"
                 if result.get("stop_accuracy") is not None:
-                    steps = (f"stop at monitor accuracy ≥ {result['stop_accuracy']} from step {result['min_steps']} "
-                             f"(≤ {result['max_steps']})")  # fmt: skip
+                    steps = (
+                        f"stop at monitor accuracy ≥ {result['stop_accuracy']} from step {result['min_steps']} "
+                        f"(≤ {result['max_steps']})"
+                    )
                 if result.get("ema_decay") is not None:
                     steps += f", EMA {result['ema_decay']}"
                 variant = (
@@ -309,16 +333,20 @@ def report_by_variant(paths, scoring: str = "default") -> str:
                 pair = f"{result['source'].split('/')[-1]} → {result['target'].split('/')[-1]}"
                 auroc = focus_auroc(result, scoring, path)
                 runs.setdefault((pair, variant), []).append((auroc["focus pooled"], auroc["focus per_image"]))
-    lines = ["| pair | discriminator input, conditioning, steps | runs | focus AUROC pooled, mean (lowest) | "
-             "per image, mean (lowest) | pooled mean, 95% bootstrap interval over runs |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| pair | discriminator input, conditioning, steps | runs | focus AUROC pooled, mean (lowest) | "
+        "per image, mean (lowest) | pooled mean, 95% bootstrap interval over runs |",
+        "|---|---|---|---|---|---|",
+    ]
     rng = np.random.default_rng(0)
     for (pair, variant), values in sorted(runs.items()):
         pooled, per_image = np.array(values).T
         low, high = np.percentile(rng.choice(pooled, (10000, len(pooled))).mean(axis=1), [2.5, 97.5])
         interval = f"[{low:.3f}, {high:.3f}]" if len(values) > 1 else "–"
-        lines.append(f"| {pair} | {variant} | {len(values)} | {pooled.mean():.3f} ({pooled.min():.3f}) | "
-                     f"{per_image.mean():.3f} ({per_image.min():.3f}) | {interval} |")  # fmt: skip
+        lines.append(
+            f"| {pair} | {variant} | {len(values)} | {pooled.mean():.3f} ({pooled.min():.3f}) | "
+            f"{per_image.mean():.3f} ({per_image.min():.3f}) | {interval} |"
+        )
     return "\n".join(lines)
 
 
@@ -331,8 +359,11 @@ def report_by_class(paths) -> str:
                 if "shift_by_class" not in result:
                     raise ValueError(f"{path} predates the per-class breakdown; run it again")
                 runs.setdefault(result["target"].split("/")[-1], []).append(result["shift_by_class"])
-    lines = ["| target | class | runs | shifted share of its pixels | mean focus, shifted | mean focus, unshifted | "
-             "AUROC of its shifted pixels vs all unshifted |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| target | class | runs | shifted share of its pixels | mean focus, shifted | mean focus, unshifted | "
+        "AUROC of its shifted pixels vs all unshifted |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def mean(values):
         values = [v for v in values if v is not None]
@@ -344,10 +375,12 @@ def report_by_class(paths) -> str:
             if not entries:
                 continue
             share = np.mean([e["shifted_pixels"] / (e["shifted_pixels"] + e["unshifted_pixels"]) for e in entries])
-            lines.append(f"| {target} | {name} | {len(entries)} | {share:.2f} | "
-                         f"{mean([e['mean_focus_shifted'] for e in entries])} | "
-                         f"{mean([e['mean_focus_unshifted'] for e in entries])} | "
-                         f"{mean([e['auroc_vs_all_unshifted'] for e in entries])} |")  # fmt: skip
+            lines.append(
+                f"| {target} | {name} | {len(entries)} | {share:.2f} | "
+                f"{mean([e['mean_focus_shifted'] for e in entries])} | "
+                f"{mean([e['mean_focus_unshifted'] for e in entries])} | "
+                f"{mean([e['auroc_vs_all_unshifted'] for e in entries])} |"
+            )
     return "\n".join(lines)
 
 
@@ -381,13 +414,20 @@ def report_stopping_rules(paths) -> str:
                     trajectory = [{"step": entry["step"], **entry["iterate"]} for entry in trajectory]
                 runs.setdefault("iterate", {}).setdefault(target, []).append(trajectory)
     targets = sorted({target for by_target in runs.values() for target in by_target})
-    lines = ["| weights | rule | " + " | ".join(f"{t}: pooled / per image (mean step)" for t in targets) +
-             " | worst pooled |", "|---|---|" + "---|" * (len(targets) + 1)]  # fmt: skip
+    lines = [
+        "| weights | rule | "
+        + " | ".join(f"{t}: pooled / per image (mean step)" for t in targets)
+        + " | worst pooled |",
+        "|---|---|" + "---|" * (len(targets) + 1),
+    ]
     for weights, by_target in sorted(runs.items()):
         steps_recorded = sorted({entry["step"] for entry in next(iter(by_target.values()))[0]})
         rules = [(f"fixed {steps} steps", 0.0, steps) for steps in steps_recorded if steps % 150 == 0]
-        rules += [(f"accuracy ≥ {accuracy:.2f} from step {steps}", accuracy, steps)
-                  for steps in MIN_STEPS for accuracy in STOP_ACCURACIES]  # fmt: skip
+        rules += [
+            (f"accuracy ≥ {accuracy:.2f} from step {steps}", accuracy, steps)
+            for steps in MIN_STEPS
+            for accuracy in STOP_ACCURACIES
+        ]
         for name, accuracy, steps in rules:
             cells, means = [], []
             for target in targets:
@@ -499,15 +539,34 @@ def main(argv=None):
         else:
             acte, trajectory, steps = train_acte(args, target, size)
         result = measure(acte, args.source, target, args, size)
-        result["config"] = {k: getattr(acte.config, k) for k in (
-            "cell_size", "num_iterations", "kappa", "focus_alpha", "encoder_channels", "input_normalization",
-            "discriminator_input_normalization",
-            "discriminator_input", "class_conditional_discriminator", "center_region_features", "detach_discriminator_input", "transferability_score", "relative_scoring",
-            "focus_mixing")}  # fmt: skip
+        result["config"] = {
+            k: getattr(acte.config, k)
+            for k in (
+                "cell_size",
+                "num_iterations",
+                "kappa",
+                "focus_alpha",
+                "encoder_channels",
+                "input_normalization",
+                "discriminator_input_normalization",
+                "discriminator_input",
+                "class_conditional_discriminator",
+                "center_region_features",
+                "detach_discriminator_input",
+                "transferability_score",
+                "relative_scoring",
+                "focus_mixing",
+            )
+        }
         result.update(seed=args.seed, steps=steps, wall_time_s=round(time.time() - started, 1))
         if args.monitor_every:
-            result.update(max_steps=args.steps, stop_accuracy=args.stop_accuracy, min_steps=args.min_steps,
-                          ema_decay=args.ema_decay, trajectory=trajectory)  # fmt: skip
+            result.update(
+                max_steps=args.steps,
+                stop_accuracy=args.stop_accuracy,
+                min_steps=args.min_steps,
+                ema_decay=args.ema_decay,
+                trajectory=trajectory,
+            )
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
     write_report(results, args.output, echo=False)

@@ -35,8 +35,19 @@ def build(preset: str, size: int, device: str):
     config = TMTConfig.from_preset(preset, image_size=size, tma_init=0.5)
     config._attn_implementation = "sdpa"
     tmt = TMTModel(config, add_pooling_layer=False).to(device)
-    vit_config = ViTConfig(**{k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                              "intermediate_size", "image_size", "patch_size")})  # fmt: skip
+    vit_config = ViTConfig(
+        **{
+            k: getattr(config, k)
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "image_size",
+                "patch_size",
+            )
+        }
+    )
     vit_config._attn_implementation = "sdpa"
     vit = ViTModel(vit_config, add_pooling_layer=False).to(device)
     vit.load_state_dict({k: v for k, v in tmt.state_dict().items() if "tma_lambda" not in k})
@@ -119,8 +130,7 @@ def clustering_scaling(sizes, repeats, device):
     rows = []
     for height, width in sizes:
         features = torch.randn(1, 64, height, width, device=device)
-        row = {"feature_size": [height, width], "positions": height * width,
-               "regions": (height // 4) * (width // 4)}  # fmt: skip
+        row = {"feature_size": [height, width], "positions": height * width, "regions": (height // 4) * (width // 4)}
         for name, fn in (
             ("ours_s", lambda: ours(features)),
             ("dense_s", lambda: dense_clustering(features, 4, 5, 10.0)),
@@ -142,16 +152,27 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip_memory", action="store_true")
-    parser.add_argument("--clustering_sizes", type=int, nargs="+", default=[32, 64, 128],
-                        help="feature-map heights (width = 2 x height) for the clustering scaling")  # fmt: skip
+    parser.add_argument(
+        "--clustering_sizes",
+        type=int,
+        nargs="+",
+        default=[32, 64, 128],
+        help="feature-map heights (width = 2 x height) for the clustering scaling",
+    )
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     device = args.device
     vit, tmt, acte = build(args.preset, args.size, device)
-    report = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "preset": args.preset,
-              "size": args.size, "repeats": args.repeats, "results": {}}  # fmt: skip
+    report = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "size": args.size,
+        "repeats": args.repeats,
+        "results": {},
+    }
     for batch in args.batch_sizes:
         pixels = torch.randn(batch, 3, args.size, args.size, device=device)
         focus = torch.rand(batch, args.size // 8, args.size // 8, device=device)
@@ -169,8 +190,13 @@ def main(argv=None):
         result = {}
         for mode in ("forward", "forward_backward"):
             base = statistics.median(times[("vit", mode)])
-            result[mode] = {v: {"median_s": statistics.median(times[(v, mode)]),
-                                "ratio_to_vit": statistics.median(times[(v, mode)]) / base} for v in VARIANTS}  # fmt: skip
+            result[mode] = {
+                v: {
+                    "median_s": statistics.median(times[(v, mode)]),
+                    "ratio_to_vit": statistics.median(times[(v, mode)]) / base,
+                }
+                for v in VARIANTS
+            }
         if device == "cuda" and not args.skip_memory:
             result["peak_memory_mb"] = {}
             for v in VARIANTS:
@@ -181,11 +207,13 @@ def main(argv=None):
         print(json.dumps({f"batch_{batch}": result}), flush=True)
     report["clustering_scaling"] = clustering_scaling([(h, 2 * h) for h in args.clustering_sizes], 3, device)
     report["targets"] = {
-        f"batch_{b}": {"tmt_map_forward<=1.05": r["forward"]["tmt_map"]["ratio_to_vit"] <= 1.05,
-                       "tmt_no_map_forward<=1.02": r["forward"]["tmt_no_map"]["ratio_to_vit"] <= 1.02,
-                       "tmt_acte_forward<=1.20": r["forward"]["tmt_acte"]["ratio_to_vit"] <= 1.20}
+        f"batch_{b}": {
+            "tmt_map_forward<=1.05": r["forward"]["tmt_map"]["ratio_to_vit"] <= 1.05,
+            "tmt_no_map_forward<=1.02": r["forward"]["tmt_no_map"]["ratio_to_vit"] <= 1.02,
+            "tmt_acte_forward<=1.20": r["forward"]["tmt_acte"]["ratio_to_vit"] <= 1.20,
+        }
         for b, r in ((int(k.split("_")[1]), v) for k, v in report["results"].items())
-    }  # fmt: skip
+    }
     write_report(report, args.output)
     return report
 

@@ -18,16 +18,53 @@ import numpy as np
 
 from tmt_hf.data import generator_version_of, restyled_classes
 
-SETTINGS = ("tma_form", "transfer_steps", "target_train_samples", "target_train_fraction", "tma_lr_scale",
-            "transfer_tma_init", "eval_split", "seed", "alignment", "alignment_weight", "source_labels",
-            "ignore_source_labels", "class_conditional_alignment", "target_focus_weight", "tmt_parts", "mask_ratio",
-            "source_model")  # fmt: skip
-METHODS = ("source", "finetune", "source_replay", "align_global", "align_patch", "patch", "tmt", "oracle", "tmt_paper",
-           "tmt_paper-oracle", "tmt_paper-shuffled", "selftrain", "tmt-oracle", "tmt-shuffled")  # fmt: skip
+SETTINGS = (
+    "tma_form",
+    "transfer_steps",
+    "target_train_samples",
+    "target_train_fraction",
+    "tma_lr_scale",
+    "transfer_tma_init",
+    "eval_split",
+    "seed",
+    "alignment",
+    "alignment_weight",
+    "source_labels",
+    "ignore_source_labels",
+    "class_conditional_alignment",
+    "target_focus_weight",
+    "tmt_parts",
+    "mask_ratio",
+    "source_model",
+)
+METHODS = (
+    "source",
+    "finetune",
+    "source_replay",
+    "align_global",
+    "align_patch",
+    "patch",
+    "tmt",
+    "oracle",
+    "tmt_paper",
+    "tmt_paper-oracle",
+    "tmt_paper-shuffled",
+    "selftrain",
+    "tmt-oracle",
+    "tmt-shuffled",
+)
 SELF_TRAINING = ("selftrain", "tmt", "tmt-oracle", "tmt-shuffled")  # in runs that record --tmt_parts (protocol v5 on)
 # The alignment each method trains with ("—": target labels only; "none": also source labels, no discriminator).
-FIXED_ALIGNMENT = {"source": "—", "finetune": "—", "source_replay": "none", "align_global": "global",
-                   "align_patch": "patch", "tmt_paper": "focus", "tmt_paper-oracle": "focus", "tmt_paper-shuffled": "focus"}  # fmt: skip
+FIXED_ALIGNMENT = {
+    "source": "—",
+    "finetune": "—",
+    "source_replay": "none",
+    "align_global": "global",
+    "align_patch": "patch",
+    "tmt_paper": "focus",
+    "tmt_paper-oracle": "focus",
+    "tmt_paper-shuffled": "focus",
+}
 # How the alignment column names a --source_labels setting other than "all".
 SOURCE_LABELS_NOTE = {"none": "ignored", "focused": "focus-weighted", "focused_shuffled": "weighted by a shuffled map"}
 
@@ -38,9 +75,14 @@ def collect(folders):
         with open(os.path.join(folder, "results.json")) as f:
             result = json.load(f)
         args = result["args"]
-        row = {"run": os.path.basename(os.path.normpath(folder)), "source": args["source"], "target": args["target"],
-               "generator_version": generator_version_of(result),
-               **{key: args.get(key) for key in SETTINGS}, "methods": {}}  # fmt: skip
+        row = {
+            "run": os.path.basename(os.path.normpath(folder)),
+            "source": args["source"],
+            "target": args["target"],
+            "generator_version": generator_version_of(result),
+            **{key: args.get(key) for key in SETTINGS},
+            "methods": {},
+        }
         for method in METHODS:
             if result.get(method) and "target_val" in result[method]:
                 metrics = result[method]["target_val"]
@@ -50,8 +92,9 @@ def collect(folders):
                 }
         if result.get("acte") and "focus_shift_auroc" in result["acte"]:
             acte = result["acte"]
-            row["acte"] = {key: acte[key] for key in ("discriminator_accuracy", "focus_shift_auroc",
-                                                      "focus_shift_auroc_per_image")}  # fmt: skip
+            row["acte"] = {
+                key: acte[key] for key in ("discriminator_accuracy", "focus_shift_auroc", "focus_shift_auroc_per_image")
+            }
             row["acte"]["steps"] = acte.get("stopping", {}).get("steps", args["acte_steps"])
             row["acte"]["stopping_checks"] = acte.get("stopping", {}).get("checks")
         rows.append(row)
@@ -61,18 +104,23 @@ def collect(folders):
 def acte_table(rows):
     """Focus-map AUROC per ACTE run, then the mean over the runs of each target."""
     rows = [row for row in rows if "acte" in row]
-    lines = ["| run | target | seed | steps | held-out discriminator accuracy | focus AUROC pooled | per image |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| run | target | seed | steps | held-out discriminator accuracy | focus AUROC pooled | per image |",
+        "|---|---|---|---|---|---|---|",
+    ]
     by_target = {}
     for row in rows:
         acte = row["acte"]
         by_target.setdefault(row["target"], []).append(acte)
-        lines.append(f"| {row['run']} | {row['target']} | {row['seed']} | {acte['steps']} "
-                     f"| {acte['discriminator_accuracy']:.3f} | {acte['focus_shift_auroc']:.3f} "
-                     f"| {acte['focus_shift_auroc_per_image']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {row['run']} | {row['target']} | {row['seed']} | {acte['steps']} "
+            f"| {acte['discriminator_accuracy']:.3f} | {acte['focus_shift_auroc']:.3f} "
+            f"| {acte['focus_shift_auroc_per_image']:.3f} |"
+        )
     for target, actes in by_target.items():
-        pooled, per_image = (np.mean([a[key] for a in actes]) for key in ("focus_shift_auroc",
-                                                                          "focus_shift_auroc_per_image"))  # fmt: skip
+        pooled, per_image = (
+            np.mean([a[key] for a in actes]) for key in ("focus_shift_auroc", "focus_shift_auroc_per_image")
+        )
         lines.append(f"| **mean of {len(actes)}** | {target} | | | | **{pooled:.3f}** | **{per_image:.3f}** |")
     return "\n".join(lines)
 
@@ -89,8 +137,11 @@ def split_iou(per_category_iou, target, generator_version):
 
 
 def table(rows):
-    lines = ["| run | target | method | form | λ lr × | alignment | steps | labelled | mIoU | restyled classes "
-             "| other classes |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| run | target | method | form | λ lr × | alignment | steps | labelled | mIoU | restyled classes "
+        "| other classes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         labelled = (
             f"{row['target_train_fraction']:.0%}" if row["target_train_fraction"] else row["target_train_samples"]
@@ -116,10 +167,12 @@ def table(rows):
                 alignment += ", class-conditional"
             if row.get("target_focus_weight") and with_map:
                 alignment += f", target labels weighted 1 + {row['target_focus_weight']:g} × focus"
-            lines.append(f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
-                         f"| {row['transfer_steps']} "
-                         f"| {labelled} | {100 * metrics['mean_iou']:.2f} "
-                         f"| {'—' if shifted is None else f'{100 * shifted:.2f}'} | {100 * others:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {row['run']} | {row['target']} | {method} | {form} | {scale} | {alignment} "
+                f"| {row['transfer_steps']} "
+                f"| {labelled} | {100 * metrics['mean_iou']:.2f} "
+                f"| {'—' if shifted is None else f'{100 * shifted:.2f}'} | {100 * others:.2f} |"
+            )
     return "\n".join(lines)
 
 

@@ -49,18 +49,46 @@ class LabelSpace:
 
 # The Cityscapes colours of the 19 train ids.
 CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153), (250, 170, 30),
-    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
-    (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)  # fmt: skip
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
+)
 # IDD's level-1 classes (Varma et al., WACV 2019), coloured with the Cityscapes colour of each group's main class
 # (road, sidewalk, person, car, traffic sign, building, sky).
 IDD_LEVEL1_CLASSES = (
-    "drivable", "non-drivable", "living things", "vehicles", "roadside objects", "far objects", "sky",
-)  # fmt: skip
+    "drivable",
+    "non-drivable",
+    "living things",
+    "vehicles",
+    "roadside objects",
+    "far objects",
+    "sky",
+)
 IDD_LEVEL1_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (220, 20, 60), (0, 0, 142), (220, 220, 0), (70, 70, 70), (70, 130, 180),
-)  # fmt: skip
+    (128, 64, 128),
+    (244, 35, 232),
+    (220, 20, 60),
+    (0, 0, 142),
+    (220, 220, 0),
+    (70, 70, 70),
+    (70, 130, 180),
+)
 
 LABEL_SPACES = {
     "cityscapes": LabelSpace("cityscapes", CITYSCAPES_CLASSES, "Cityscapes train ids", CITYSCAPES_PALETTE),
@@ -77,10 +105,32 @@ def lookup_table(pairs: dict[int, int], default: int = IGNORE_INDEX, dtype=np.ui
 
 
 # Space -> space tables: int16, UNPLACED where the target space has no class for a label; 255 stays 255.
-CITYSCAPES_TO_IDD_LEVEL1 = lookup_table({
-    0: 0, 1: 1, 9: 1, 11: 2, 12: 2, 13: 3, 14: 3, 15: 3, 16: 3, 17: 3, 18: 3, 3: 4, 4: 4, 5: 4, 6: 4, 7: 4,
-    2: 5, 8: 5, 10: 6, IGNORE_INDEX: IGNORE_INDEX,
-}, default=UNPLACED, dtype=np.int16)  # fmt: skip
+CITYSCAPES_TO_IDD_LEVEL1 = lookup_table(
+    {
+        0: 0,
+        1: 1,
+        9: 1,
+        11: 2,
+        12: 2,
+        13: 3,
+        14: 3,
+        15: 3,
+        16: 3,
+        17: 3,
+        18: 3,
+        3: 4,
+        4: 4,
+        5: 4,
+        6: 4,
+        7: 4,
+        2: 5,
+        8: 5,
+        10: 6,
+        IGNORE_INDEX: IGNORE_INDEX,
+    },
+    default=UNPLACED,
+    dtype=np.int16,
+)
 SPACE_MAPPINGS = {("cityscapes", "idd_level1"): CITYSCAPES_TO_IDD_LEVEL1}
 
 # Raw id -> native id tables (uint8; 255 where a raw id has no class).
@@ -156,8 +206,11 @@ def space_mapping(native: str, space: str) -> np.ndarray:
     for name in (native, space):
         get_label_space(name)  # an unknown name is an error here
     if native == space:
-        return lookup_table({i: i for i in range(len(LABEL_SPACES[space].classes))} | {IGNORE_INDEX: IGNORE_INDEX},
-                            default=UNPLACED, dtype=np.int16)  # fmt: skip
+        return lookup_table(
+            {i: i for i in range(len(LABEL_SPACES[space].classes))} | {IGNORE_INDEX: IGNORE_INDEX},
+            default=UNPLACED,
+            dtype=np.int16,
+        )
     if (native, space) not in SPACE_MAPPINGS:
         raise ValueError(
             f"Labels in the {native!r} space cannot be mapped into the {space!r} space; label spaces they map into: "

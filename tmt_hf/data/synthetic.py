@@ -19,22 +19,71 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter
 
-(ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK, BUS,
- TRAIN, MOTORCYCLE, BICYCLE) = range(19)  # fmt: skip
+(
+    ROAD,
+    SIDEWALK,
+    BUILDING,
+    WALL,
+    FENCE,
+    POLE,
+    LIGHT,
+    SIGN,
+    VEGETATION,
+    TERRAIN,
+    SKY,
+    PERSON,
+    RIDER,
+    CAR,
+    TRUCK,
+    BUS,
+    TRAIN,
+    MOTORCYCLE,
+    BICYCLE,
+) = range(19)
 IGNORE_INDEX = 255
 
 # Base colours (RGB, 0-1) of the clear domain, with a per-class texture amplitude.
-BASE_COLOURS = np.array([
-    (0.42, 0.40, 0.42), (0.62, 0.58, 0.55), (0.55, 0.40, 0.33), (0.60, 0.57, 0.48), (0.45, 0.38, 0.28),
-    (0.35, 0.35, 0.38), (0.20, 0.20, 0.15), (0.85, 0.75, 0.10), (0.22, 0.50, 0.18), (0.50, 0.55, 0.30),
-    (0.50, 0.70, 0.92), (0.70, 0.25, 0.25), (0.25, 0.30, 0.70), (0.15, 0.25, 0.55), (0.60, 0.60, 0.62),
-    (0.85, 0.55, 0.15), (0.40, 0.55, 0.45), (0.55, 0.10, 0.45), (0.10, 0.50, 0.55),
-], dtype=np.float32)  # fmt: skip
+BASE_COLOURS = np.array(
+    [
+        (0.42, 0.40, 0.42),
+        (0.62, 0.58, 0.55),
+        (0.55, 0.40, 0.33),
+        (0.60, 0.57, 0.48),
+        (0.45, 0.38, 0.28),
+        (0.35, 0.35, 0.38),
+        (0.20, 0.20, 0.15),
+        (0.85, 0.75, 0.10),
+        (0.22, 0.50, 0.18),
+        (0.50, 0.55, 0.30),
+        (0.50, 0.70, 0.92),
+        (0.70, 0.25, 0.25),
+        (0.25, 0.30, 0.70),
+        (0.15, 0.25, 0.55),
+        (0.60, 0.60, 0.62),
+        (0.85, 0.55, 0.15),
+        (0.40, 0.55, 0.45),
+        (0.55, 0.10, 0.45),
+        (0.10, 0.50, 0.55),
+    ],
+    dtype=np.float32,
+)
 # Vehicles take a paint colour per instance, so that colour alone does not give the class away.
-VEHICLE_PAINTS = np.array([(0.15, 0.25, 0.55), (0.65, 0.12, 0.10), (0.85, 0.85, 0.85), (0.10, 0.10, 0.12),
-                           (0.50, 0.52, 0.55), (0.20, 0.40, 0.25), (0.80, 0.70, 0.20)], dtype=np.float32)  # fmt: skip
-TEXTURE = np.array([0.05, 0.06, 0.10, 0.08, 0.12, 0.03, 0.03, 0.03, 0.18, 0.12, 0.02, 0.08, 0.08, 0.05, 0.05, 0.05,
-                    0.05, 0.06, 0.06], dtype=np.float32)  # fmt: skip
+VEHICLE_PAINTS = np.array(
+    [
+        (0.15, 0.25, 0.55),
+        (0.65, 0.12, 0.10),
+        (0.85, 0.85, 0.85),
+        (0.10, 0.10, 0.12),
+        (0.50, 0.52, 0.55),
+        (0.20, 0.40, 0.25),
+        (0.80, 0.70, 0.20),
+    ],
+    dtype=np.float32,
+)
+TEXTURE = np.array(
+    [0.05, 0.06, 0.10, 0.08, 0.12, 0.03, 0.03, 0.03, 0.18, 0.12, 0.02, 0.08, 0.08, 0.05, 0.05, 0.05, 0.05, 0.06, 0.06],
+    dtype=np.float32,
+)
 
 
 @dataclass(frozen=True)
@@ -62,35 +111,77 @@ VEHICLES = (CAR, TRUCK, BUS, TRAIN)
 DOMAINS = {
     "clear": DomainStyle("clear"),
     "night": DomainStyle(
-        "night", brightness=0.38, colour_cast=(0.80, 0.85, 1.20), noise=0.05, horizon=0.46, object_scale=1.15,
-        frequency={"person": 0.5, "car": 1.3, "bus": 0.5, "vegetation": 0.8}, restyled=(*VEHICLES, LIGHT),
+        "night",
+        brightness=0.38,
+        colour_cast=(0.80, 0.85, 1.20),
+        noise=0.05,
+        horizon=0.46,
+        object_scale=1.15,
+        frequency={"person": 0.5, "car": 1.3, "bus": 0.5, "vegetation": 0.8},
+        restyled=(*VEHICLES, LIGHT),
         local_shifts=("dark_vehicles", "lit_traffic_lights"),
     ),
     "fog": DomainStyle(
-        "fog", brightness=0.95, colour_cast=(0.95, 0.98, 1.02), fog=0.65, blur=1.0, horizon=0.38, object_scale=0.85,
-        road_width=1.2, frequency={"building": 1.4, "truck": 2.0, "vegetation": 0.6},
-        restyled=(BUILDING, *VEHICLES, LIGHT), local_shifts=("stucco_facades", "fog_lamps"),
+        "fog",
+        brightness=0.95,
+        colour_cast=(0.95, 0.98, 1.02),
+        fog=0.65,
+        blur=1.0,
+        horizon=0.38,
+        object_scale=0.85,
+        road_width=1.2,
+        frequency={"building": 1.4, "truck": 2.0, "vegetation": 0.6},
+        restyled=(BUILDING, *VEHICLES, LIGHT),
+        local_shifts=("stucco_facades", "fog_lamps"),
     ),
     "rain": DomainStyle(
-        "rain", brightness=0.70, colour_cast=(0.92, 0.95, 1.05), noise=0.03, blur=0.8, horizon=0.44,
-        frequency={"person": 0.7, "car": 1.4, "rider": 0.3, "bus": 1.5}, restyled=(ROAD, SIDEWALK, *VEHICLES),
+        "rain",
+        brightness=0.70,
+        colour_cast=(0.92, 0.95, 1.05),
+        noise=0.03,
+        blur=0.8,
+        horizon=0.44,
+        frequency={"person": 0.7, "car": 1.4, "rider": 0.3, "bus": 1.5},
+        restyled=(ROAD, SIDEWALK, *VEHICLES),
         local_shifts=("tyre_spray", "wet_ground"),
     ),
     "autumn": DomainStyle(
-        "autumn", brightness=1.05, colour_cast=(1.10, 1.00, 0.82), horizon=0.36, object_scale=1.05, road_width=0.85,
+        "autumn",
+        brightness=1.05,
+        colour_cast=(1.10, 1.00, 0.82),
+        horizon=0.36,
+        object_scale=1.05,
+        road_width=0.85,
         frequency={"vegetation": 1.8, "car": 0.7, "person": 1.3, "train": 2.0},
-        restyled=(VEGETATION, TERRAIN, *VEHICLES), local_shifts=("foliage", "leaf_litter", "low_sun"),
+        restyled=(VEGETATION, TERRAIN, *VEHICLES),
+        local_shifts=("foliage", "leaf_litter", "low_sun"),
     ),
-}  # fmt: skip
-LOCAL_SHIFTS = ("dark_vehicles", "lit_traffic_lights", "fog_lamps", "stucco_facades", "tyre_spray", "wet_ground",
-                "foliage", "leaf_litter", "low_sun")  # fmt: skip
+}
+LOCAL_SHIFTS = (
+    "dark_vehicles",
+    "lit_traffic_lights",
+    "fog_lamps",
+    "stucco_facades",
+    "tyre_spray",
+    "wet_ground",
+    "foliage",
+    "leaf_litter",
+    "low_sun",
+)
 # Bumped whenever a scene's pixels change for a given seed (3: local shifts that spill over class boundaries; 4: rain,
 # fog and autumn also restyle vehicles. Clear and night scenes are the same as in 3).
 GENERATOR_VERSION = 4
 # The restyled classes of earlier versions, so that the tables of their runs still rebuild (runs record the version;
 # one that does not predates 4).
-EARLIER_RESTYLED = {3: {"clear": (), "night": (*VEHICLES, LIGHT), "fog": (BUILDING,), "rain": (ROAD, SIDEWALK),
-                        "autumn": (VEGETATION, TERRAIN)}}  # fmt: skip
+EARLIER_RESTYLED = {
+    3: {
+        "clear": (),
+        "night": (*VEHICLES, LIGHT),
+        "fog": (BUILDING,),
+        "rain": (ROAD, SIDEWALK),
+        "autumn": (VEGETATION, TERRAIN),
+    }
+}
 # Disjoint seed ranges per split, so that train, validation and test never share a seed.
 SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
 DOMAIN_SEED_OFFSETS = {name: 10_000_000 * (index + 1) for index, name in enumerate(DOMAINS)}
@@ -222,8 +313,13 @@ def generate_scene(seed: int, domain: str = "clear", height: int = 256, width: i
 
     # Vehicles on the road and people on the sidewalks, far to near so that near objects occlude.
     objects = []
-    for key, cls, mean in (("car", CAR, 4), ("truck", TRUCK, 0.5), ("bus", BUS, 0.35), ("person", PERSON, 3),
-                           ("rider", RIDER, 0.8)):  # fmt: skip
+    for key, cls, mean in (
+        ("car", CAR, 4),
+        ("truck", TRUCK, 0.5),
+        ("bus", BUS, 0.35),
+        ("person", PERSON, 3),
+        ("rider", RIDER, 0.8),
+    ):
         objects += [(rng.uniform(0.05, 1.0), cls) for _ in range(_count(rng, mean, style, key))]
     for s, cls in sorted(objects):
         y_contact = horizon + s * (height - horizon)
@@ -470,8 +566,10 @@ def restyled_classes(domain: str, generator_version: int = GENERATOR_VERSION) ->
     if generator_version == GENERATOR_VERSION:
         return DOMAINS[domain].restyled
     if generator_version not in EARLIER_RESTYLED:
-        raise ValueError(f"No record of generator version {generator_version}; expected one of "
-                         f"{sorted([GENERATOR_VERSION, *EARLIER_RESTYLED])}")  # fmt: skip
+        raise ValueError(
+            f"No record of generator version {generator_version}; expected one of "
+            f"{sorted([GENERATOR_VERSION, *EARLIER_RESTYLED])}"
+        )
     return EARLIER_RESTYLED[generator_version][domain]
 
 

@@ -108,8 +108,13 @@ class SegmentationTransform:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def apply(self, image: Image.Image, label: Image.Image | None = None, generator: torch.Generator | None = None,
-              focus: Image.Image | None = None):  # fmt: skip
+    def apply(
+        self,
+        image: Image.Image,
+        label: Image.Image | None = None,
+        generator: torch.Generator | None = None,
+        focus: Image.Image | None = None,
+    ):
         """One sample; `focus` (an optional precomputed map, grayscale 0-255) follows the image's geometry."""
         pixels, labels = to_tensors(image, label)
         if focus is not None:

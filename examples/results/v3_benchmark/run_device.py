@@ -57,8 +57,15 @@ def main():
     def pair_jobs(source, target, seed, methods):
         pair = ["--source", f"synthetic/{source}", "--target", f"synthetic/{target}", "--seed", str(seed)]
         source_job, tag = f"source-{source}-seed{seed}", f"{source}2{target}-seed{seed}"
-        transfer = ["--stage", "transfer", "--source_model", os.path.join(args.output, source_job, "source"), *pair,
-                    "--transfer_steps", str(args.transfer_steps)]  # fmt: skip
+        transfer = [
+            "--stage",
+            "transfer",
+            "--source_model",
+            os.path.join(args.output, source_job, "source"),
+            *pair,
+            "--transfer_steps",
+            str(args.transfer_steps),
+        ]
         jobs = [(f"acte-{tag}", ["--stage", "acte", *pair], ())]
         for method in methods:
             argv, needs = [*transfer, "--method", method], (source_job,)
@@ -79,9 +86,22 @@ def main():
     for seed in range(args.seeds):
         jobs += [job for source, target in PAIRS for job in pair_jobs(source, target, seed, METHODS)]
     for source, target in PAIRS:
-        argv = ["--stage", "transfer", "--method", "finetune", "--target_train_fraction", "1.0", "--source_model",
-                os.path.join(args.output, f"source-{source}-seed0", "source"), "--source", f"synthetic/{source}",
-                "--target", f"synthetic/{target}", "--transfer_steps", str(args.transfer_steps)]  # fmt: skip
+        argv = [
+            "--stage",
+            "transfer",
+            "--method",
+            "finetune",
+            "--target_train_fraction",
+            "1.0",
+            "--source_model",
+            os.path.join(args.output, f"source-{source}-seed0", "source"),
+            "--source",
+            f"synthetic/{source}",
+            "--target",
+            f"synthetic/{target}",
+            "--transfer_steps",
+            str(args.transfer_steps),
+        ]
         jobs.append((f"alltarget-{source}2{target}-seed0", argv, (f"source-{source}-seed0",)))
     jobs += [source_job(source, 0) for source in ("night", "rain")]
     jobs += [job for source, target in OTHER_PAIRS for job in pair_jobs(source, target, 0, ("finetune", "tmt"))]

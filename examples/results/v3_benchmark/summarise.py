@@ -36,11 +36,15 @@ def class_gaps(better: dict, worse: dict, target: str, generator_version: int) -
     mIoU points, and their sums over the target's restyled classes (in that generator version) and over the others
     (together, the mIoU gap)."""
     present = [i for i, v in enumerate(better["per_category_iou"]) if v is not None]
-    gaps = {i: 100 * (better["per_category_iou"][i] - (worse["per_category_iou"][i] or 0)) / len(present)
-            for i in present}  # fmt: skip
+    gaps = {
+        i: 100 * (better["per_category_iou"][i] - (worse["per_category_iou"][i] or 0)) / len(present) for i in present
+    }
     restyled = restyled_classes(target, generator_version)
-    return (gaps, sum(g for i, g in gaps.items() if i in restyled),
-            sum(g for i, g in gaps.items() if i not in restyled))  # fmt: skip
+    return (
+        gaps,
+        sum(g for i, g in gaps.items() if i in restyled),
+        sum(g for i, g in gaps.items() if i not in restyled),
+    )
 
 
 def gain_split(rows, method) -> tuple[float, float]:
@@ -66,8 +70,11 @@ def gain_by_domain_and_map(rows, gains, results, summary, method="tmt") -> list[
         summary[f"{method} - finetune by {side}"] = {
             domain: float(np.mean(v)) for domain, v in sorted(by_domain.items())
         }
-        lines.append(f"{name} − finetune by {side} domain: " + ", ".join(
-            f"{domain} {np.mean(v):+.2f} ({len(v)} runs)" for domain, v in sorted(by_domain.items())) + "\n")  # fmt: skip
+        lines.append(
+            f"{name} − finetune by {side} domain: "
+            + ", ".join(f"{domain} {np.mean(v):+.2f} ({len(v)} runs)" for domain, v in sorted(by_domain.items()))
+            + "\n"
+        )
     paired = []
     for row, gain in zip(rows, gains):
         tag = f"{row['source_domain'].split('/')[1]}2{row['target_domain'].split('/')[1]}-seed{row['seed']}"
@@ -77,8 +84,10 @@ def gain_by_domain_and_map(rows, gains, results, summary, method="tmt") -> list[
     if len(paired) >= 3:
         correlation = float(np.corrcoef(np.array(paired).T)[0, 1])
         summary[f"pearson r (acte auroc, {method} - finetune)"] = {"r": correlation, "runs": len(paired)}
-        lines.append(f"Pearson r between the pair's ACTE focus AUROC (test) and {name} − finetune: {correlation:+.2f} "
-                     f"over {len(paired)} runs with a shifted target\n")  # fmt: skip
+        lines.append(
+            f"Pearson r between the pair's ACTE focus AUROC (test) and {name} − finetune: {correlation:+.2f} "
+            f"over {len(paired)} runs with a shifted target\n"
+        )
     return lines
 
 
@@ -90,22 +99,32 @@ def pair_level(rows, gains, summary, method="tmt") -> list[str]:
     for row, gain in zip(rows, gains):
         by_pair.setdefault((row["source_domain"], row["target_domain"]), {})[row["seed"]] = gain
     seeds = sorted({seed for by_seed in by_pair.values() for seed in by_seed})
-    lines = ["| pair | " + " | ".join(f"Δ seed {seed}" for seed in seeds) + " | mean Δ |",
-             "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
+    lines = [
+        "| pair | " + " | ".join(f"Δ seed {seed}" for seed in seeds) + " | mean Δ |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
     for (source, target), by_seed in sorted(by_pair.items()):
         cells = [f"{by_seed[seed]:+.2f}" if seed in by_seed else "—" for seed in seeds]
-        lines.append(f"| {source.split('/')[1]} → {target.split('/')[1]} | {' | '.join(cells)} "
-                     f"| {np.mean(list(by_seed.values())):+.2f} |")  # fmt: skip
+        lines.append(
+            f"| {source.split('/')[1]} → {target.split('/')[1]} | {' | '.join(cells)} "
+            f"| {np.mean(list(by_seed.values())):+.2f} |"
+        )
     summary[f"{method} - finetune per pair and seed"] = {
         f"{source.split('/')[1]}->{target.split('/')[1]}": {str(seed): gain for seed, gain in sorted(by_seed.items())}
         for (source, target), by_seed in sorted(by_pair.items())
     }
     per_pair = np.array([np.mean(list(by_seed.values())) for by_seed in by_pair.values()])
     low, high = paired_bootstrap(per_pair)
-    summary[f"{method} - finetune, pairs weighted equally"] = {"mean": float(per_pair.mean()), "ci95": [low, high],
-                                                           "pairs": len(per_pair)}  # fmt: skip
-    lines += ["", f"{name} − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
-              f"(bootstrap over {len(per_pair)} pairs)\n"]  # fmt: skip
+    summary[f"{method} - finetune, pairs weighted equally"] = {
+        "mean": float(per_pair.mean()),
+        "ci95": [low, high],
+        "pairs": len(per_pair),
+    }
+    lines += [
+        "",
+        f"{name} − finetune with each pair's seeds averaged: {per_pair.mean():+.2f} [{low:+.2f}, {high:+.2f}] "
+        f"(bootstrap over {len(per_pair)} pairs)\n",
+    ]
     for i, first in enumerate(seeds):
         for second in seeds[i + 1 :]:
             shared = [(g[first], g[second]) for g in by_pair.values() if first in g and second in g]
@@ -115,8 +134,10 @@ def pair_level(rows, gains, summary, method="tmt") -> list[str]:
                     "r": correlation,
                     "pairs": len(shared),
                 }
-                lines.append(f"Pearson r between the per-pair {name} − finetune of seed {first} and seed {second}: "
-                             f"{correlation:+.2f} over {len(shared)} pairs\n")  # fmt: skip
+                lines.append(
+                    f"Pearson r between the per-pair {name} − finetune of seed {first} and seed {second}: "
+                    f"{correlation:+.2f} over {len(shared)} pairs\n"
+                )
     return lines
 
 
@@ -144,7 +165,7 @@ def main(folder):
             [("Quick pairs with finetune and TMT only", QUICK, None, ["finetune", "tmt"])]
             if not any("oracle" in unit or "align_patch" in unit for unit in units.values())
             else []
-        ),  # fmt: skip
+        ),
         *(
             [
                 (
@@ -157,7 +178,7 @@ def main(folder):
             ]
             if not any("tmt" in unit for unit in units.values())
             else []
-        ),  # fmt: skip
+        ),
         *(
             (f"All pairs with finetune and TMT, seed {seed}", None, {seed}, ["finetune", "tmt"])
             for seed in beyond_quick
@@ -171,13 +192,21 @@ def main(folder):
             [("Every pair and seed with TMT's source labels focus-weighted", None, None, focused_methods)]
             if len(focused) > 1
             else []
-        ),  # fmt: skip
+        ),
     ):
-        rows = [{"source_domain": s, "target_domain": t, "seed": seed, "generator_version": unit["generator_version"],
-                 **{m: unit[m] for m in ["source", *methods]}}
-                for (s, t, seed), unit in sorted(units.items()) if all(m in unit for m in methods)
-                and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)
-                and (seeds is None or seed in seeds)]  # fmt: skip
+        rows = [
+            {
+                "source_domain": s,
+                "target_domain": t,
+                "seed": seed,
+                "generator_version": unit["generator_version"],
+                **{m: unit[m] for m in ["source", *methods]},
+            }
+            for (s, t, seed), unit in sorted(units.items())
+            if all(m in unit for m in methods)
+            and (pairs is None or (s.split("/")[1], t.split("/")[1]) in pairs)
+            and (seeds is None or seed in seeds)
+        ]
         if rows:
             wanted = sorted({(r["source_domain"], r["target_domain"]) for r in rows})
             table, summary[title] = summarise(rows, wanted, methods)
@@ -196,13 +225,17 @@ def main(folder):
                 differences = np.array([100 * (r[better]["mean_iou"] - r[worse]["mean_iou"]) for r in rows])
                 low, high = paired_bootstrap(differences)
                 summary[title][f"{better} - {worse}"] = {"mean": float(differences.mean()), "ci95": [low, high]}
-                lines.append(f"{better} − {worse}: {differences.mean():+.2f} [{low:+.2f}, {high:+.2f}] (paired, "
-                             f"{len(rows)} units)\n")  # fmt: skip
+                lines.append(
+                    f"{better} − {worse}: {differences.mean():+.2f} [{low:+.2f}, {high:+.2f}] (paired, "
+                    f"{len(rows)} units)\n"
+                )
             for method in methods[1:]:
                 restyled, other = gain_split(rows, method)
                 summary[title][f"{method} - finetune by class"] = {"restyled": restyled, "other": other}
-                lines.append(f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
-                             f"{other:+.2f} in the others (mean over {len(rows)} units)\n")  # fmt: skip
+                lines.append(
+                    f"{method} − finetune, split by class: {restyled:+.2f} in the restyled classes, "
+                    f"{other:+.2f} in the others (mean over {len(rows)} units)\n"
+                )
             if pairs is None:
                 headline = methods[-1]
                 gains = [100 * (row[headline]["mean_iou"] - row["finetune"]["mean_iou"]) for row in rows]
@@ -215,9 +248,13 @@ def main(folder):
     every_seed = []  # the headroom entries of every (pair, seed)
     for seed in headroom_seeds:
         key = "headroom" if seed == 0 else f"headroom_seed{seed}"
-        headroom = [f"## Headroom (seed {seed}): all the target's labelled images against finetune's few", "",
-                    "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
-                    "gap elsewhere |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        headroom = [
+            f"## Headroom (seed {seed}): all the target's labelled images against finetune's few",
+            "",
+            "| pair | source-only | finetune (labelled images) | all-target | gap | gap in restyled classes | "
+            "gap elsewhere |",
+            "|---|---|---|---|---|---|---|",
+        ]
         summary[key] = {}
         for source, target in QUICK:
             tag = f"{source}2{target}-seed{seed}"
@@ -232,12 +269,18 @@ def main(folder):
             gaps, restyled, _ = class_gaps(full, few, target, generator_version_of(results[f"finetune-{tag}"]))
             gap = 100 * (full["mean_iou"] - few["mean_iou"])
             summary[key][f"{source}->{target}"] = {
-                "source_only": 100 * source_only["mean_iou"], "finetune": 100 * few["mean_iou"],
-                "all_target": 100 * full["mean_iou"], "gap": gap, "gap_restyled": restyled, "labelled_images": count,
+                "source_only": 100 * source_only["mean_iou"],
+                "finetune": 100 * few["mean_iou"],
+                "all_target": 100 * full["mean_iou"],
+                "gap": gap,
+                "gap_restyled": restyled,
+                "labelled_images": count,
                 "per_class_gap": {CITYSCAPES_CLASSES[i]: g for i, g in gaps.items()},
-            }  # fmt: skip
-            headroom.append(f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} ({count}) | "
-                         f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |")  # fmt: skip
+            }
+            headroom.append(
+                f"| {source} → {target} | {100 * source_only['mean_iou']:.2f} | {100 * few['mean_iou']:.2f} ({count}) | "
+                f"{100 * full['mean_iou']:.2f} | {gap:.2f} | {restyled:.2f} | {gap - restyled:.2f} |"
+            )
         every_seed += summary[key].values()
         if summary[key]:
             mean = lambda field: np.mean([h[field] for h in summary[key].values()])  # noqa: E731
@@ -248,28 +291,43 @@ def main(folder):
             for field in ("finetune", "gap", "gap_restyled"):
                 diffs = [summary[key][p][field] - summary["headroom"][p][field] for p in both]
                 if diffs:
-                    lines.append(f"seed {seed} − seed 0, {field}: " + ", ".join(f"{p} {d:+.2f}" for p, d in
-                                 zip(both, diffs)) + f" (mean |difference| {np.mean(np.abs(diffs)):.2f})")  # fmt: skip
+                    lines.append(
+                        f"seed {seed} − seed 0, {field}: "
+                        + ", ".join(f"{p} {d:+.2f}" for p, d in zip(both, diffs))
+                        + f" (mean |difference| {np.mean(np.abs(diffs)):.2f})"
+                    )
             lines.append("")
     if len(headroom_seeds) > 1 and every_seed:
         gaps = np.array([h["gap"] for h in every_seed])
         low, high = paired_bootstrap(gaps)
         restyled = float(np.mean([h["gap_restyled"] for h in every_seed]))
-        summary["headroom_every_seed"] = {"gap": float(gaps.mean()), "ci95": [low, high], "gap_restyled": restyled,
-                                          "units": len(gaps)}  # fmt: skip
-        lines += [f"Headroom over every seed: mean gap {gaps.mean():.2f} [{low:.2f}, {high:.2f}] (paired bootstrap, "
-                  f"{len(gaps)} units), of which {restyled:.2f} in the restyled classes", ""]  # fmt: skip
+        summary["headroom_every_seed"] = {
+            "gap": float(gaps.mean()),
+            "ci95": [low, high],
+            "gap_restyled": restyled,
+            "units": len(gaps),
+        }
+        lines += [
+            f"Headroom over every seed: mean gap {gaps.mean():.2f} [{low:.2f}, {high:.2f}] (paired bootstrap, "
+            f"{len(gaps)} units), of which {restyled:.2f} in the restyled classes",
+            "",
+        ]
 
-    acte_lines = ["## ACTE focus map against the shift mask (held-out scenes)", "",
-                  "| pair | seed | AUROC pooled | AUROC per image |", "|---|---|---|---|"]  # fmt: skip
+    acte_lines = [
+        "## ACTE focus map against the shift mask (held-out scenes)",
+        "",
+        "| pair | seed | AUROC pooled | AUROC per image |",
+        "|---|---|---|---|",
+    ]
     summary["acte"] = {}
     for name in sorted(n for n in results if n.startswith("acte-")):
         acte, tag = results[name]["acte"], name.split("-", 1)[1]
         summary["acte"][tag] = {k: acte[k] for k in ("focus_shift_auroc", "focus_shift_auroc_per_image") if k in acte}
         if "focus_shift_auroc" in acte:
             pair, seed = tag.rsplit("-seed", 1)
-            acte_lines.append(f"| {pair} | {seed} | {acte['focus_shift_auroc']:.3f} | "
-                         f"{acte['focus_shift_auroc_per_image']:.3f} |")  # fmt: skip
+            acte_lines.append(
+                f"| {pair} | {seed} | {acte['focus_shift_auroc']:.3f} | {acte['focus_shift_auroc_per_image']:.3f} |"
+            )
     if summary["acte"]:
         lines += acte_lines
     text = "\n".join(lines)

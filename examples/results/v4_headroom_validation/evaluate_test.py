@@ -41,8 +41,12 @@ def metrics_on(model: str, target: str, split: str, oracle: bool) -> dict:
 def main(runs_folder: str):
     torch.set_num_threads(1)  # shares the machine with the training runs
     check = json.load(open(os.path.join(HERE, "results", "finetune-clear2night-seed0.json")))
-    reproduced = metrics_on(os.path.join(runs_folder, "finetune-clear2night-seed0", "finetune"),
-                            check["args"]["target"], "validation", oracle=False)  # fmt: skip
+    reproduced = metrics_on(
+        os.path.join(runs_folder, "finetune-clear2night-seed0", "finetune"),
+        check["args"]["target"],
+        "validation",
+        oracle=False,
+    )
     difference = 100 * abs(reproduced["mean_iou"] - check["finetune"]["target_val"]["mean_iou"])
     if difference > 0.01:
         raise SystemExit(f"evaluate.py gives {difference:.3f} mIoU points off the committed validation result")
@@ -60,8 +64,9 @@ def main(runs_folder: str):
         results = json.load(open(os.path.join(folder, "results.json")))
         args = results["args"]
         method = "oracle" if kind == "oracle" else "finetune"
-        results[method]["target_val"] = metrics_on(os.path.join(folder, method), args["target"], "test",
-                                                   oracle=kind == "oracle")  # fmt: skip
+        results[method]["target_val"] = metrics_on(
+            os.path.join(folder, method), args["target"], "test", oracle=kind == "oracle"
+        )
         key = (args["source_model"], args["target"])
         if key not in source_only:
             source_only[key] = metrics_on(args["source_model"], args["target"], "test", oracle=False)

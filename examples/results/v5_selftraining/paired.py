@@ -29,8 +29,11 @@ def main():
         unit = f"seed {run_args['seed']}" if args.by == "seed" else f"{run_args['source']} → {run_args['target']}"
         by_unit.setdefault(unit, {}).update(result)
     runs = list(by_unit.values())
-    methods = [m for m in ("source", "finetune", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled")
-               if all(m in r for r in runs)]  # fmt: skip
+    methods = [
+        m
+        for m in ("source", "finetune", "align_patch", "tmt_paper", "selftrain", "tmt", "tmt-shuffled")
+        if all(m in r for r in runs)
+    ]
     miou = {m: np.array([100 * r[m]["target_val"]["mean_iou"] for r in runs]) for m in methods}
     units = list(by_unit)
     first = runs[0]["args"]
