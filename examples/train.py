@@ -96,7 +96,7 @@ def build_parser():
     spaces, size = sorted(LABEL_SPACES), {"type": int, "nargs": 2, "metavar": ("H", "W")}
     add("--stage", choices=["all", "source", "acte", "transfer"], default="all", help="which stage(s) to run")
     add("--method", nargs="+", default=None, help=f"transfer methods (default: {' '.join(DEFAULT_METHODS)})")
-    add("--method_file", default=None, help="a Python file or module registering transfer methods, read first")
+    add("--method_file", default=None, help="a file or module registering methods or datasets, read first")
     # Data.
     add("--source", default="synthetic/clear", help="benchmark name, Hub dataset id or local path")
     add("--target", default="synthetic/night", help="benchmark name, Hub dataset id or local path")

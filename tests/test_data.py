@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -620,3 +621,28 @@ def test_estimate_reports_classes_of_the_label_space(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report["classes"]) == set(IDD_LEVEL1_CLASSES)  # the fixture's labels hold all 7
     assert sum(row["pixels"] for row in report["classes"].values()) == 2 * (24 * 32 - 3)  # 255 left out
+
+
+def test_the_custom_dataset_example_reads_its_layout(tmp_path, monkeypatch):
+    """examples/custom_dataset.py: drives as groups, its ids mapped into train ids, an id outside its set named."""
+    import importlib.util
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "custom_dataset.py"
+    spec = importlib.util.spec_from_file_location("custom_dataset", example)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    monkeypatch.setitem(BENCHMARKS, "mine", BENCHMARKS["mine"])  # removed again after the test
+    raw = np.zeros((8, 12), dtype=np.uint8)
+    raw[:4], raw[4:, :6] = 1, 2  # road above, a car below left, void below right
+    for drive, frames in {"drive_a": 2, "drive_b": 3}.items():
+        (tmp_path / "train" / drive).mkdir(parents=True)
+        for frame in range(frames):
+            Image.new("RGB", (12, 8), (90, 90, 90)).save(tmp_path / "train" / drive / f"f{frame}.jpg")
+            Image.fromarray(raw).save(tmp_path / "train" / drive / f"f{frame}_ids.png")
+    train = load_domain("mine", "train", data_dir=str(tmp_path))
+    assert len(train) == 5 and train["group"] == ["drive_a"] * 2 + ["drive_b"] * 3
+    label = np.asarray(train[0]["label"])
+    assert (label[:4] == 0).all() and (label[4:, :6] == 13).all() and (label[4:, 6:] == 255).all()
+    raw[0, 0] = 3
+    Image.fromarray(raw).save(tmp_path / "train" / "drive_b" / "f2_ids.png")
+    with pytest.raises(ValueError, match=r"f2_ids\.png"):
+        load_domain("mine", "train", data_dir=str(tmp_path))

@@ -2,18 +2,16 @@
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from tmt_hf import TMTConfig, TMTForSemanticSegmentation
 from tmt_hf.hub import acte_repo_id
-from tmt_hf.methods import TRANSFER_METHODS, FineTune, TransferContext, get_method, register_method
+from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
 from tmt_hf.optimization import warmup_cosine_schedule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,23 +37,8 @@ TINY = [
 ]
 
 
-@register_method
-@dataclass
-class FineTuneSmoothed(FineTune):
-    """The README's example: fine-tuning with label smoothing, registered from a module of the user's."""
-
-    name = "finetune_smoothed"
-    description = "a segmenter fine-tuned with label smoothing"
-    label_smoothing: float = 0.1
-
-    def loss(self, model, batch, auxiliary=None):
-        logits = model(pixel_values=batch["pixel_values"]).logits
-        logits = F.interpolate(logits, size=batch["labels"].shape[-2:], mode="bilinear")
-        loss = F.cross_entropy(logits, batch["labels"], ignore_index=255, label_smoothing=self.label_smoothing)
-        return loss, {"loss": loss.item()}
-
-
 def test_a_users_method_trains_through_the_runner(tmp_path, monkeypatch):
+    """examples/custom_method.py, the README's example, registered by --method_file."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     import train
@@ -68,6 +51,8 @@ def test_a_users_method_trains_through_the_runner(tmp_path, monkeypatch):
             "--method",
             "finetune",
             "finetune_smoothed",
+            "--method_file",
+            str(REPO / "examples" / "custom_method.py"),
             "--output_dir",
             str(output),
             "--acte_steps",
