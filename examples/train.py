@@ -369,7 +369,15 @@ def eval_loader(dataset, args):
         SegmentationTransform(train=False, size=size, image_mean=args.image_mean, image_std=args.image_std)
     )
     batch_size = 2 * args.batch_size if resized else 1
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **worker_settings(args))
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_index, **worker_settings(args))
+
+
+def collate_with_index(examples):
+    """`collate`, keeping the rows' `sample_index` where they have one (evaluation scores groups of rows by it)."""
+    batch = collate(examples)
+    if "sample_index" in examples[0]:
+        batch["sample_index"] = torch.tensor([example["sample_index"] for example in examples])
+    return batch
 
 
 def worker_settings(args, persistent=False):
@@ -488,7 +496,7 @@ def run(args, methods=None, choose_labelled_rows=None, recipe=None):
     with accelerator.main_process_first():
         target_eval = load_split(args.target, args.target_eval_split, args.num_eval, args)
         source_eval = domain_split(args.source, args.eval_split, args.num_eval, args)
-    # A target of several conditions (acdc) is also scored on each condition's frames.
+    # A target of several conditions (acdc) is also scored on each condition's frames, in the same pass.
     conditions = group_rows(target_eval, "condition") if "condition" in target_eval.column_names else {}
     target_eval = indexed(target_eval.select_columns(["image", "label"]))
     widget_image = target_eval[0]["image"]  # the model cards' widget example
@@ -497,9 +505,6 @@ def run(args, methods=None, choose_labelled_rows=None, recipe=None):
     source_classes = labelled_classes(args.source, args.label_space) or present_classes(source_eval)
     target_eval_loader = accelerator.prepare(eval_loader(target_eval, args))
     source_eval_loader = accelerator.prepare(eval_loader(source_eval, args))
-    conditions = {
-        name: accelerator.prepare(eval_loader(target_eval.select(rows), args)) for name, rows in conditions.items()
-    }
     windows = {"mode": "slide" if args.eval_mode == "slide" else "whole", "crop_size": args.eval_crop}
     windows["stride"] = args.eval_stride
     resolution = f"{args.image_size[0]}x{args.image_size[1]}" if args.eval_mode == "resized" else "native"
@@ -507,12 +512,11 @@ def run(args, methods=None, choose_labelled_rows=None, recipe=None):
         resolution += f", windows {args.eval_crop} every {args.eval_stride}"
 
     def evaluate_target(model, loader=target_eval_loader):
-        metrics = evaluate_segmenter(model, loader, accelerator, num_labels, target_classes, **windows)
-        if conditions and loader is target_eval_loader:
-            metrics["per_condition_mean_iou"] = {
-                name: evaluate_segmenter(model, rows, accelerator, num_labels, target_classes, **windows)["mean_iou"]
-                for name, rows in conditions.items()
-            }
+        metrics = evaluate_segmenter(
+            model, loader, accelerator, num_labels, target_classes, **windows, groups=conditions
+        )
+        if "per_group_mean_iou" in metrics:
+            metrics["per_condition_mean_iou"] = metrics.pop("per_group_mean_iou")
         return metrics | {"split": args.target_eval_split, "resolution": resolution}
 
     def evaluate_source(model):
@@ -658,7 +662,7 @@ def run(args, methods=None, choose_labelled_rows=None, recipe=None):
                 if method.uses_focus_map:
                     context.acte = ACTEModel.from_pretrained(acte_dir) if os.path.isdir(acte_dir) else None
                     train_data, auxiliary, evaluation = method.add_focus_maps(
-                        train_data, auxiliary, target_eval.select_columns(["image", "label"]), context
+                        train_data, auxiliary, target_eval.select_columns(["image", "label", "sample_index"]), context
                     )
                 method_eval_loader = target_eval_loader
                 if evaluation is not None:

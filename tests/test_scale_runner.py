@@ -257,7 +257,10 @@ def test_acdc_target_is_also_scored_per_condition_from_a_resized_cache(train, tm
     results = train.main(
         [
             "--stage",
-            "source",
+            "all",
+            "--method",
+            "finetune",
+            "tmt_paper",
             "--source",
             "acdc/fog",
             "--target",
@@ -273,8 +276,10 @@ def test_acdc_target_is_also_scored_per_condition_from_a_resized_cache(train, tm
             "2",
         ]
     )
-    per_condition = results["source"]["target_val"]["per_condition_mean_iou"]
-    assert set(per_condition) == {"fog", "night", "rain", "snow"} and all(0 <= v <= 1 for v in per_condition.values())
+    for model in ("source", "finetune", "tmt_paper"):  # tmt_paper's evaluation batches carry ACTE's maps too
+        per_condition = results[model]["target_val"]["per_condition_mean_iou"]
+        assert set(per_condition) == {"fog", "night", "rain", "snow"}
+        assert all(0 <= v <= 1 for v in per_condition.values())
 
 
 TEACHER_CHECKSUM = '''
@@ -326,3 +331,36 @@ def test_every_method_runs_on_two_processes_with_one_teacher(base, tmp_path, mon
     assert all(torch.equal(teachers[0][key], teachers[1][key]) for key in teachers[0])  # after the last step
     student = weights(tmp_path / "ddp" / "selftrain_reporting")
     assert any(not torch.equal(teachers[0][key], student[key]) for key in student)  # a teacher, not the student
+
+
+def test_groups_are_scored_in_the_same_pass_as_scoring_each_alone():
+    from accelerate import Accelerator
+    from conftest import tiny_tmt_config
+
+    from tmt_hf import TMTForSemanticSegmentation
+    from tmt_hf.training import evaluate_segmenter
+
+    torch.manual_seed(0)
+    config = tiny_tmt_config()
+    model = TMTForSemanticSegmentation(config)
+    size = (config.image_size, config.image_size)
+    pixels, labels = torch.randn(5, 3, *size), torch.randint(config.num_labels, (5, *size))
+    labels[1, :4] = 255
+
+    def batches(rows, batch_size=2):
+        return [
+            {"pixel_values": pixels[rows[i : i + batch_size]], "labels": labels[rows[i : i + batch_size]]}
+            | {"sample_index": torch.tensor(rows[i : i + batch_size])}
+            for i in range(0, len(rows), batch_size)
+        ]
+
+    accelerator, groups = Accelerator(cpu=True), {"a": [0, 2, 3], "b": [1, 4]}
+    together = evaluate_segmenter(model, batches([0, 1, 2, 3, 4]), accelerator, config.num_labels, groups=groups)
+    for name, rows in groups.items():
+        alone = evaluate_segmenter(model, batches(rows), accelerator, config.num_labels)
+        assert together["per_group_mean_iou"][name] == pytest.approx(alone["mean_iou"], abs=1e-12)
+    assert (
+        together["mean_iou"]
+        == evaluate_segmenter(model, batches([0, 1, 2, 3, 4]), accelerator, config.num_labels)["mean_iou"]
+    )
+    assert together["per_group_mean_iou"]["a"] != together["per_group_mean_iou"]["b"]

@@ -107,27 +107,46 @@ def auxiliary_draw(auxiliary, transform, counts, accelerator):
 
 
 @torch.no_grad()
-def evaluate_segmenter(model, loader, accelerator, num_labels, classes=None, mode="whole", crop_size=None, stride=None):
+def evaluate_segmenter(
+    model, loader, accelerator, num_labels, classes=None, mode="whole", crop_size=None, stride=None, groups=None
+):
     """
     mIoU of a segmenter over `classes` (default: every class present), fed the batches' `focus` maps where the loader
     has them, on each image whole or in sliding windows (`tmt_hf.inference.segment_logits`'s `mode`, `crop_size`,
-    `stride`); predictions and labels are gathered across processes once per pixel.
+    `stride`); predictions and labels are gathered across processes once per pixel. `groups` (a name -> the
+    `sample_index` values of its rows, e.g. ACDC's conditions; the batches then carry `sample_index`) are scored each
+    on its own in the same pass, as `per_group_mean_iou`.
     """
     model.eval()
     metric = MeanIoU(num_labels, classes=classes)
+    group_metrics = {name: MeanIoU(num_labels, classes=classes) for name in groups or {}}
+    group_of = {int(index): name for name, indices in (groups or {}).items() for index in indices}
     for batch in loader:
         logits = segment_logits(model, batch["pixel_values"], mode, crop_size, stride, batch.get("focus"))
-        predictions, references = accelerator.gather_for_metrics((logits.argmax(dim=1), batch["labels"]))
+        predictions, references = logits.argmax(dim=1), batch["labels"]
+        if groups:
+            predictions, references, indices = accelerator.gather_for_metrics(
+                (predictions, references, batch["sample_index"])
+            )
+            for name, group_metric in group_metrics.items():
+                rows = [row for row, index in enumerate(indices.tolist()) if group_of.get(index) == name]
+                if rows:
+                    group_metric.update(predictions[rows], references[rows])
+        else:
+            predictions, references = accelerator.gather_for_metrics((predictions, references))
         metric.update(predictions, references)
     model.train()
     result = metric.compute()
-    return {
+    metrics = {
         "mean_iou": result["mean_iou"],
         "mean_accuracy": result["mean_accuracy"],
         "overall_accuracy": result["overall_accuracy"],
         "classes": classes,
         "per_category_iou": [None if math.isnan(v) else float(v) for v in result["per_category_iou"]],
     }
+    if groups:
+        metrics["per_group_mean_iou"] = {name: m.compute()["mean_iou"] for name, m in group_metrics.items()}
+    return metrics
 
 
 @torch.no_grad()
