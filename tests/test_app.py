@@ -50,14 +50,8 @@ def test_app_runs_an_example_in_headless_chromium(tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *"--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run".split(),
+        *"--disable-background-networking --disable-component-update --disable-sync".split(),
         f"--user-data-dir={tmp_path / 'chromium'}",
         "--window-size=1400,1100",
     ):

@@ -10,30 +10,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-TINY_TRAIN = [
-    "--image_size",
-    "64",
-    "128",
-    "--crop_size",
-    "64",
-    "128",
-    "--num_source_train",
-    "8",
-    "--num_target_unlabeled",
-    "8",
-    "--num_eval",
-    "4",
-    "--target_train_samples",
-    "4",
-    "--source_steps",
-    "2",
-    "--acte_steps",
-    "2",
-    "--transfer_steps",
-    "2",
-    "--batch_size",
-    "4",
-]
+TINY_TRAIN = "--image_size 64 128 --crop_size 64 128 --num_source_train 8 --num_target_unlabeled 8 --num_eval 4".split()
+TINY_TRAIN += "--target_train_samples 4 --source_steps 2 --acte_steps 2 --transfer_steps 2 --batch_size 4".split()
 
 
 def run(script, *args):
@@ -50,22 +28,8 @@ def run(script, *args):
 
 
 def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
-    args = [
-        "--pairs",
-        "synthetic/clear:synthetic/fog",
-        "--seeds",
-        "2",
-        "--workers",
-        "2",
-        "--output_dir",
-        str(tmp_path),
-        "--methods",
-        "tmt_paper",
-        "tmt",
-        "oracle",
-        "--",
-        *TINY_TRAIN,
-    ]
+    args = "--pairs synthetic/clear:synthetic/fog --seeds 2 --workers 2".split()
+    args += ["--output_dir", str(tmp_path), *"--methods tmt_paper tmt oracle --".split(), *TINY_TRAIN]
     out = run("research/benchmark.py", *args)
     runs = json.loads((tmp_path / "benchmark.json").read_text())
     assert sorted(r["seed"] for r in runs) == [0, 1] and {r["source_domain"] for r in runs} == {"synthetic/clear"}
@@ -87,23 +51,8 @@ def test_accuracy_benchmark_writes_json_table_and_plot(tmp_path):
 
 
 def test_speed_benchmark_reports_ratios(tmp_path):
-    run(
-        "research/benchmark_speed.py",
-        "--preset",
-        "tiny",
-        "--size",
-        "64",
-        "--batch_sizes",
-        "1",
-        "--repeats",
-        "1",
-        "--skip_memory",
-        "--clustering_sizes",
-        "8",
-        "16",
-        "--output",
-        str(tmp_path / "speed.json"),
-    )
+    args = "--preset tiny --size 64 --batch_sizes 1 --repeats 1 --skip_memory --clustering_sizes 8 16".split()
+    run("research/benchmark_speed.py", *args, "--output", str(tmp_path / "speed.json"))
     report = json.loads((tmp_path / "speed.json").read_text())
     forward = report["results"]["batch_1"]["forward"]
     assert set(forward) == {"vit", "tmt_no_map", "tmt_map", "tmt_acte"} and forward["vit"]["ratio_to_vit"] == 1.0
@@ -111,23 +60,8 @@ def test_speed_benchmark_reports_ratios(tmp_path):
 
 
 def test_acte_benchmark_reports_three_figures(tmp_path):
-    run(
-        "research/benchmark_acte.py",
-        "--steps",
-        "2",
-        "--num_train",
-        "4",
-        "--num_eval",
-        "4",
-        "--image_size",
-        "64",
-        "128",
-        "--targets",
-        "synthetic/night",
-        "synthetic/autumn",
-        "--output",
-        str(tmp_path / "acte.json"),
-    )
+    args = "--steps 2 --num_train 4 --num_eval 4 --image_size 64 128 --targets synthetic/night synthetic/autumn".split()
+    run("research/benchmark_acte.py", *args, "--output", str(tmp_path / "acte.json"))
     reports = json.loads((tmp_path / "acte.json").read_text())
     assert [r["target"] for r in reports] == ["synthetic/night", "synthetic/autumn"]
     for report in reports:
@@ -142,24 +76,8 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
             e["auroc_vs_all_unshifted"] is None or 0 <= e["auroc_vs_all_unshifted"] <= 1 for e in by_class.values()
         )
     # A second seed: the by-variant report averages the two runs of each pair.
-    run(
-        "research/benchmark_acte.py",
-        "--steps",
-        "2",
-        "--num_train",
-        "4",
-        "--num_eval",
-        "4",
-        "--image_size",
-        "64",
-        "128",
-        "--targets",
-        "synthetic/night",
-        "--seed",
-        "1",
-        "--output",
-        str(tmp_path / "acte_seed1.json"),
-    )
+    args = "--steps 2 --num_train 4 --num_eval 4 --image_size 64 128 --targets synthetic/night --seed 1".split()
+    run("research/benchmark_acte.py", *args, "--output", str(tmp_path / "acte_seed1.json"))
     second = json.loads((tmp_path / "acte_seed1.json").read_text())[0]
     assert (second["seed"], second["steps"]) == (1, 2)
     table = run(
@@ -180,39 +98,16 @@ def test_acte_benchmark_reports_three_figures(tmp_path):
 
 
 def test_acte_benchmark_stops_on_the_monitor_accuracy(tmp_path):
-    tiny = [
-        "--steps",
-        "6",
-        "--num_train",
-        "4",
-        "--num_monitor",
-        "4",
-        "--num_eval",
-        "4",
-        "--image_size",
-        "64",
-        "128",
-        "--targets",
-        "synthetic/night",
-        "--monitor_every",
-        "2",
-    ]
+    tiny = "--steps 6 --num_train 4 --num_monitor 4 --num_eval 4".split()
+    tiny += "--image_size 64 128 --targets synthetic/night --monitor_every 2".split()
     run("research/benchmark_acte.py", *tiny, "--output", str(tmp_path / "full.json"))
     full = json.loads((tmp_path / "full.json").read_text())[0]
     assert full["steps"] == 6 and [entry["step"] for entry in full["trajectory"]] == [2, 4, 6]
     assert full["trajectory"][-1]["focus_auroc"]["pooled"] == full["shift_auroc"]["default"]["focus pooled"]
     # Every accuracy reaches 0: the run stops at the first monitored step from --min_steps on, as the same
     # training's prefix (so a rule applied to a recorded trajectory gives the ACTE that stopping would have given).
-    run(
-        "research/benchmark_acte.py",
-        *tiny,
-        "--stop_accuracy",
-        "0",
-        "--min_steps",
-        "3",
-        "--output",
-        str(tmp_path / "stop.json"),
-    )
+    stopping = "--stop_accuracy 0 --min_steps 3".split()
+    run("research/benchmark_acte.py", *tiny, *stopping, "--output", str(tmp_path / "stop.json"))
     stopped = json.loads((tmp_path / "stop.json").read_text())[0]
     assert stopped["steps"] == 4 and stopped["trajectory"] == full["trajectory"][:2]
     assert stopped["shift_auroc"]["default"]["focus pooled"] == full["trajectory"][1]["focus_auroc"]["pooled"]
@@ -299,51 +194,17 @@ def test_acte_report_by_class_averages_runs(tmp_path):
 def test_error_auroc_scores_every_map_against_the_source_models_errors(tmp_path):
     from transformers import ViTConfig, ViTModel
 
-    train = [
-        sys.executable,
-        str(REPO / "examples" / "train.py"),
-        "--output_dir",
-        str(tmp_path / "run"),
-        *TINY_TRAIN,
-        "--source",
-        "synthetic/clear",
-        "--target",
-        "synthetic/night",
-        "--method",
-        "finetune",
-    ]
+    train = [sys.executable, str(REPO / "examples" / "train.py"), "--output_dir", str(tmp_path / "run"), *TINY_TRAIN]
+    train += "--source synthetic/clear --target synthetic/night --method finetune".split()
     result = subprocess.run(train, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     vit_config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     ViTModel(vit_config).save_pretrained(tmp_path / "vit")
-    run(
-        "research/acte_error_auroc.py",
-        "--source_model",
-        str(tmp_path / "run" / "source"),
-        "--acte_model",
-        str(tmp_path / "run" / "acte"),
-        "--features_model",
-        str(tmp_path / "vit"),
-        "--source",
-        "synthetic/clear",
-        "--target",
-        "synthetic/night",
-        "--num_source_train",
-        "8",
-        "--num_target_unlabeled",
-        "8",
-        "--num_eval",
-        "4",
-        "--image_size",
-        "64",
-        "128",
-        "--steps",
-        "2",
-        "--batch_size",
-        "4",
-        "--output",
-        str(tmp_path / "auroc.json"),
-    )
+    args = ["--source_model", str(tmp_path / "run" / "source"), "--acte_model", str(tmp_path / "run" / "acte")]
+    args += ["--features_model", str(tmp_path / "vit"), *"--source synthetic/clear --target synthetic/night".split()]
+    args += "--num_source_train 8 --num_target_unlabeled 8 --num_eval 4 --image_size 64 128".split()
+    args += [*"--steps 2 --batch_size 4".split(), "--output", str(tmp_path / "auroc.json")]
+    run("research/acte_error_auroc.py", *args)
     report = json.loads((tmp_path / "auroc.json").read_text())
     source = json.loads((tmp_path / "run" / "results.json").read_text())["source"]["target_val"]
     # Its errors are the source model's as train.py scores them on the same images.

@@ -605,18 +605,8 @@ def test_estimate_reports_classes_of_the_label_space(tmp_path, capsys):
     TMTImageProcessor(size={"height": 24, "width": 32}).save_pretrained(tmp_path / "acte")  # the fixture's size
     write_idd_lite(tmp_path / "idd", {"validation": {"40": 2}})
     cli_main(
-        [
-            "estimate",
-            "--acte",
-            str(tmp_path / "acte"),
-            "--data",
-            "idd-lite",
-            "--data_dir",
-            str(tmp_path / "idd"),
-            "--label_space",
-            "idd_level1",
-            "--json",
-        ]
+        ["estimate", "--acte", str(tmp_path / "acte"), "--data", "idd-lite", "--data_dir", str(tmp_path / "idd")]
+        + "--label_space idd_level1 --json".split()
     )
     report = json.loads(capsys.readouterr().out)
     assert set(report["classes"]) == set(IDD_LEVEL1_CLASSES)  # the fixture's labels hold all 7

@@ -15,26 +15,8 @@ from tmt_hf.methods import TRANSFER_METHODS, TransferContext, get_method
 from tmt_hf.optimization import warmup_cosine_schedule
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "--image_size",
-    "64",
-    "128",
-    "--crop_size",
-    "64",
-    "128",
-    "--num_source_train",
-    "8",
-    "--num_eval",
-    "4",
-    "--target_train_samples",
-    "4",
-    "--source_steps",
-    "2",
-    "--transfer_steps",
-    "2",
-    "--batch_size",
-    "4",
-]
+TINY = "--image_size 64 128 --crop_size 64 128 --num_source_train 8 --num_eval 4".split()
+TINY += "--target_train_samples 4 --source_steps 2 --transfer_steps 2 --batch_size 4".split()
 
 
 def test_a_users_method_trains_through_the_runner(tmp_path, monkeypatch):
@@ -45,20 +27,9 @@ def test_a_users_method_trains_through_the_runner(tmp_path, monkeypatch):
 
     output = tmp_path / "run"
     results = train.main(
-        [
-            "--stage",
-            "all",
-            "--method",
-            "finetune",
-            "finetune_smoothed",
-            "--method_file",
-            str(REPO / "examples" / "custom_method.py"),
-            "--output_dir",
-            str(output),
-            "--acte_steps",
-            "1",
-            *TINY,
-        ]
+        "--stage all --method finetune finetune_smoothed".split()
+        + ["--method_file", str(REPO / "examples" / "custom_method.py"), "--output_dir", str(output)]
+        + ["--acte_steps", "1", *TINY]
     )
     assert {"finetune", "finetune_smoothed"} <= set(results)
     smoothed = load_file(output / "finetune_smoothed" / "model.safetensors")
@@ -78,14 +49,8 @@ def test_method_file_registers_before_method_is_checked(tmp_path, monkeypatch):
         "@register_method\n@dataclass\nclass Mine(FineTune):\n    name = 'mine_from_file'\n"
     )
     args = train.parse_args(
-        [
-            "--method",
-            "mine_from_file",
-            "--method_file",
-            str(tmp_path / "mine.py"),
-            "--output_dir",
-            str(tmp_path / "out"),
-        ]
+        ["--method", "mine_from_file", "--method_file", str(tmp_path / "mine.py")]
+        + ["--output_dir", str(tmp_path / "out")]
     )
     assert args.method == ["mine_from_file"] and type(get_method("mine_from_file")).__name__ == "Mine"
     TRANSFER_METHODS.pop("mine_from_file")
@@ -143,19 +108,8 @@ def test_the_research_entry_records_its_arms_in_results(tmp_path, monkeypatch):
     import train_variants
 
     args = train_variants.parse_args(
-        [
-            "--method",
-            "tmt",
-            "selftrain",
-            "--focus_map",
-            "shuffled",
-            "--tmt_parts",
-            "trust",
-            "--mask_ratio",
-            "0.25",
-            "--output_dir",
-            str(tmp_path),
-        ]
+        "--method tmt selftrain --focus_map shuffled --tmt_parts trust --mask_ratio 0.25".split()
+        + ["--output_dir", str(tmp_path)]
     )
     tmt, selftrain = train_variants.build_methods(args)
     assert (tmt.name, selftrain.name) == ("tmt-shuffled", "selftrain")

@@ -14,30 +14,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "tests" / "fixtures" / "runner_metrics.json").read_text())
-TINY = [
-    "--image_size",
-    "64",
-    "128",
-    "--crop_size",
-    "64",
-    "128",
-    "--num_source_train",
-    "16",
-    "--num_target_unlabeled",
-    "8",
-    "--num_eval",
-    "8",
-    "--target_train_samples",
-    "8",
-    "--source_steps",
-    "4",
-    "--acte_steps",
-    "3",
-    "--transfer_steps",
-    "3",
-    "--batch_size",
-    "4",
-]
+TINY = "--image_size 64 128 --crop_size 64 128 --num_source_train 16 --num_target_unlabeled 8 --num_eval 8".split()
+TINY += "--target_train_samples 8 --source_steps 4 --acte_steps 3 --transfer_steps 3 --batch_size 4".split()
 ARMS = {
     "methods": ["--method", "finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt"],
     "shuffled": ["--method", "finetune_tma", "tmt_paper", "tmt", "--focus_map", "shuffled"],
@@ -75,14 +53,8 @@ def base(research_entry, tmp_path_factory):
 
 def test_every_arm_reproduces_the_single_file_runner(research_entry, base, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    flags = [
-        "--stage",
-        "transfer",
-        "--source_model",
-        str(base / "base" / "source"),
-        "--acte_model",
-        str(base / "base" / "acte"),
-    ]
+    flags = ["--stage", "transfer", "--source_model", str(base / "base" / "source")]
+    flags += ["--acte_model", str(base / "base" / "acte")]
     mismatches = []
     for arm, argv in ARMS.items():
         results = research_entry.main([*TINY, *flags, "--output_dir", str(base / arm), *argv])

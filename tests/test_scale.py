@@ -250,20 +250,7 @@ def test_predict_slides_over_an_image_at_its_own_size(cityscapes_model, tmp_path
     image = tmp_path / "frame.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)).save(image)
     predict = ["predict", str(image), "--model", str(cityscapes_model), "--out", str(tmp_path / "out")]
-    cli_main(
-        [
-            *predict,
-            "--native_resolution",
-            "--eval_mode",
-            "slide",
-            "--eval_crop",
-            "64",
-            "64",
-            "--eval_stride",
-            "48",
-            "48",
-        ]
-    )
+    cli_main([*predict, *"--native_resolution --eval_mode slide --eval_crop 64 64 --eval_stride 48 48".split()])
     for name in ("frame_segmentation.png", "frame_focus.png"):
         assert Image.open(tmp_path / "out" / name).size == (150, 90)
     with pytest.raises(SystemExit, match="would leave gaps"):

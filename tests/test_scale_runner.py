@@ -14,53 +14,17 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "examples" / "train.py")
-TINY = [
-    "--image_size",
-    "64",
-    "128",
-    "--crop_size",
-    "64",
-    "128",
-    "--num_source_train",
-    "16",
-    "--num_target_unlabeled",
-    "8",
-    "--num_eval",
-    "8",
-    "--target_train_samples",
-    "8",
-    "--source_steps",
-    "4",
-    "--acte_steps",
-    "3",
-    "--transfer_steps",
-    "3",
-    "--batch_size",
-    "4",
-    "--dataloader_num_workers",
-    "0",
-]
+TINY = "--image_size 64 128 --crop_size 64 128 --num_source_train 16".split()
+TINY += "--num_target_unlabeled 8 --num_eval 8 --target_train_samples 8 --source_steps 4".split()
+TINY += "--acte_steps 3 --transfer_steps 3 --batch_size 4 --dataloader_num_workers 0".split()
 METHODS = ["finetune", "finetune_tma", "align_patch", "tmt_paper", "selftrain", "tmt"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
 def launch(args, num_processes=1, mixed_precision="no"):
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        str(num_processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        mixed_precision,
-        "--dynamo_backend",
-        "no",
-        *(["--multi_gpu"] if num_processes > 1 else []),
-        TRAIN,
-        *args,
-    ]  # with ACCELERATE_USE_CPU: gloo
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    command += ["--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
+    command += [*(["--multi_gpu"] if num_processes > 1 else []), TRAIN, *args]  # with ACCELERATE_USE_CPU: gloo
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=ENV, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
@@ -85,18 +49,8 @@ def base(tmp_path_factory):
 
 
 def transfer(base, output, *args):
-    return [
-        "--stage",
-        "transfer",
-        "--source_model",
-        str(base / "source"),
-        "--acte_model",
-        str(base / "acte"),
-        "--output_dir",
-        str(output),
-        *TINY,
-        *args,
-    ]
+    flags = ["--stage", "transfer", "--source_model", str(base / "source"), "--acte_model", str(base / "acte")]
+    return [*flags, "--output_dir", str(output), *TINY, *args]
 
 
 def weights(folder):
@@ -109,17 +63,8 @@ def test_data_loader_workers_give_the_same_weights(train, tmp_path, monkeypatch)
     for workers in ("0", "2"):  # 8 steps over 4 batches: two epochs, so persistent workers must see the second
         output = tmp_path / f"workers{workers}"
         train.main(
-            [
-                "--stage",
-                "source",
-                "--output_dir",
-                str(output),
-                *TINY,
-                "--source_steps",
-                "8",
-                "--dataloader_num_workers",
-                workers,
-            ]
+            ["--stage", "source", "--output_dir", str(output), *TINY]
+            + ["--source_steps", "8", "--dataloader_num_workers", workers]
         )
         runs[workers] = weights(output / "source")
     assert all(torch.equal(runs["0"][key], runs["2"][key]) for key in runs["0"])
@@ -200,24 +145,8 @@ def test_evaluation_modes_agree_where_they_must(train, base, tmp_path, monkeypat
     assert scores["resized"]["resolution"] == "64x128" and scores["whole"]["resolution"] == "native"
     assert scores["slide"]["split"] == "validation" and "windows (64, 128)" in scores["slide"]["resolution"]
     # Overlapping windows are another evaluation, still a valid one.
-    results = train.main(
-        transfer(
-            base,
-            tmp_path / "overlap",
-            "--method",
-            "finetune",
-            "--transfer_steps",
-            "1",
-            "--eval_mode",
-            "slide",
-            "--eval_crop",
-            "48",
-            "96",
-            "--eval_stride",
-            "16",
-            "32",
-        )
-    )
+    slide = "--eval_mode slide --eval_crop 48 96 --eval_stride 16 32".split()
+    results = train.main(transfer(base, tmp_path / "overlap", "--method", "finetune", "--transfer_steps", "1", *slide))
     assert 0 < results["finetune"]["target_val"]["mean_iou"] <= 1
     with pytest.raises(SystemExit):
         train.parse_args(["--eval_crop", "48", "96", "--output_dir", str(tmp_path / "x")])  # not for resized
@@ -235,46 +164,16 @@ def test_acdc_target_is_also_scored_per_condition_from_a_resized_cache(train, tm
     }
     write_acdc(tmp_path / "acdc", frames)
     results = train.main(
-        [
-            "--stage",
-            "source",
-            "--source",
-            "acdc",
-            "--target",
-            "acdc/night",
-            "--data_dir",
-            str(tmp_path / "acdc"),
-            "--output_dir",
-            str(tmp_path / "out"),
-            *TINY,
-            "--resized_cache",
-            "--source_steps",
-            "2",
-        ]
+        "--stage source --source acdc --target acdc/night".split()
+        + ["--data_dir", str(tmp_path / "acdc"), "--output_dir", str(tmp_path / "out"), *TINY]
+        + "--resized_cache --source_steps 2".split()
     )
     assert 0 <= results["source"]["target_val"]["mean_iou"] <= 1
     assert list((tmp_path / "cache" / "tmt-hf-resized").glob("64x128-*.arrow"))  # training frames cached at 64x128
     results = train.main(
-        [
-            "--stage",
-            "all",
-            "--method",
-            "finetune",
-            "tmt_paper",
-            "--source",
-            "acdc/fog",
-            "--target",
-            "acdc",
-            "--data_dir",
-            str(tmp_path / "acdc"),
-            "--output_dir",
-            str(tmp_path / "all"),
-            *TINY,
-            "--source_steps",
-            "2",
-            "--batch_size",
-            "2",
-        ]
+        "--stage all --method finetune tmt_paper --source acdc/fog --target acdc".split()
+        + ["--data_dir", str(tmp_path / "acdc"), "--output_dir", str(tmp_path / "all"), *TINY]
+        + "--source_steps 2 --batch_size 2".split()
     )
     for model in ("source", "finetune", "tmt_paper"):  # tmt_paper's evaluation batches carry ACTE's maps too
         per_condition = results[model]["target_val"]["per_condition_mean_iou"]
@@ -311,20 +210,8 @@ class SelfTrainReporting(SelfTrain):
 def test_every_method_runs_on_two_processes_with_one_teacher(base, tmp_path, monkeypatch):
     (tmp_path / "reporting.py").write_text(TEACHER_CHECKSUM)
     monkeypatch.setitem(ENV, "TEACHER_DIR", str(tmp_path))
-    launch(
-        transfer(
-            base,
-            tmp_path / "ddp",
-            "--method",
-            *METHODS,
-            "selftrain_reporting",
-            "--method_file",
-            str(tmp_path / "reporting.py"),
-            "--batch_size",
-            "2",
-        ),
-        num_processes=2,
-    )
+    flags = ["--method", *METHODS, "selftrain_reporting", "--method_file", str(tmp_path / "reporting.py")]
+    launch(transfer(base, tmp_path / "ddp", *flags, "--batch_size", "2"), num_processes=2)
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert all(0 < results[m]["target_val"]["mean_iou"] <= 1 for m in METHODS)
     teachers = [torch.load(tmp_path / f"teacher_rank{rank}.pt") for rank in (0, 1)]

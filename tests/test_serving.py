@@ -101,9 +101,7 @@ def test_cli_predict_maps_estimate(model_dirs, tmp_path):
     )
     assert Image.open(tmp_path / "maps.png").width > 500
 
-    out = cli(
-        "estimate", "--acte", str(model_dirs / "acte"), "--data", "synthetic/night", "--num_samples", "4", "--json"
-    )
+    out = cli("estimate", "--acte", str(model_dirs / "acte"), *"--data synthetic/night --num_samples 4 --json".split())
     report = json.loads(out[out.index("{") :])["classes"]
     assert "road" in report and "sky" in report
     for row in report.values():

@@ -24,49 +24,16 @@ from transformers import ViTConfig, ViTModel
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "examples" / "train.py")
 RESEARCH = str(REPO / "examples" / "research" / "train_variants.py")  # train.py with the protocol arms' flags
-TINY = [
-    "--image_size",
-    "64",
-    "128",
-    "--crop_size",
-    "64",
-    "128",
-    "--num_source_train",
-    "16",
-    "--num_target_unlabeled",
-    "8",
-    "--num_eval",
-    "8",
-    "--target_train_samples",
-    "8",
-    "--source_steps",
-    "4",
-    "--acte_steps",
-    "3",
-    "--transfer_steps",
-    "3",
-    "--batch_size",
-    "4",
-]
+TINY = "--image_size 64 128 --crop_size 64 128 --num_source_train 16 --num_target_unlabeled 8 --num_eval 8".split()
+TINY += "--target_train_samples 8 --source_steps 4 --acte_steps 3 --transfer_steps 3 --batch_size 4".split()
 
 
 def launch_command(args, num_processes=1, script=TRAIN):
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        str(num_processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        *(["--multi_gpu"] if num_processes > 1 else []),
-        script,
-        *args,
-    ]
+    return (
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+        + "--num_machines 1 --mixed_precision no --dynamo_backend no".split()
+        + [*(["--multi_gpu"] if num_processes > 1 else []), script, *args]
+    )
 
 
 LAUNCH_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
@@ -132,20 +99,8 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
     from tmt_hf.data import DOMAINS, GENERATOR_VERSION, generate_scene, scene_seed
 
     args = parse_args(
-        [
-            "--source",
-            "synthetic/clear",
-            "--target",
-            "synthetic/night",
-            "--output_dir",
-            str(tmp_path),
-            "--image_size",
-            "64",
-            "128",
-            "--crop_size",
-            "64",
-            "128",
-        ]
+        ["--source", "synthetic/clear", "--target", "synthetic/night", "--output_dir", str(tmp_path)]
+        + "--image_size 64 128 --crop_size 64 128".split()
     )
     target = oracle_split("synthetic/night", "train", 3, args)
     source = oracle_split("synthetic/clear", "train", 3, args)
@@ -158,19 +113,8 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
 
     output, _ = trained
     stdout = launch(
-        [
-            "--stage",
-            "transfer",
-            "--method",
-            "tmt_paper",
-            "--focus_map",
-            "oracle",
-            "--source_model",
-            str(output / "source"),
-            "--output_dir",
-            str(tmp_path / "oracle"),
-            *TINY,
-        ],
+        "--stage transfer --method tmt_paper --focus_map oracle".split()
+        + ["--source_model", str(output / "source"), "--output_dir", str(tmp_path / "oracle"), *TINY],
         script=RESEARCH,
     ).stdout
     results = json.loads((tmp_path / "oracle" / "results.json").read_text())
@@ -184,17 +128,7 @@ def test_oracle_ablation_feeds_the_generators_shift_mask(trained, tmp_path, monk
 def test_acte_stage_on_a_target_without_local_shifts(tmp_path):
     # synthetic/clear has no local shifts: the focus map has nothing to be scored against, the stage still finishes
     result = launch(
-        [
-            "--stage",
-            "acte",
-            "--source",
-            "synthetic/fog",
-            "--target",
-            "synthetic/clear",
-            "--output_dir",
-            str(tmp_path),
-            *TINY,
-        ]
+        [*"--stage acte --source synthetic/fog --target synthetic/clear".split(), "--output_dir", str(tmp_path), *TINY]
     )
     acte = json.loads((tmp_path / "results.json").read_text())["acte"]
     assert 0.0 <= acte["discriminator_accuracy"] <= 1.0 and "focus_shift_auroc" not in acte
@@ -221,19 +155,8 @@ def test_a_labelled_set_smaller_than_a_batch_repeats_to_fill_it(trained, tmp_pat
     output, _ = trained
     run = tmp_path / "three"
     launch(
-        [
-            "--stage",
-            "transfer",
-            "--method",
-            "finetune",
-            "--source_model",
-            str(output / "source"),
-            "--output_dir",
-            str(run),
-            *TINY,
-            "--target_train_samples",
-            "3",
-        ]
+        "--stage transfer --method finetune".split()
+        + ["--source_model", str(output / "source"), "--output_dir", str(run), *TINY, "--target_train_samples", "3"]
     )
     results = json.loads((run / "results.json").read_text())
     assert results["finetune"]["labelled_target_images"] == 3  # the labelled images, not their copies
@@ -265,18 +188,8 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     output = tmp_path / "ddp"
     launch(["--stage", "source", "--output_dir", str(output), *TINY], num_processes=2)
     two_process = json.loads((output / "results.json").read_text())["source"]["target_val"]["mean_iou"]
-    command = [
-        sys.executable,
-        str(REPO / "examples" / "evaluate.py"),
-        "--model",
-        str(output / "source"),
-        "--data",
-        "synthetic/night",
-        "--num_samples",
-        "8",
-        "--output",
-        str(tmp_path / "eval.json"),
-    ]
+    command = [sys.executable, str(REPO / "examples" / "evaluate.py"), "--model", str(output / "source")]
+    command += [*"--data synthetic/night --num_samples 8".split(), "--output", str(tmp_path / "eval.json")]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO)
     one_process = json.loads((tmp_path / "eval.json").read_text())["mean_iou"]
     assert one_process == pytest.approx(two_process, abs=1e-9)
@@ -320,17 +233,7 @@ def test_evaluate_reports_confusions_and_takes_the_shift_mask_as_map(trained, mo
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    args = [
-        "--stage",
-        "source",
-        *TINY,
-        "--source_steps",
-        "24",
-        "--checkpointing_steps",
-        "4",
-        "--num_source_train",
-        "12",
-    ]
+    args = ["--stage", "source", *TINY, *"--source_steps 24 --checkpointing_steps 4 --num_source_train 12".split()]
     launch(["--output_dir", str(tmp_path / "straight"), *args])
 
     interrupted = tmp_path / "interrupted"
@@ -422,28 +325,9 @@ def test_cached_focus_maps_are_actes_maps(monkeypatch):
 def test_alignment_methods_resume_exactly(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "aligned"
-    args = [
-        "--stage",
-        "transfer",
-        "--method",
-        "align_patch",
-        "tmt_paper",
-        "--focus_map",
-        "shuffled",
-        "--source_model",
-        str(output / "source"),
-        "--acte_model",
-        str(output / "acte"),
-        "--output_dir",
-        str(run),
-        *TINY,
-        "--transfer_steps",
-        "6",
-        "--checkpointing_steps",
-        "2",
-        "--resume_from_checkpoint",
-        "latest",
-    ]
+    args = "--stage transfer --method align_patch tmt_paper --focus_map shuffled".split()
+    args += ["--source_model", str(output / "source"), "--acte_model", str(output / "acte"), "--output_dir", str(run)]
+    args += [*TINY, *"--transfer_steps 6 --checkpointing_steps 2 --resume_from_checkpoint latest".split()]
     stdout = launch(args, script=RESEARCH).stdout
     assert "| align_patch        |" in stdout and "| tmt_paper-shuffled |" in stdout
     results = json.loads((run / "results.json").read_text())
@@ -471,28 +355,10 @@ def assert_resumed_after_step_4_equals(run, args, straight, script=RESEARCH):
 def test_self_training_methods_train_save_the_student_and_resume_exactly(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "selftrained"
-    args = [
-        "--stage",
-        "transfer",
-        "--method",
-        "selftrain",
-        "tmt",
-        "--source_model",
-        str(output / "source"),
-        "--acte_model",
-        str(output / "acte"),
-        "--output_dir",
-        str(run),
-        *TINY,
-        "--transfer_steps",
-        "6",
-        "--checkpointing_steps",
-        "2",
-        "--resume_from_checkpoint",
-        "latest",
-        "--pseudo_label_class_quantile",
-        "0.5",
-    ]
+    args = "--stage transfer --method selftrain tmt".split()
+    args += ["--source_model", str(output / "source"), "--acte_model", str(output / "acte"), "--output_dir", str(run)]
+    args += [*TINY, *"--transfer_steps 6 --checkpointing_steps 2 --resume_from_checkpoint latest".split()]
+    args += ["--pseudo_label_class_quantile", "0.5"]
     stdout = launch(args, script=RESEARCH).stdout
     assert "| selftrain   |" in stdout and "| tmt         |" in stdout
     results = json.loads((run / "results.json").read_text())
@@ -533,23 +399,8 @@ def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path
     # It feeds tmt's trust and mask parts; no ACTE is read, attached or saved.
     run = tmp_path / "error_oracle"
     stdout = launch(
-        [
-            "--stage",
-            "transfer",
-            "--method",
-            "selftrain",
-            "tmt",
-            "--tmt_parts",
-            "trust",
-            "mask",
-            "--focus_map",
-            "error_oracle",
-            "--source_model",
-            str(output / "source"),
-            "--output_dir",
-            str(run),
-            *TINY,
-        ],
+        "--stage transfer --method selftrain tmt --tmt_parts trust mask --focus_map error_oracle".split()
+        + ["--source_model", str(output / "source"), "--output_dir", str(run), *TINY],
         script=RESEARCH,
     ).stdout
     results = json.loads((run / "results.json").read_text())
@@ -559,15 +410,8 @@ def test_the_error_oracle_marks_the_source_models_wrong_pixels(trained, tmp_path
 
 def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_path):
     output, _ = trained
-    common = [
-        "--stage",
-        "transfer",
-        "--source_model",
-        str(output / "source"),
-        "--acte_model",
-        str(output / "acte"),
-        *TINY,
-    ]
+    common = ["--stage", "transfer", "--source_model", str(output / "source")]
+    common += ["--acte_model", str(output / "acte"), *TINY]
     stdout = launch([*common, "--method", "finetune", "finetune_tma", "--output_dir", str(tmp_path / "acte")]).stdout
     assert "| finetune_tma |" in stdout
     results = json.loads((tmp_path / "acte" / "results.json").read_text())
@@ -577,16 +421,8 @@ def test_tma_only_fine_tuning_learns_lambda_and_carries_its_acte(trained, tmp_pa
     assert "modulating self-attention" in ModelCard.load(tmp_path / "acte" / "finetune_tma" / "README.md").content
     # Its shuffled-map control; finetune, fed no map, keeps its name.
     launch(
-        [
-            *common,
-            "--method",
-            "finetune",
-            "finetune_tma",
-            "--focus_map",
-            "shuffled",
-            "--output_dir",
-            str(tmp_path / "shuffled"),
-        ],
+        [*common, *"--method finetune finetune_tma --focus_map shuffled".split()]
+        + ["--output_dir", str(tmp_path / "shuffled")],
         script=RESEARCH,
     )
     shuffled = json.loads((tmp_path / "shuffled" / "results.json").read_text())
@@ -598,22 +434,8 @@ def test_unsupervised_adaptation_without_target_labels(trained, tmp_path):
     output, _ = trained
     run = tmp_path / "unsupervised"
     stdout = launch(
-        [
-            "--stage",
-            "transfer",
-            "--method",
-            "selftrain",
-            "tmt",
-            "--focus_map",
-            "oracle",
-            "--source_model",
-            str(output / "source"),
-            "--output_dir",
-            str(run),
-            *TINY,
-            "--target_train_samples",
-            "0",
-        ],
+        "--stage transfer --method selftrain tmt --focus_map oracle".split()
+        + ["--source_model", str(output / "source"), "--output_dir", str(run), *TINY, "--target_train_samples", "0"],
         script=RESEARCH,
     ).stdout
     results = json.loads((run / "results.json").read_text())
@@ -688,16 +510,8 @@ def test_push_to_hub_commits_both_repos(trained, tmp_path, monkeypatch):
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler)))
     try:
         train.main(
-            [
-                "--output_dir",
-                str(output),
-                *TINY,
-                "--resume_from_checkpoint",
-                "latest",
-                "--push_to_hub",
-                "--hub_model_id",
-                "org/tmt-clear2night",
-            ]
+            ["--output_dir", str(output), *TINY]
+            + "--resume_from_checkpoint latest --push_to_hub --hub_model_id org/tmt-clear2night".split()
         )
     finally:
         huggingface_hub.set_client_factory(lambda: httpx2.Client())
@@ -728,15 +542,8 @@ def test_stock_vit_initialisation(tmp_path):
     )
     vit.save_pretrained(tmp_path / "stock-vit")
     launch(
-        [
-            "--stage",
-            "source",
-            "--output_dir",
-            str(tmp_path / "out"),
-            *TINY,
-            "--model_name_or_path",
-            str(tmp_path / "stock-vit"),
-        ]
+        ["--stage", "source", "--output_dir", str(tmp_path / "out"), *TINY]
+        + ["--model_name_or_path", str(tmp_path / "stock-vit")]
     )
     from tmt_hf import TMTForSemanticSegmentation
 
@@ -812,20 +619,8 @@ def test_pretrained_checkpoints_set_normalisation_and_the_fine_tuning_recipe(tmp
 
     checkpoint = pretrained_checkpoint(tmp_path / "deit")
     args = parse_args(
-        [
-            "--model_name_or_path",
-            checkpoint,
-            "--output_dir",
-            str(tmp_path / "out"),
-            "--image_size",
-            "32",
-            "48",
-            "--crop_size",
-            "32",
-            "48",
-            "--batch_size",
-            "2",
-        ]
+        ["--model_name_or_path", checkpoint, "--output_dir", str(tmp_path / "out")]
+        + "--image_size 32 48 --crop_size 32 48 --batch_size 2".split()
     )
     assert args.learning_rate == 2e-4 and parse_args(["--output_dir", str(tmp_path / "o")]).learning_rate == 5e-4
     args.image_mean, args.image_std = image_normalization(args, str(tmp_path / "out" / "source"))
@@ -881,24 +676,9 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
     write_idd_lite(tmp_path / "idd", {"train": {"7": 6, "12": 6}, "validation": {"40": 4}}, size=(57, 80))
     output = tmp_path / "out"
     stdout = launch(
-        [
-            "--source",
-            str(tmp_path / "day"),
-            "--target",
-            "idd-lite",
-            "--data_dir",
-            str(tmp_path / "idd"),
-            "--label_space",
-            "idd_level1",
-            "--model_name_or_path",
-            checkpoint,
-            "--method",
-            "finetune",
-            "tmt",
-            "--output_dir",
-            str(output),
-            *TINY,
-        ]
+        ["--source", str(tmp_path / "day"), "--target", "idd-lite", "--data_dir", str(tmp_path / "idd")]
+        + ["--label_space", "idd_level1", "--model_name_or_path", checkpoint]
+        + ["--method", "finetune", "tmt", "--output_dir", str(output), *TINY]
     ).stdout
     assert "over 7 classes" in stdout and "| tmt " in stdout
     results = json.loads((output / "results.json").read_text())
@@ -915,19 +695,8 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
 
     # Scored again from the saved folder (its processor, its label space), the same images give the same mIoU.
     report = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "evaluate.py"),
-            "--model",
-            str(output / "finetune"),
-            "--data",
-            "idd-lite",
-            "--data_dir",
-            str(tmp_path / "idd"),
-            "--image_size",
-            "64",
-            "128",
-        ],
+        [sys.executable, str(REPO / "examples" / "evaluate.py"), "--model", str(output / "finetune")]
+        + ["--data", "idd-lite", "--data_dir", str(tmp_path / "idd"), "--image_size", "64", "128"],
         capture_output=True,
         text=True,
         env=LAUNCH_ENV,
@@ -958,20 +727,9 @@ def test_a_pretrained_vit_adapts_camvid_like_to_idd_lite_in_its_label_space(tmp_
     assert out.strip() == "OK"
     # The transfer stage refuses a source model of another label space.
     result = launch(
-        [
-            "--stage",
-            "transfer",
-            "--method",
-            "finetune",
-            "--source",
-            str(tmp_path / "day"),
-            "--target",
-            str(tmp_path / "day"),
-            "--output_dir",
-            str(output),
-            "--overwrite_output_dir",
-            *TINY,
-        ],
+        "--stage transfer --method finetune".split()
+        + ["--source", str(tmp_path / "day"), "--target", str(tmp_path / "day")]
+        + ["--output_dir", str(output), "--overwrite_output_dir", *TINY],
         check=False,
     )
     assert (
@@ -990,21 +748,9 @@ def test_labelled_target_images_drawn_anew_per_seed(tmp_path, monkeypatch):
 
     def labels(*flags):
         args = parse_args(
-            [
-                "--output_dir",
-                str(tmp_path),
-                "--image_size",
-                "32",
-                "64",
-                "--crop_size",
-                "32",
-                "64",
-                "--target_train_split",
-                "train[:12]",
-                "--target_train_samples",
-                "4",
-                *flags,
-            ]
+            ["--output_dir", str(tmp_path)]
+            + "--image_size 32 64 --crop_size 32 64 --target_train_split train[:12] --target_train_samples 4".split()
+            + [*flags]
         )
         labelled, rows = labelled_target(args, random_draw(args) if args.labelled_draw == "random" else None)
         drawn = [np.asarray(row["label"]).tobytes() for row in labelled]
