@@ -327,3 +327,9 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     in_progress, superseded = rest.split("## Per pair, scored on the 20 dusk frames")
     assert "### b2a, labelsall" in in_progress and "| finetune | 80.00 | 80.00 |" in in_progress
     assert "| finetune | 61.00 | 62.00 | 60.00 | 61.00 |" in superseded
+    # Amendment 9's rule: the highest mean, unless its lead over the next simpler method's interval holds 0.
+    rule = table.split("### Which method to run: amendment 9's rule")[1].split("###")[0]
+    assert "| labels0 | 1 | source < tmt | tmt 44.00 | tmt − source +4.00 [" in rule  # seeds 42, 44, 46 over 40
+    assert "| **tmt** | tmt − source +4.00 [" in rule  # every resample of a2b's seeds gains
+    assert "| labels20 | 2 | finetune < tmt | tmt 61.50 | tmt − finetune +0.50 [-" in rule  # a2b +2, b2a −1
+    assert "| **finetune** | none |" in rule  # finetune_replay ran on one pair of two: not in the chain

@@ -9,6 +9,7 @@ pairs: the mean of the per-pair differences, with a 95% percentile interval from
 seeds within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and
 mask parts alone (amendment 2). The doubling check (amendments 4, 8): each `steps600` method against its `labels20`
 runs; the paper's setting trained longer (amendment 7): each `labelsall1200` method against its `labelsall` runs.
+Amendment 9: the split of a gain into replay, self-training and the map, and the rule's recommendation per budget.
 Amendment 6: an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk62/<pair>/`) replaces its 20-frame scores
 once it has all their methods and seeds; the 20-frame tables follow, marked superseded.
 """
@@ -64,6 +65,8 @@ CONTRASTS = (
         ("tmt_paper", "finetune_replay"),
     ]
 )
+# Amendment 9's recommendation: the chain of methods, simpler first (source-only where no labels are given).
+SIMPLER_FIRST = ("source", "finetune", "finetune_replay", "selftrain", "tmt")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t(0.975, df)
 FILE = re.compile(r"(?P<arm>[a-z0-9]+)-seed(?P<seed>\d+)(-(shuffled|paper|oracle|align|replay))?\.json")
 
@@ -192,6 +195,48 @@ def budget_table(runs, among):
     return "\n".join(lines) + "\n"
 
 
+def recommendation_table(runs):
+    """
+    Amendment 9's rule, per label budget over the pairs its arm ran on: of the chain's methods that ran on every one of
+    them (source-only < finetune < finetune_replay < selftrain < tmt; source-only only where finetune did not run), the
+    one with the highest mean target mIoU, unless its lead over the next simpler one has a 95% bootstrap interval
+    (pairs, seeds) that holds 0: then that simpler one. Beside it, the recommendation's lead over the chain's first.
+    """
+    lines = [
+        "### Which method to run: amendment 9's rule\n",
+        "| arm | pairs | chain (simpler first) | highest mean | its lead over the next simpler | run | "
+        "its lead over the first |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def lead(arm_name, pairs, method, baseline):
+        differences = [paired(runs[p][arm_name], method, baseline) for p in pairs]
+        low, high = bootstrap(differences)
+        return low, f"{method} − {baseline} {np.mean([d.mean() for d in differences]):+.2f} [{low:+.2f}, {high:+.2f}]"
+
+    for arm_name in ("labels0", "labels5", "labels20", "labelsall"):
+        pairs = [p for p in ordered(runs) if arm_name in runs[p]]
+        chain = [m for m in SIMPLER_FIRST if pairs and all(m in runs[p][arm_name] for p in pairs)]
+        if "finetune" in chain:
+            chain.remove("source")
+        if not chain:
+            continue
+        means = {m: np.mean([np.mean(list(runs[p][arm_name][m].values())) for p in pairs]) for m in chain}
+        pick = best = max(chain, key=means.get)
+        over_simpler = over_first = "none"
+        if chain.index(best) > 0:
+            low, over_simpler = lead(arm_name, pairs, best, chain[chain.index(best) - 1])
+            if low <= 0:
+                pick = chain[chain.index(best) - 1]
+        if pick != chain[0]:
+            over_first = lead(arm_name, pairs, pick, chain[0])[1]
+        lines.append(
+            f"| {arm_name} | {len(pairs)} | {' < '.join(chain)} | {best} {means[best]:.2f} | {over_simpler} | "
+            f"**{pick}** | {over_first} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def longer_table(pair, arms, shorter, longer):
     """
     Each method at `shorter` and `longer` arms' transfer steps, its gain paired by seed, and its seed s.d. at the
@@ -258,6 +303,7 @@ def main():
         if table:
             print(table)
     print(budget_table(runs, pairs))
+    print(recommendation_table(runs))
     low_budget_pairs = [p for p in pairs if {"labels0", "labels5"} & set(runs[p])]
     if low_budget_pairs and low_budget_pairs != pairs:  # every budget on the same pairs
         print(budget_table(runs, low_budget_pairs))
