@@ -45,7 +45,7 @@ domain() {  # domain NAME ROLE
     *) echo "unsupported: $1 as $2" >&2; exit 2 ;;
   esac
 }
-ORACLE= ALIGN= REPLAY=
+ORACLE= ALIGN= REPLAY= ACTE_STAGE=yes
 case $ARM in  # ARM: labelled images, methods, the method run again with shuffled maps, the paper's stage, the oracle's
   labels20 | labels5) ARM_ARGS="--target_train_samples ${ARM#labels}" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper ;;
   labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
@@ -53,7 +53,7 @@ case $ARM in  # ARM: labelled images, methods, the method run again with shuffle
   labelsall1200) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool) --transfer_steps 1200" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
   steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune selftrain tmt" SHUFFLED= PAPER= ;;
   oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
-  replay20 | replay5) ARM_ARGS="--target_train_samples ${ARM#replay}" METHODS= SHUFFLED= PAPER= REPLAY=finetune_replay TAG=labels${ARM#replay}${TAG#"$ARM"} ;;
+  replay20 | replay5) ARM_ARGS="--target_train_samples ${ARM#replay}" METHODS= SHUFFLED= PAPER= REPLAY=finetune_replay ACTE_STAGE= TAG=labels${ARM#replay}${TAG#"$ARM"} ;;
   *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
 esac
 SPACE=idd_level1
@@ -66,7 +66,7 @@ BASE="--source_model $PAIR/base/source --acte_model $PAIR/base/acte"
 TRANSFER="$TRAIN --stage transfer $BASE --labelled_draw random $ARM_ARGS"
 
 $TRAIN --stage source --seed 42 --output_dir "$PAIR/base" "$@"
-$TRAIN --stage acte --seed 42 --output_dir "$PAIR/base" "$@"
+[ -z "$ACTE_STAGE" ] || $TRAIN --stage acte --seed 42 --output_dir "$PAIR/base" "$@"  # replay uses no map
 for seed in 42 1 2; do
   [ -z "$ORACLE" ] || $TRANSFER --seed $seed --method $ORACLE --focus_map error_oracle --output_dir "$PAIR/$TAG-seed$seed-oracle" "$@"
 done
