@@ -333,3 +333,23 @@ def test_v6_tables_pair_methods_by_seed_and_resample_pairs_and_seeds(tmp_path):
     assert "| **tmt** | tmt − source +4.00 [" in rule  # every resample of a2b's seeds gains
     assert "| labels20 | 2 | finetune < tmt | tmt 61.50 | tmt − finetune +0.50 [-" in rule  # a2b +2, b2a −1
     assert "| **finetune** | none |" in rule  # finetune_replay ran on one pair of two: not in the chain
+
+
+def test_v6_tables_base_match_a_replay_run_on_a_rebuilt_source_model(tmp_path):
+    """Amendment 10: finetune_replay from a rebuilt base joins labels20 as the original finetune plus its paired gain."""
+
+    def write(name, scores):
+        (tmp_path / "c2d" / name).write_text(json.dumps({m: {"target_val": {"mean_iou": v / 100}} for m, v in scores}))
+
+    (tmp_path / "c2d").mkdir()
+    for seed, finetune in ((42, 50.0), (1, 51.0), (2, 52.0)):
+        write(f"labels20-seed{seed}.json", (("source", 40.0), ("finetune", finetune), ("selftrain", 53.0)))
+    for seed, finetune, replay in ((42, 50.5, 52.5), (1, 50.0, 53.0), (2, 52.0, 52.0)):  # gains +2, +3, 0
+        write(f"rebuilt20-seed{seed}.json", (("source", 40.5), ("finetune", finetune), ("finetune_replay", replay)))
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    labels20 = table.split("### c2d, labels20")[1].split("###")[0]
+    assert "| finetune_replay | 54.00 | 52.00 | 52.00 | 52.67 |" in labels20  # seeds 1, 2, 42: 51+3, 52+0, 50+2
+    assert "| finetune_replay − finetune | +1.67 | [" in labels20
+    assert "| selftrain − finetune_replay | +0.33 | [" in labels20  # 53 − 54, 53 − 52, 53 − 52 by seed
+    assert "by seed: seed 1 -1.00, seed 2 +0.00, seed 42 +0.50 (mean -0.17)" in table  # the rebuilt base's finetune
+    assert "| finetune_replay − finetune | +1.67 | [" in table.split("### c2d, rebuilt20")[1]  # paired within it

@@ -16,6 +16,8 @@
 #              ran it before amendment 8 added selftrain);
 #   replay20, replay5 (amendment 9) finetune_replay on 20 / 5 labelled images, into the labels20 / labels5 arm's folder
 #              (<arm>-seed<N>-replay), paired by seed with its other methods;
+#   rebuilt20  (amendment 10) finetune and finetune_replay on 20 labelled images from a rebuilt source model (pairs 1-2,
+#              whose labels20 bases are gone; no ACTE stage);
 #   oracle20   (amendment 2) tmt's trust and mask parts alone (--tmt_parts trust mask) on 20 labelled images, fed the
 #              error oracle (the source model's wrong pixels, from the labels), then ACTE's map, then shuffled maps.
 # Extra arguments go last to every train.py call (e.g. a held-out split); their runs go to their own folders.
@@ -53,6 +55,7 @@ case $ARM in  # ARM: labelled images, methods, the method run again with shuffle
   labelsall1200) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool) --transfer_steps 1200" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
   steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune selftrain tmt" SHUFFLED= PAPER= ;;
   oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
+  rebuilt20) ARM_ARGS="--target_train_samples 20" METHODS="finetune finetune_replay" SHUFFLED= PAPER= ACTE_STAGE= ;;
   replay20 | replay5) ARM_ARGS="--target_train_samples ${ARM#replay}" METHODS= SHUFFLED= PAPER= REPLAY=finetune_replay ACTE_STAGE= TAG=labels${ARM#replay}${TAG#"$ARM"} ;;
   *) echo "unsupported ARM: $ARM" >&2; exit 2 ;;
 esac

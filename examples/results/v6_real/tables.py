@@ -9,7 +9,8 @@ pairs: the mean of the per-pair differences, with a 95% percentile interval from
 seeds within each drawn pair (paired by seed), and the pairs' t-interval. In the `oracle20` arm `tmt` is its trust and
 mask parts alone (amendment 2). The doubling check (amendments 4, 8): each `steps600` method against its `labels20`
 runs; the paper's setting trained longer (amendment 7): each `labelsall1200` method against its `labelsall` runs.
-Amendment 9: the split of a gain into replay, self-training and the map, and the rule's recommendation per budget.
+Amendment 9: the split of a gain into replay, self-training and the map, and the rule's recommendation per budget;
+amendment 10: a replay run on a rebuilt source model (`rebuilt20`) joins `labels20` base-matched.
 Amendment 6: an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk62/<pair>/`) replaces its 20-frame scores
 once it has all their methods and seeds; the 20-frame tables follow, marked superseded.
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAIRS = ("camvid-day2idd-lite", "idd-lite2camvid-day", "idd-lite2camvid-dusk", "camvid-day2camvid-dusk")  # their order
-ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "labelsall1200", "oracle20")
+ARMS = ("labels0", "labels5", "labels20", "labelsall", "steps600", "labelsall1200", "oracle20", "rebuilt20")
 METHODS = (
     "source",
     "finetune",
@@ -89,6 +90,29 @@ def load(folder):
             if arm_name in arms and other in arms:
                 arms[arm_name].update({m: arms[other][m] for m in methods if m in arms[other]})
     return runs
+
+
+def base_match(runs):
+    """
+    Amendment 10: a pair whose `finetune_replay` ran on a rebuilt source model (`rebuilt20`, beside a re-run of
+    `finetune`) gets it in `labels20` base-matched: seed s scores finetune(labels20, s) + (finetune_replay −
+    finetune)(rebuilt20, s). Returns {pair: {seed: finetune on the rebuilt base − on the original}} (the rebuild's
+    noise).
+    """
+    noise = {}
+    for pair, arms in runs.items():
+        rebuilt, original = arms.get("rebuilt20", {}), arms.get("labels20", {})
+        if {"finetune", "finetune_replay"} <= set(rebuilt) and "finetune" in original:
+            if "finetune_replay" not in original:
+                original["finetune_replay"] = {
+                    s: original["finetune"][s] + rebuilt["finetune_replay"][s] - rebuilt["finetune"][s]
+                    for s in sorted(
+                        set(original["finetune"]) & set(rebuilt["finetune"]) & set(rebuilt["finetune_replay"])
+                    )
+                }
+            seeds = sorted(set(rebuilt["finetune"]) & set(original["finetune"]))
+            noise[pair] = {seed: rebuilt["finetune"][seed] - original["finetune"][seed] for seed in seeds}
+    return noise
 
 
 def ordered(pairs):
@@ -296,6 +320,7 @@ def main():
     runs = load(args.results)
     rescored = load(os.path.join(args.results, RESCORED))
     superseded, in_progress = rescore(runs, rescored)
+    rebuild_noise = base_match(runs)
     pairs = ordered(runs)
     print("## Over pairs\n")
     for arm_name in ARMS:
@@ -313,6 +338,14 @@ def main():
         for arm_name in ARMS:
             if arm_name in runs[pair]:
                 print(pair_table(pair, arm_name, runs[pair][arm_name]))
+            if arm_name == "labels20" and pair in rebuild_noise:
+                noise = rebuild_noise[pair]
+                print(
+                    f"{pair}'s finetune_replay in labels20 is base-matched from rebuilt20 (amendment 10); finetune on "
+                    f"the rebuilt source model minus on the original, by seed: "
+                    f"{', '.join(f'seed {seed} {d:+.2f}' for seed, d in noise.items())} "
+                    f"(mean {np.mean(list(noise.values())):+.2f})\n"
+                )
         for shorter, longer in LONGER:
             if {shorter, longer} <= set(runs[pair]):
                 print(longer_table(pair, runs[pair], shorter, longer))
