@@ -369,15 +369,7 @@ def eval_loader(dataset, args):
         SegmentationTransform(train=False, size=size, image_mean=args.image_mean, image_std=args.image_std)
     )
     batch_size = 2 * args.batch_size if resized else 1
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_index, **worker_settings(args))
-
-
-def collate_with_index(examples):
-    """`collate`, keeping the rows' `sample_index` where they have one (evaluation scores groups of rows by it)."""
-    batch = collate(examples)
-    if "sample_index" in examples[0]:
-        batch["sample_index"] = torch.tensor([example["sample_index"] for example in examples])
-    return batch
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **worker_settings(args))
 
 
 def worker_settings(args, persistent=False):

@@ -125,37 +125,15 @@ def run_pair(source, target, seed, output_dir, methods, train_args, env):
     """Source model (reused if trained), ACTE, then the transfer methods on one pair; returns its result row."""
     tag = lambda name: name.replace("/", "-")  # noqa: E731
     source_dir = os.path.join(output_dir, "sources", f"{tag(source)}-seed{seed}")
+
+    def flags(output):
+        pair = ["--source", source, "--target", target, "--seed", str(seed)]
+        return [*pair, "--output_dir", output, "--overwrite_output_dir", *train_args]
+
     if not os.path.isfile(os.path.join(source_dir, "source", "training_summary.json")):
-        run_train(
-            [
-                "--stage",
-                "source",
-                "--source",
-                source,
-                "--target",
-                target,
-                "--seed",
-                str(seed),
-                "--output_dir",
-                source_dir,
-                "--overwrite_output_dir",
-                *train_args,
-            ],
-            env,
-        )
+        run_train(["--stage", "source", *flags(source_dir)], env)
     pair_dir = os.path.join(output_dir, "runs", f"{tag(source)}2{tag(target)}-seed{seed}")
-    common = [
-        "--source",
-        source,
-        "--target",
-        target,
-        "--seed",
-        str(seed),
-        "--output_dir",
-        pair_dir,
-        "--overwrite_output_dir",
-        *train_args,
-    ]
+    common = flags(pair_dir)
     acte_done = os.path.isfile(os.path.join(pair_dir, "acte", "training_summary.json"))
     if {"tmt_paper", "tmt"} & set(methods) and not acte_done:
         run_train(["--stage", "acte", *common], env)

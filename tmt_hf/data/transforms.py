@@ -182,11 +182,15 @@ class SegmentationTransform:
 
 
 def collate(examples: list[dict]) -> dict:
-    """Stacks `pixel_values`, `labels` and `focus` (and integer fields such as `domain_labels`) into batch tensors."""
+    """
+    Stacks `pixel_values`, `labels` and `focus` (and the integer fields `domain_labels` and `sample_index`, by which
+    evaluation scores groups of rows) into batch tensors.
+    """
     batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
     for key in ("labels", "focus"):
         if key in examples[0]:
             batch[key] = torch.stack([e[key] for e in examples])
-    if "domain_labels" in examples[0]:
-        batch["domain_labels"] = torch.tensor([e["domain_labels"] for e in examples])
+    for key in ("domain_labels", "sample_index"):
+        if key in examples[0]:
+            batch[key] = torch.tensor([e[key] for e in examples])
     return batch
