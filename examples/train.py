@@ -80,7 +80,9 @@ from tmt_hf.training import (
     use_every_core,
 )
 
-DEFAULT_METHODS = ("finetune", "align_patch", "tmt_paper")  # selftrain and tmt do not beat finetune yet
+# The baseline, what protocol v6 recommends at 20 labels (amendment 9's rule: finetune_replay) and the paper's stage
+# with its map-free control.
+DEFAULT_METHODS = ("finetune", "finetune_replay", "align_patch", "tmt_paper")
 ACTE_CELL_SIZE = 2  # ACTE's seed-grid cell in feature positions: 16-px regions at its stride 8
 ACTE_LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.01  # AdamW, every stage
