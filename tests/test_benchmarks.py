@@ -353,3 +353,10 @@ def test_v6_tables_base_match_a_replay_run_on_a_rebuilt_source_model(tmp_path):
     assert "| selftrain − finetune_replay | +0.33 | [" in labels20  # 53 − 54, 53 − 52, 53 − 52 by seed
     assert "by seed: seed 1 -1.00, seed 2 +0.00, seed 42 +0.50 (mean -0.17)" in table  # the rebuilt base's finetune
     assert "| finetune_replay − finetune | +1.67 | [" in table.split("### c2d, rebuilt20")[1]  # paired within it
+    # Amendment 11: the paper's setting trained longer on the rebuilt base; its change crosses bases.
+    for seed in (42, 1, 2):
+        write(f"labelsall-seed{seed}.json", (("source", 40.0), ("finetune", 60.0)))
+        write(f"labelsall1200-seed{seed}.json", (("source", 40.5), ("finetune", 61.0)))
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    assert "| finetune | 60.00 | 61.00 | +1.00 | [" in table.split("### c2d, labelsall (300 transfer steps)")[1]
+    assert "where it exceeds the seed s.d. plus 1.00, the largest rebuild noise" in table  # seed 1: 50 − 51

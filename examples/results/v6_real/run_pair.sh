@@ -11,7 +11,8 @@
 #   labelsall  finetune, finetune_tma (TMA only), finetune_tma with shuffled maps, tmt_paper and its map-free control
 #              align_patch (amendment 3) on every labelled pool image;
 #   labelsall1200 (amendment 7) finetune, finetune_tma, finetune_tma with shuffled maps and tmt_paper on every
-#              labelled pool image with 1,200 transfer steps (the paper's setting trained longer);
+#              labelled pool image with 1,200 transfer steps (the paper's setting trained longer; on pairs 1–2's
+#              rebuilt bases, amendment 11);
 #   steps600   finetune, selftrain and tmt on 20 labelled images with 600 transfer steps (the doubling check; pair 1
 #              ran it before amendment 8 added selftrain);
 #   replay20, replay5 (amendment 9) finetune_replay on 20 / 5 labelled images, into the labels20 / labels5 arm's folder

@@ -349,6 +349,13 @@ def main():
         for shorter, longer in LONGER:
             if {shorter, longer} <= set(runs[pair]):
                 print(longer_table(pair, runs[pair], shorter, longer))
+                if longer == "labelsall1200" and pair in rebuild_noise:
+                    largest = max(abs(d) for d in rebuild_noise[pair].values())
+                    print(
+                        f"{pair}'s labelsall1200 ran on the rebuilt source model, its labelsall on the original "
+                        f"(amendment 11): a change counts as not converged at {LONGER[shorter, longer][0]} steps "
+                        f"where it exceeds the seed s.d. plus {largest:.2f}, the largest rebuild noise\n"
+                    )
     for title, arms_by_pair in (
         ("re-run on camvid-dusk/test, not complete yet", in_progress),
         ("scored on the 20 dusk frames of train[42:], superseded by amendment 6", superseded),
