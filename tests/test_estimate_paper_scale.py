@@ -70,6 +70,19 @@ def test_missing_measurements_are_named(tmp_path):
     assert "no checkpointed ViT-B row at batch 8" in failure.value.stderr
 
 
+def test_a_method_timed_in_a_run_of_its_own_takes_that_runs_ratio(tmp_path):
+    memory, loader = write_measurements(tmp_path)
+    replay = tmp_path / "replay.json"
+    row = json.loads(memory.read_text())["summary"][0] | {
+        "time_over_finetune": {"finetune": 1.0, "finetune_replay": 1.7}
+    }
+    replay.write_text(json.dumps({"rows": [], "summary": [row]}))
+    report = estimate(tmp_path, memory, loader, "--memory_json", str(memory), str(replay))
+    assert report["methods"]["finetune_replay"]["cost_over_finetune"] == 1.7
+    assert report["methods"]["finetune_replay"]["cost_basis"] == "measured (finetune_replay)"
+    assert report["methods"]["tmt"]["cost_over_finetune"] == 3.0  # the first file's
+
+
 def test_an_unknown_method_is_named(tmp_path):
     memory, loader = write_measurements(tmp_path)
     with pytest.raises(subprocess.CalledProcessError) as failure:

@@ -54,7 +54,7 @@ BACKBONES = {
     "tiny": {"hidden_size": 192, "num_hidden_layers": 12, "num_attention_heads": 3, "intermediate_size": 768},
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
 }
-METHODS = ("finetune", "finetune_tma", "tmt_paper", "tmt")
+METHODS = ("finetune", "finetune_tma", "finetune_replay", "tmt_paper", "tmt")
 KEY_FIELDS = ("device", "mixed_precision", "size", "backbone", "batch_size", "gradient_checkpointing", "method")
 GROUP_FIELDS = KEY_FIELDS[:-1]  # a summary entry's: all but the method
 LEARNING_RATE, WEIGHT_DECAY = 2e-4, 0.01  # examples/train.py's transfer stage

@@ -4,9 +4,10 @@
 
 A step's compute is ViT-B/16's FLOPs for its crops (2·parameters·tokens + 4·layers·tokens²·width per image forward, 3×
 that to train) at a fraction of the GPU's bf16 peak, times each method's cost over `finetune` measured side by side on
-the CPU at ViT-B, batch 8 (`benchmark_memory.py`'s rows). Its data are the images it draws per step at the per-worker
-rate `benchmark_loader.py` measured (a PNG cache at 512×1024), one worker per spare core. A step takes the longer of
-the two. Methods the memory benchmark did not time take a measured method's ratio scaled by the images they train on
+the CPU at ViT-B, batch 8 (`benchmark_memory.py`'s rows: `memory_cpu.json`, and `replay_cpu.json` for
+`finetune_replay`, timed in a run of its own beside `finetune`). Its data are the images it draws per step at the
+per-worker rate `benchmark_loader.py` measured (a PNG cache at 512×1024), one worker per spare core. A step takes the
+longer of the two. Methods the memory benchmark did not time take a measured method's ratio scaled by the images they train on
 (named in `cost_basis`). Prints JSON; every input is an argument or a committed file.
 """
 
@@ -23,21 +24,27 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "result
 VIT_BASE = {"parameters": 86e6, "layers": 12, "width": 768, "patch": 16}
 
 
-def measured_ratios(memory_json, batch_size):
-    """Each method's step time over finetune's, ViT-B at `batch_size`, from the memory benchmark's checkpointed row."""
-    with open(memory_json) as f:
-        summary = json.load(f)["summary"]
-    rows = [
-        s
-        for s in summary
-        if s["device"] == "cpu"
-        and s["backbone"] == "base"
-        and s["batch_size"] == batch_size
-        and s["gradient_checkpointing"]
-    ]
-    if not rows:
-        raise ValueError(f"{memory_json} has no checkpointed ViT-B row at batch {batch_size}")
-    return rows[0]["time_over_finetune"]
+def measured_ratios(memory_jsons, batch_size):
+    """
+    Each method's step time over finetune's, ViT-B at `batch_size`, from the memory benchmark's checkpointed row of
+    each file (each ratio measured side by side with finetune in its own run; an earlier file's ratio is kept).
+    """
+    ratios = {}
+    for memory_json in memory_jsons:
+        with open(memory_json) as f:
+            summary = json.load(f)["summary"]
+        rows = [
+            s
+            for s in summary
+            if s["device"] == "cpu"
+            and s["backbone"] == "base"
+            and s["batch_size"] == batch_size
+            and s["gradient_checkpointing"]
+        ]
+        if not rows:
+            raise ValueError(f"{memory_json} has no checkpointed ViT-B row at batch {batch_size}")
+        ratios = rows[0]["time_over_finetune"] | ratios
+    return ratios
 
 
 def images_per_step(method, batch_size):
@@ -57,7 +64,12 @@ def method_cost(method, ratios, images):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--memory_json", default=os.path.join(RESULTS, "memory_cpu.json"))
+    parser.add_argument(
+        "--memory_json",
+        nargs="+",
+        default=[os.path.join(RESULTS, name) for name in ("memory_cpu.json", "replay_cpu.json")],
+        help="benchmark_memory.py outputs; a method's ratio comes from the first file that timed it",
+    )
     parser.add_argument("--loader_json", default=os.path.join(RESULTS, "loader_cpu.json"))
     parser.add_argument("--crop_size", type=int, nargs=2, default=(512, 512))
     parser.add_argument("--batch_size", type=int, default=8)
