@@ -7,8 +7,8 @@ that to train) at a fraction of the GPU's bf16 peak, times each method's cost ov
 the CPU at ViT-B, batch 8 (`benchmark_memory.py`'s rows: `memory_cpu.json`, and `replay_cpu.json` for
 `finetune_replay`, timed in a run of its own beside `finetune`). Its data are the images it draws per step at the
 per-worker rate `benchmark_loader.py` measured (a PNG cache at 512×1024), one worker per spare core. A step takes the
-longer of the two. Methods the memory benchmark did not time take a measured method's ratio scaled by the images they train on
-(named in `cost_basis`). Prints JSON; every input is an argument or a committed file.
+longer of the two. Methods the memory benchmark did not time take a measured method's ratio scaled by the images they
+train on (named in `cost_basis`). Prints JSON; every input is an argument or a committed file.
 """
 
 import argparse
