@@ -360,3 +360,47 @@ def test_v6_tables_base_match_a_replay_run_on_a_rebuilt_source_model(tmp_path):
     table = run("results/v6_real/tables.py", "--results", str(tmp_path))
     assert "| finetune | 60.00 | 61.00 | +1.00 | [" in table.split("### c2d, labelsall (300 transfer steps)")[1]
     assert "where it exceeds the seed s.d. plus 1.00, the largest rebuild noise" in table  # seed 1: 50 − 51
+
+
+def test_v6_tables_read_the_20_label_arm_at_600_steps_from_rebuilt_bases(tmp_path):
+    """Amendment 12: a rebuilt base's 600-step arm replaces the original's once complete, read against 300 steps."""
+
+    def write(folder, name, scores):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps({m: {"target_val": {"mean_iou": v / 100}} for m, v in scores}))
+
+    pair, rebuilt = tmp_path / "c2d", tmp_path / "rebuilt" / "c2d"
+    step = {42: 0.0, 1: 1.0, 2: 2.0}  # each seed's offset
+    for seed, d in step.items():
+        write(pair, f"labels20-seed{seed}.json", (("source", 40.0), ("finetune", 50.0), ("tmt", 51.0)))
+        write(pair, f"rebuilt20-seed{seed}.json", (("finetune", 50.0 + d), ("finetune_replay", 52.0 + d)))
+    for seed, tmt in ((42, 54.0), (1, 55.0)):  # amendment 4's runs on the original base
+        write(pair, f"steps600-seed{seed}.json", (("source", 40.0), ("finetune", 50.0), ("tmt", tmt)))
+    # On the rebuilt base: finetune slips to 49, tmt reaches 54 + offset; one seed of the replay run is still missing.
+    for seed, d in step.items():
+        write(rebuilt, f"steps600-seed{seed}.json", (("source", 41.0), ("finetune", 49.0), ("tmt", 54.0 + d)))
+    for seed in (42, 1):
+        write(rebuilt, f"steps600-seed{seed}-replay.json", (("finetune_replay", 51.0),))
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    current, in_progress = table.split("## Per pair, re-run on the rebuilt source model, not complete yet")
+    assert "| tmt | 55.00 |  | 54.00 | 54.50 |" in current.split("### c2d, steps600")[1]  # the original base's runs
+    assert "amendment 4's reading waits for every seed" in current  # two seeds of three
+    assert "| finetune_replay | 51.00 |  | 51.00 | 51.00 |" in in_progress
+    write(rebuilt, "steps600-seed2-replay.json", (("finetune_replay", 51.0),))
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    current, superseded = table.split("## Per pair, on the original source model, superseded by amendment 12")
+    steps600 = current.split("### c2d, steps600")[1].split("###")[0]
+    assert "| tmt | 55.00 | 56.00 | 54.00 | 55.00 |" in steps600  # seeds 1, 2, 42
+    # At 300 steps on the same (rebuilt) base: finetune 50 + offset, finetune_replay 52 + offset.
+    assert "| finetune (300 steps) | 51.00 | 52.00 | 50.00 | 51.00 |" in steps600
+    assert "| tmt − finetune_replay (300 steps) | +2.00 | [+2.00, +2.00] |" in steps600
+    assert "| tmt | 55.00 | 54.00 | 54.50 |" in superseded  # no 300-step baselines beside it
+    assert "c2d's steps600 ran on the rebuilt source model, its labels20 on the original" in current
+    assert "tmt − finetune at 600 steps +6.00 [+3.52, +8.48]: reaches amendment 4's bar" in current
+    rule = table.split("### Which method to run: amendment 9's rule")[1].split("###")[0]
+    assert "| labels20 | 1 | finetune < finetune_replay < tmt | finetune_replay 52.00 |" in rule  # base-matched
+    assert "(not decided: amendment 4)" in rule
+    row = next(line for line in rule.splitlines() if line.startswith("| steps600 | 1 |"))
+    assert "finetune < finetune_replay < tmt | tmt 55.00 | tmt − finetune_replay +4.00 [" in row
+    assert "| **tmt** | tmt − finetune +6.00 [" in row
+    assert "; tmt − finetune (300 steps) +4.00 [+4.00, +4.00]; tmt − finetune_replay (300 steps) +2.00 [" in row

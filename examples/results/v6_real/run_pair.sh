@@ -13,8 +13,8 @@
 #   labelsall1200 (amendment 7) finetune, finetune_tma, finetune_tma with shuffled maps and tmt_paper on every
 #              labelled pool image with 1,200 transfer steps (the paper's setting trained longer; on pairs 1–2's
 #              rebuilt bases, amendment 11);
-#   steps600   finetune, selftrain and tmt on 20 labelled images with 600 transfer steps (the doubling check; pair 1
-#              ran it before amendment 8 added selftrain);
+#   steps600   the labels20 arm (and its finetune_replay) with 600 transfer steps (amendment 12; the doubling check
+#              of amendments 4 and 8 ran finetune, selftrain and tmt, on pair 1 finetune and tmt);
 #   replay20, replay5 (amendment 9) finetune_replay on 20 / 5 labelled images, into the labels20 / labels5 arm's folder
 #              (<arm>-seed<N>-replay), paired by seed with its other methods;
 #   rebuilt20  (amendment 10) finetune and finetune_replay on 20 labelled images from a rebuilt source model (pairs 1-2,
@@ -54,7 +54,7 @@ case $ARM in  # ARM: labelled images, methods, the method run again with shuffle
   labels0) ARM_ARGS="--target_train_samples 0" METHODS="selftrain tmt" SHUFFLED=tmt PAPER= ;;
   labelsall) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool)" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ALIGN=align_patch ;;
   labelsall1200) ARM_ARGS="--target_train_samples $(domain "$TARGET" pool) --transfer_steps 1200" METHODS="finetune finetune_tma" SHUFFLED=finetune_tma PAPER=tmt_paper ;;
-  steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune selftrain tmt" SHUFFLED= PAPER= ;;
+  steps600) ARM_ARGS="--target_train_samples 20 --transfer_steps 600" METHODS="finetune selftrain tmt" SHUFFLED=tmt PAPER=tmt_paper REPLAY=finetune_replay ;;
   oracle20) ARM_ARGS="--target_train_samples 20 --tmt_parts trust mask" METHODS=tmt SHUFFLED=tmt PAPER= ORACLE=tmt ;;
   rebuilt20) ARM_ARGS="--target_train_samples 20" METHODS="finetune finetune_replay" SHUFFLED= PAPER= ACTE_STAGE= ;;
   replay20 | replay5) ARM_ARGS="--target_train_samples ${ARM#replay}" METHODS= SHUFFLED= PAPER= REPLAY=finetune_replay ACTE_STAGE= TAG=labels${ARM#replay}${TAG#"$ARM"} ;;

@@ -12,7 +12,9 @@ runs; the paper's setting trained longer (amendment 7): each `labelsall1200` met
 Amendment 9: the split of a gain into replay, self-training and the map, and the rule's recommendation per budget;
 amendment 10: a replay run on a rebuilt source model (`rebuilt20`) joins `labels20` base-matched.
 Amendment 6: an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk62/<pair>/`) replaces its 20-frame scores
-once it has all their methods and seeds; the 20-frame tables follow, marked superseded.
+once it has all their methods and seeds; the 20-frame tables follow, marked superseded. Amendment 12: `steps600` is the
+whole 20-label arm at 600 steps, pairs 1–2's from their rebuilt bases (`rebuilt/<pair>/`, replacing pair 1's runs on
+the original base once complete), each method also against finetune and finetune_replay at 300 steps on the same base.
 """
 
 import argparse
@@ -30,6 +32,8 @@ METHODS = (
     "source",
     "finetune",
     "finetune_replay",
+    "finetune (300 steps)",
+    "finetune_replay (300 steps)",
     "finetune_tma",
     "finetune_tma-shuffled",
     "align_patch",
@@ -44,7 +48,15 @@ SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
 # The same runs trained longer: the doubling check (amendments 4 and 8), the paper's setting at 1,200 steps (7).
 LONGER = {("labels20", "steps600"): (300, 600), ("labelsall", "labelsall1200"): (300, 1200)}
 SEEDS = (42, 1, 2)  # the protocol's transfer seeds
-RESCORED = "dusk62"  # amendment 6: the dusk pairs' arms re-run and scored on camvid-dusk/test, beside this file
+DOUBLING_BAR = 2.0  # amendment 4: the gain of tmt over finetune at 600 steps that makes 300 steps too few
+# Arms re-run into a folder beside this file that replace the first runs once complete: (folder, what the new runs
+# are, what the replaced ones were).
+REPLACEMENTS = (
+    ("dusk62", "re-run on camvid-dusk/test", "scored on the 20 dusk frames of train[42:], superseded by amendment 6"),
+    ("rebuilt", "re-run on the rebuilt source model", "on the original source model, superseded by amendment 12"),
+)
+# Amendment 12: the 600-step arm's baselines at 300 steps, on its base (rebuilt20 on a rebuilt base, else labels20).
+SHORTER_BASELINES = {"finetune (300 steps)": "finetune", "finetune_replay (300 steps)": "finetune_replay"}
 # Each comparison: (method, minus which method); only those whose both sides ran in an arm are shown.
 CONTRASTS = (
     [
@@ -65,6 +77,8 @@ CONTRASTS = (
         ("tmt", "finetune_replay"),
         ("tmt_paper", "finetune_replay"),
     ]
+    # Amendment 12: at 600 steps, against fine-tuning at 300 (which may over-train at 600).
+    + [(m, b) for b in SHORTER_BASELINES for m in ("finetune_replay", "selftrain", "tmt", "tmt_paper")]
 )
 # Amendment 9's recommendation: the chain of methods, simpler first (source-only where no labels are given).
 SIMPLER_FIRST = ("source", "finetune", "finetune_replay", "selftrain", "tmt")
@@ -199,7 +213,9 @@ def over_pairs_table(runs, arm_name):
 
 def budget_table(runs, among):
     """Mean target mIoU per method and arm, over the pairs of `among` each arm ran on (methods that ran there)."""
-    methods = [m for m in METHODS if any(m in arm for p in among for arm in runs[p].values())]
+    methods = [
+        m for m in METHODS if m not in SHORTER_BASELINES and any(m in a for p in among for a in runs[p].values())
+    ]
     lines = [
         f"### By label budget, mean over the pairs each arm ran on of {', '.join(among)} (3 seeds each)\n",
         "| arm | pairs | " + " | ".join(methods) + " |",
@@ -225,6 +241,8 @@ def recommendation_table(runs):
     them (source-only < finetune < finetune_replay < selftrain < tmt; source-only only where finetune did not run), the
     one with the highest mean target mIoU, unless its lead over the next simpler one has a 95% bootstrap interval
     (pairs, seeds) that holds 0: then that simpler one. Beside it, the recommendation's lead over the chain's first.
+    Amendment 12: 20 labels at 600 steps once that arm covers `labels20`'s pairs, its pick also against fine-tuning
+    at 300 steps; where amendment 4's bar is reached on a pair, the 300-step line is marked not decided.
     """
     lines = [
         "### Which method to run: amendment 9's rule\n",
@@ -238,8 +256,10 @@ def recommendation_table(runs):
         low, high = bootstrap(differences)
         return low, f"{method} − {baseline} {np.mean([d.mean() for d in differences]):+.2f} [{low:+.2f}, {high:+.2f}]"
 
-    for arm_name in ("labels0", "labels5", "labels20", "labelsall"):
+    for arm_name in ("labels0", "labels5", "labels20", "steps600", "labelsall"):
         pairs = [p for p in ordered(runs) if arm_name in runs[p]]
+        if arm_name == "steps600" and pairs != [p for p in ordered(runs) if "labels20" in runs[p]]:
+            continue
         chain = [m for m in SIMPLER_FIRST if pairs and all(m in runs[p][arm_name] for p in pairs)]
         if "finetune" in chain:
             chain.remove("source")
@@ -254,9 +274,13 @@ def recommendation_table(runs):
                 pick = chain[chain.index(best) - 1]
         if pick != chain[0]:
             over_first = lead(arm_name, pairs, pick, chain[0])[1]
+        if arm_name == "steps600":
+            shorter = [b for b in SHORTER_BASELINES if all(b in runs[p][arm_name] for p in pairs)]
+            over_first = "; ".join([over_first] + [lead(arm_name, pairs, pick, b)[1] for b in shorter if b != pick])
+        undecided = arm_name == "labels20" and any(doubling_reached(runs[p].get("steps600", {})) for p in pairs)
         lines.append(
             f"| {arm_name} | {len(pairs)} | {' < '.join(chain)} | {best} {means[best]:.2f} | {over_simpler} | "
-            f"**{pick}** | {over_first} |"
+            f"**{pick}**{' (not decided: amendment 4)' * undecided} | {over_first} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -318,9 +342,10 @@ def main():
     parser.add_argument("--results", default=HERE, help="the folder holding one subfolder of results per pair")
     args = parser.parse_args()
     runs = load(args.results)
-    rescored = load(os.path.join(args.results, RESCORED))
-    superseded, in_progress = rescore(runs, rescored)
+    replacements = {folder: replace(runs, load(os.path.join(args.results, folder))) for folder, *_ in REPLACEMENTS}
     rebuild_noise = base_match(runs)
+    rebuilt_arms = replacements["rebuilt"][0]  # {pair: the arms that now come from its rebuilt base}
+    add_shorter_baselines(runs, rebuilt_arms)
     pairs = ordered(runs)
     print("## Over pairs\n")
     for arm_name in ARMS:
@@ -349,46 +374,79 @@ def main():
         for shorter, longer in LONGER:
             if {shorter, longer} <= set(runs[pair]):
                 print(longer_table(pair, runs[pair], shorter, longer))
-                if longer == "labelsall1200" and pair in rebuild_noise:
+                crosses_bases = longer == "labelsall1200" or longer in rebuilt_arms.get(pair, ())
+                if crosses_bases and pair in rebuild_noise:
                     largest = max(abs(d) for d in rebuild_noise[pair].values())
                     print(
-                        f"{pair}'s labelsall1200 ran on the rebuilt source model, its labelsall on the original "
-                        f"(amendment 11): a change counts as not converged at {LONGER[shorter, longer][0]} steps "
+                        f"{pair}'s {longer} ran on the rebuilt source model, its {shorter} on the original "
+                        f"(amendments 11, 12): a change counts as not converged at {LONGER[shorter, longer][0]} steps "
                         f"where it exceeds the seed s.d. plus {largest:.2f}, the largest rebuild noise\n"
                     )
-    for title, arms_by_pair in (
-        ("re-run on camvid-dusk/test, not complete yet", in_progress),
-        ("scored on the 20 dusk frames of train[42:], superseded by amendment 6", superseded),
-    ):
-        if arms_by_pair:
-            print(f"## Per pair, {title}\n")
-            for pair in ordered(arms_by_pair):
-                for arm_name in ARMS:
-                    if arm_name in arms_by_pair[pair]:
-                        print(pair_table(pair, arm_name, arms_by_pair[pair][arm_name]))
+                if longer == "steps600":
+                    print(doubling_verdict(pair, runs[pair][longer]))
+    for (folder, new, old), (_, superseded, in_progress) in zip(REPLACEMENTS, replacements.values()):
+        for title, arms_by_pair in ((f"{new}, not complete yet", in_progress), (old, superseded)):
+            if arms_by_pair:
+                print(f"## Per pair, {title}\n")
+                for pair in ordered(arms_by_pair):
+                    for arm_name in ARMS:
+                        if arm_name in arms_by_pair[pair]:
+                            print(pair_table(pair, arm_name, arms_by_pair[pair][arm_name]))
 
 
-def rescore(runs, rescored):
+def replace(runs, rerun):
     """
-    Amendment 6: each pair's arm re-run on the dusk test frames replaces its 20-frame scores in `runs` once it has every
-    method and seed they had (a new arm: every seed of the protocol); the rest stay beside: `in_progress`. Returns
-    (superseded, in_progress).
+    Amendments 6 and 12: each pair's arm re-run (`rerun`) replaces its first runs in `runs` once it has every method
+    and seed they had, and every seed of the protocol for a method they lacked; the rest stay beside. Returns
+    ({pair: [arms replaced or added]}, superseded, not complete yet).
     """
-    superseded, in_progress = {}, {}
-    for pair, arms in rescored.items():
+    placed, superseded, in_progress = {}, {}, {}
+    for pair, arms in rerun.items():
         for arm_name, arm in arms.items():
             old = runs.get(pair, {}).get(arm_name, {})
-            if old:
-                complete = all(set(seeds) <= set(arm.get(m, {})) for m, seeds in old.items())
-            else:
-                complete = all(set(SEEDS) <= set(seeds) for seeds in arm.values())
+            complete = all(set(seeds) <= set(arm.get(m, {})) for m, seeds in old.items()) and all(
+                set(old.get(m, SEEDS)) <= set(seeds) for m, seeds in arm.items()
+            )
             if complete:
                 if old:
                     superseded.setdefault(pair, {})[arm_name] = old
                 runs.setdefault(pair, {})[arm_name] = arm
+                placed.setdefault(pair, []).append(arm_name)
             else:
                 in_progress.setdefault(pair, {})[arm_name] = arm
-    return superseded, in_progress
+    return placed, superseded, in_progress
+
+
+def add_shorter_baselines(runs, rebuilt_arms):
+    """
+    Amendment 12: the 600-step arm gets finetune and finetune_replay at 300 steps on its own base, as methods of their
+    own: from `rebuilt20` where the arm ran on the rebuilt source model, else from `labels20`.
+    """
+    for pair, arms in runs.items():
+        if "steps600" in arms:
+            shorter = arms.get("rebuilt20" if "steps600" in rebuilt_arms.get(pair, ()) else "labels20", {})
+            arms["steps600"].update({name: shorter[m] for name, m in SHORTER_BASELINES.items() if m in shorter})
+
+
+def doubling_reached(arm):
+    """Amendment 4: tmt − finetune at 600 steps, over every seed, at least +2.0 with its t-interval above 0."""
+    gain = paired(arm, "tmt", "finetune")
+    if gain is None or len(gain) < len(SEEDS):
+        return False
+    low = gain.mean() - T_975[len(gain) - 1] * np.std(gain, ddof=1) / np.sqrt(len(gain))
+    return gain.mean() >= DOUBLING_BAR and low > 0
+
+
+def doubling_verdict(pair, arm):
+    """Amendment 4's reading of a pair's 600-step arm, as a line."""
+    gain = paired(arm, "tmt", "finetune")
+    if gain is None or len(gain) < len(SEEDS):
+        return f"{pair}: amendment 4's reading waits for every seed of finetune and tmt at 600 steps\n"
+    if doubling_reached(arm):
+        reading = "reaches amendment 4's bar (+2.0, interval above 0): the 300-step 20-label verdict is not decided"
+    else:
+        reading = "under amendment 4's bar (+2.0, interval above 0): the 300-step verdict stands"
+    return f"{pair}: tmt − finetune at 600 steps {gain.mean():+.2f} {t_interval(gain)}: {reading}\n"
 
 
 if __name__ == "__main__":
