@@ -443,9 +443,12 @@ def doubling_verdict(pair, arm):
     if gain is None or len(gain) < len(SEEDS):
         return f"{pair}: amendment 4's reading waits for every seed of finetune and tmt at 600 steps\n"
     if doubling_reached(arm):
-        reading = "reaches amendment 4's bar (+2.0, interval above 0): the 300-step 20-label verdict is not decided"
+        reading = (
+            "reaches amendment 4's bar (+2.0, interval above 0): 300 steps under-trains tmt, the 20-label verdict is "
+            "not decided"
+        )
     else:
-        reading = "under amendment 4's bar (+2.0, interval above 0): the 300-step verdict stands"
+        reading = "under amendment 4's bar (+2.0, interval above 0) on this pair"
     return f"{pair}: tmt − finetune at 600 steps {gain.mean():+.2f} {t_interval(gain)}: {reading}\n"
 
 
