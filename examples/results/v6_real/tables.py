@@ -134,12 +134,18 @@ def ordered(pairs):
     return [p for p in PAIRS if p in pairs] + sorted(set(pairs) - set(PAIRS))
 
 
+def t_bounds(values):
+    """The 95% t-interval of the mean of two or more values: (low, high)."""
+    half = T_975[len(values) - 1] * np.std(values, ddof=1) / np.sqrt(len(values))
+    return np.mean(values) - half, np.mean(values) + half
+
+
 def t_interval(values):
     """A 95% t-interval of the mean, as text ("n/a" for one value)."""
     if len(values) < 2:
         return "n/a"
-    half = T_975[len(values) - 1] * np.std(values, ddof=1) / np.sqrt(len(values))
-    return f"[{np.mean(values) - half:+.2f}, {np.mean(values) + half:+.2f}]"
+    low, high = t_bounds(values)
+    return f"[{low:+.2f}, {high:+.2f}]"
 
 
 def paired(arm, method, baseline):
@@ -384,7 +390,7 @@ def main():
                     )
                 if longer == "steps600":
                     print(doubling_verdict(pair, runs[pair][longer]))
-    for (folder, new, old), (_, superseded, in_progress) in zip(REPLACEMENTS, replacements.values()):
+    for (_, new, old), (_, superseded, in_progress) in zip(REPLACEMENTS, replacements.values()):
         for title, arms_by_pair in ((f"{new}, not complete yet", in_progress), (old, superseded)):
             if arms_by_pair:
                 print(f"## Per pair, {title}\n")
@@ -433,8 +439,7 @@ def doubling_reached(arm):
     gain = paired(arm, "tmt", "finetune")
     if gain is None or len(gain) < len(SEEDS):
         return False
-    low = gain.mean() - T_975[len(gain) - 1] * np.std(gain, ddof=1) / np.sqrt(len(gain))
-    return gain.mean() >= DOUBLING_BAR and low > 0
+    return gain.mean() >= DOUBLING_BAR and t_bounds(gain)[0] > 0
 
 
 def doubling_verdict(pair, arm):
