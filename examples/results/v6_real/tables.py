@@ -283,7 +283,9 @@ def recommendation_table(runs):
         if arm_name == "steps600":
             shorter = [b for b in SHORTER_BASELINES if all(b in runs[p][arm_name] for p in pairs)]
             over_first = "; ".join([over_first] + [lead(arm_name, pairs, pick, b)[1] for b in shorter if b != pick])
-        undecided = arm_name == "labels20" and any(doubling_reached(runs[p].get("steps600", {})) for p in pairs)
+        undecided = arm_name == "labels20" and any(
+            doubling_reached(doubling_gain(runs[p].get("steps600", {}))) for p in pairs
+        )
         lines.append(
             f"| {arm_name} | {len(pairs)} | {' < '.join(chain)} | {best} {means[best]:.2f} | {over_simpler} | "
             f"**{pick}**{' (not decided: amendment 4)' * undecided} | {over_first} |"
@@ -434,20 +436,23 @@ def add_shorter_baselines(runs, rebuilt_arms):
             arms["steps600"].update({name: shorter[m] for name, m in SHORTER_BASELINES.items() if m in shorter})
 
 
-def doubling_reached(arm):
-    """Amendment 4: tmt − finetune at 600 steps, over every seed, at least +2.0 with its t-interval above 0."""
+def doubling_gain(arm):
+    """tmt − finetune in a 600-step arm by seed, once every seed of both ran (else None)."""
     gain = paired(arm, "tmt", "finetune")
-    if gain is None or len(gain) < len(SEEDS):
-        return False
-    return gain.mean() >= DOUBLING_BAR and t_bounds(gain)[0] > 0
+    return gain if gain is not None and len(gain) == len(SEEDS) else None
+
+
+def doubling_reached(gain):
+    """Amendment 4: the 600-step gain of tmt over finetune is at least +2.0 with its t-interval above 0."""
+    return gain is not None and gain.mean() >= DOUBLING_BAR and t_bounds(gain)[0] > 0
 
 
 def doubling_verdict(pair, arm):
     """Amendment 4's reading of a pair's 600-step arm, as a line."""
-    gain = paired(arm, "tmt", "finetune")
-    if gain is None or len(gain) < len(SEEDS):
+    gain = doubling_gain(arm)
+    if gain is None:
         return f"{pair}: amendment 4's reading waits for every seed of finetune and tmt at 600 steps\n"
-    if doubling_reached(arm):
+    if doubling_reached(gain):
         reading = (
             "reaches amendment 4's bar (+2.0, interval above 0): 300 steps under-trains tmt, the 20-label verdict is "
             "not decided"
