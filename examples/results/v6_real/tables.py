@@ -15,6 +15,7 @@ Amendment 6: an arm of a dusk pair re-run and scored on camvid-dusk/test (`dusk6
 once it has all their methods and seeds; the 20-frame tables follow, marked superseded. Amendment 12: `steps600` is the
 whole 20-label arm at 600 steps, pairs 1–2's from their rebuilt bases (`rebuilt/<pair>/`, replacing pair 1's runs on
 the original base once complete), each method also against finetune and finetune_replay at 300 steps on the same base.
+Amendment 7's reading: printed under the `labelsall1200` table over pairs once both its pairs are complete.
 """
 
 import argparse
@@ -49,6 +50,8 @@ SHARED_BASELINES = {"oracle20": ("labels20", ("finetune", "selftrain"))}
 LONGER = {("labels20", "steps600"): (300, 600), ("labelsall", "labelsall1200"): (300, 1200)}
 SEEDS = (42, 1, 2)  # the protocol's transfer seeds
 DOUBLING_BAR = 2.0  # amendment 4: the gain of tmt over finetune at 600 steps that makes 300 steps too few
+PAPER_SETTING_BAR = 1.0  # amendment 7: the gain over finetune at 1,200 steps, all labels, that changes that verdict
+PAPER_SETTING_PAIRS = PAIRS[:2]  # amendment 7's pairs
 # Arms re-run into a folder beside this file that replace the first runs once complete: (folder, what the new runs
 # are, what the replaced ones were).
 REPLACEMENTS = (
@@ -360,6 +363,8 @@ def main():
         table = over_pairs_table(runs, arm_name)
         if table:
             print(table)
+        if arm_name == "labelsall1200" and table:
+            print(paper_setting_verdict(runs))
     print(budget_table(runs, pairs))
     print(recommendation_table(runs))
     low_budget_pairs = [p for p in pairs if {"labels0", "labels5"} & set(runs[p])]
@@ -460,6 +465,31 @@ def doubling_verdict(pair, arm):
     else:
         reading = "under amendment 4's bar (+2.0, interval above 0) on this pair"
     return f"{pair}: tmt − finetune at 600 steps {gain.mean():+.2f} {t_interval(gain)}: {reading}\n"
+
+
+def paper_setting_verdict(runs):
+    """
+    Amendment 7's reading of the all-label arm at 1,200 steps, once it is complete on both its pairs: the all-label
+    verdict changes only if finetune_tma − finetune or tmt_paper − finetune reaches +1.0 over the pairs with its 95%
+    bootstrap interval above 0.
+    """
+    arms = [runs.get(p, {}).get("labelsall1200", {}) for p in PAPER_SETTING_PAIRS]
+    methods = ("finetune_tma", "tmt_paper")
+    gains = {m: [paired(arm, m, "finetune") for arm in arms] for m in methods}
+    if any(d is None or len(d) < len(SEEDS) for differences in gains.values() for d in differences):
+        return "Amendment 7's reading waits for every seed of finetune, finetune_tma and tmt_paper on pairs 1–2\n"
+    readings, reached = [], []
+    for m, differences in gains.items():
+        mean, (low, high) = np.mean([d.mean() for d in differences]), bootstrap(differences)
+        reached.append(mean >= PAPER_SETTING_BAR and low > 0)
+        readings.append(
+            f"{m} − finetune {mean:+.2f} [{low:+.2f}, {high:+.2f}] ({'reaches' if reached[-1] else 'under'})"
+        )
+    verdict = "the all-label verdict changes" if any(reached) else "the all-label verdict stands"
+    return (
+        f"Amendment 7 at 1,200 steps over pairs 1–2 (bar +{PAPER_SETTING_BAR:.1f}, bootstrap above 0): "
+        f"{'; '.join(readings)}: {verdict}\n"
+    )
 
 
 if __name__ == "__main__":
