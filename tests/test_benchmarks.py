@@ -404,6 +404,20 @@ def test_v6_tables_read_the_20_label_arm_at_600_steps_from_rebuilt_bases(tmp_pat
     assert "finetune < finetune_replay < tmt | tmt 55.00 | tmt − finetune_replay +4.00 [" in row
     assert "| **tmt** | tmt − finetune +6.00 [" in row
     assert "; tmt − finetune (300 steps) +4.00 [+4.00, +4.00]; tmt − finetune_replay (300 steps) +2.00 [" in row
+    # One seed of a new method: the arm that replaces first runs waits whole; an arm without first runs (labels5
+    # here) shows its complete methods and holds back the partial one.
+    write(rebuilt, "steps600-seed42-shuffled.json", (("tmt-shuffled", 53.0),))
+    for seed in step:
+        write(rebuilt, f"labels5-seed{seed}.json", (("source", 41.0), ("finetune", 45.0)))
+    write(rebuilt, "labels5-seed42-shuffled.json", (("tmt-shuffled", 46.0),))
+    table = run("results/v6_real/tables.py", "--results", str(tmp_path))
+    current, in_progress = table.split("## Per pair, re-run on the rebuilt source model, not complete yet")
+    in_progress = in_progress.split("## Per pair, on the original source model")[0]
+    assert "| tmt | 55.00 |  | 54.00 | 54.50 |" in current.split("### c2d, steps600")[1]  # the original base again
+    labels5 = current.split("### c2d, labels5")[1].split("###")[0]
+    assert "| finetune | 45.00 | 45.00 | 45.00 | 45.00 |" in labels5 and "tmt-shuffled" not in labels5
+    assert "| tmt-shuffled | 46.00 | 46.00 |" in in_progress.split("### c2d, labels5")[1]
+    assert "| tmt-shuffled |  |  | 53.00 | 53.00 |" in in_progress.split("### c2d, steps600")[1]  # the whole arm
 
 
 def test_v6_tables_read_the_paper_setting_at_1200_steps_by_amendment_7(tmp_path):

@@ -410,23 +410,27 @@ def main():
 def replace(runs, rerun):
     """
     Amendments 6 and 12: each pair's arm re-run (`rerun`) replaces its first runs in `runs` once it has every method
-    and seed they had, and every seed of the protocol for a method they lacked; the rest stay beside. Returns
-    ({pair: [arms replaced or added]}, superseded, not complete yet).
+    and seed they had, and every seed of the protocol for a method they lacked. An arm with no first runs is placed
+    with its complete methods. The rest stay beside. Returns ({pair: [arms replaced or added]}, superseded, not
+    complete yet).
     """
     placed, superseded, in_progress = {}, {}, {}
     for pair, arms in rerun.items():
         for arm_name, arm in arms.items():
             old = runs.get(pair, {}).get(arm_name, {})
-            complete = all(set(seeds) <= set(arm.get(m, {})) for m, seeds in old.items()) and all(
-                set(old.get(m, SEEDS)) <= set(seeds) for m, seeds in arm.items()
-            )
-            if complete:
+            complete = {m: seeds for m, seeds in arm.items() if set(old.get(m, SEEDS)) <= set(seeds)}
+            partial = {m: seeds for m, seeds in arm.items() if m not in complete}
+            # To replace first runs the whole arm must be complete; an arm without them is placed method by method.
+            ready = set(old) <= set(complete) and not partial if old else bool(complete)
+            if ready:
                 if old:
                     superseded.setdefault(pair, {})[arm_name] = old
-                runs.setdefault(pair, {})[arm_name] = arm
+                runs.setdefault(pair, {})[arm_name] = complete
                 placed.setdefault(pair, []).append(arm_name)
             else:
-                in_progress.setdefault(pair, {})[arm_name] = arm
+                partial = arm
+            if partial:
+                in_progress.setdefault(pair, {})[arm_name] = partial
     return placed, superseded, in_progress
 
 
