@@ -159,6 +159,12 @@ def paired(arm, method, baseline):
     return np.array([arm[method][s] - arm[baseline][s] for s in seeds]) if seeds else None
 
 
+def paired_over_every_seed(arm, method, baseline):
+    """Seed-paired differences method − baseline once both ran every seed of the protocol, else None."""
+    d = paired(arm, method, baseline)
+    return d if d is not None and len(d) == len(SEEDS) else None
+
+
 def bootstrap(differences, draws=10_000, seed=0):
     """95% percentile interval of the mean over pairs, resampling pairs, then seeds within each drawn pair."""
     rng = np.random.default_rng(seed)
@@ -220,6 +226,16 @@ def over_pairs_table(runs, arm_name):
     return "\n".join(lines) + "\n"
 
 
+def lead_over_pairs(arms, method, baseline):
+    """
+    method − baseline over pairs (one arm each): the mean of the per-pair means, the low end of its 95% bootstrap
+    interval, and both as text.
+    """
+    differences = [paired(arm, method, baseline) for arm in arms]
+    mean, (low, high) = np.mean([d.mean() for d in differences]), bootstrap(differences)
+    return mean, low, f"{method} − {baseline} {mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def budget_table(runs, among):
     """Mean target mIoU per method and arm, over the pairs of `among` each arm ran on (methods that ran there)."""
     methods = [
@@ -261,9 +277,7 @@ def recommendation_table(runs):
     ]
 
     def lead(arm_name, pairs, method, baseline):
-        differences = [paired(runs[p][arm_name], method, baseline) for p in pairs]
-        low, high = bootstrap(differences)
-        return low, f"{method} − {baseline} {np.mean([d.mean() for d in differences]):+.2f} [{low:+.2f}, {high:+.2f}]"
+        return lead_over_pairs([runs[p][arm_name] for p in pairs], method, baseline)
 
     for arm_name in ("labels0", "labels5", "labels20", "steps600", "labelsall"):
         pairs = [p for p in ordered(runs) if arm_name in runs[p]]
@@ -278,14 +292,14 @@ def recommendation_table(runs):
         pick = best = max(chain, key=means.get)
         over_simpler = over_first = "none"
         if chain.index(best) > 0:
-            low, over_simpler = lead(arm_name, pairs, best, chain[chain.index(best) - 1])
+            _, low, over_simpler = lead(arm_name, pairs, best, chain[chain.index(best) - 1])
             if low <= 0:
                 pick = chain[chain.index(best) - 1]
         if pick != chain[0]:
-            over_first = lead(arm_name, pairs, pick, chain[0])[1]
+            over_first = lead(arm_name, pairs, pick, chain[0])[2]
         if arm_name == "steps600":
             shorter = [b for b in SHORTER_BASELINES if all(b in runs[p][arm_name] for p in pairs)]
-            over_first = "; ".join([over_first] + [lead(arm_name, pairs, pick, b)[1] for b in shorter if b != pick])
+            over_first = "; ".join([over_first] + [lead(arm_name, pairs, pick, b)[2] for b in shorter if b != pick])
         undecided = arm_name == "labels20" and any(
             doubling_reached(doubling_gain(runs[p].get("steps600", {}))) for p in pairs
         )
@@ -422,13 +436,13 @@ def replace(runs, rerun):
             partial = {m: seeds for m, seeds in arm.items() if m not in complete}
             # To replace first runs the whole arm must be complete; an arm without them is placed method by method.
             ready = set(old) <= set(complete) and not partial if old else bool(complete)
-            if ready:
-                if old:
-                    superseded.setdefault(pair, {})[arm_name] = old
-                runs.setdefault(pair, {})[arm_name] = complete
-                placed.setdefault(pair, []).append(arm_name)
-            else:
-                partial = arm
+            if not ready:
+                in_progress.setdefault(pair, {})[arm_name] = arm
+                continue
+            if old:
+                superseded.setdefault(pair, {})[arm_name] = old
+            runs.setdefault(pair, {})[arm_name] = complete
+            placed.setdefault(pair, []).append(arm_name)
             if partial:
                 in_progress.setdefault(pair, {})[arm_name] = partial
     return placed, superseded, in_progress
@@ -447,8 +461,7 @@ def add_shorter_baselines(runs, rebuilt_arms):
 
 def doubling_gain(arm):
     """tmt − finetune in a 600-step arm by seed, once every seed of both ran (else None)."""
-    gain = paired(arm, "tmt", "finetune")
-    return gain if gain is not None and len(gain) == len(SEEDS) else None
+    return paired_over_every_seed(arm, "tmt", "finetune")
 
 
 def doubling_reached(gain):
@@ -479,16 +492,13 @@ def paper_setting_verdict(runs):
     """
     arms = [runs.get(p, {}).get("labelsall1200", {}) for p in PAPER_SETTING_PAIRS]
     methods = ("finetune_tma", "tmt_paper")
-    gains = {m: [paired(arm, m, "finetune") for arm in arms] for m in methods}
-    if any(d is None or len(d) < len(SEEDS) for differences in gains.values() for d in differences):
+    if any(paired_over_every_seed(arm, m, "finetune") is None for arm in arms for m in methods):
         return "Amendment 7's reading waits for every seed of finetune, finetune_tma and tmt_paper on pairs 1–2\n"
     readings, reached = [], []
-    for m, differences in gains.items():
-        mean, (low, high) = np.mean([d.mean() for d in differences]), bootstrap(differences)
+    for m in methods:
+        mean, low, text = lead_over_pairs(arms, m, "finetune")
         reached.append(mean >= PAPER_SETTING_BAR and low > 0)
-        readings.append(
-            f"{m} − finetune {mean:+.2f} [{low:+.2f}, {high:+.2f}] ({'reaches' if reached[-1] else 'under'})"
-        )
+        readings.append(f"{text} ({'reaches' if reached[-1] else 'under'})")
     verdict = "the all-label verdict changes" if any(reached) else "the all-label verdict stands"
     return (
         f"Amendment 7 at 1,200 steps over pairs 1–2 (bar +{PAPER_SETTING_BAR:.1f}, bootstrap above 0): "
